@@ -1,0 +1,73 @@
+"""Modular-addition data (SPEC section 1).
+
+All ``p^2`` pairs ``(a, b)`` with label ``c = (a + b) mod p``; ``n = round(train_frac * p^2)`` of them
+are drawn uniformly without replacement as the training split, the rest is validation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+SPLIT_COLUMNS = ("a", "b", "c", "split")
+
+
+def is_prime(p: int) -> bool:
+    """True when ``p`` is a prime number (trial division; p is small here)."""
+    if p < 2:
+        return False
+    if p % 2 == 0:
+        return p == 2
+    f = 3
+    while f * f <= p:
+        if p % f == 0:
+            return False
+        f += 2
+    return True
+
+
+def n_train(p: int, train_frac: float) -> int:
+    """Training-set size ``n = round(train_frac * p^2)`` (SPEC section 1)."""
+    return int(round(train_frac * p * p))
+
+
+def make_split(p: int, train_frac: float, seed: int) -> pd.DataFrame:
+    """The seeded train/validation split of modular addition mod ``p`` (SPEC section 1).
+
+    Returns one row per pair, ordered by ``(a, b)``, with int16 columns ``a``, ``b``, ``c`` and a
+    categorical ``split`` in {"train", "val"}. The draw uses its own ``numpy`` generator seeded
+    with ``seed``, so the same arguments always give the same split.
+    """
+    if not isinstance(p, (int, np.integer)) or not is_prime(int(p)):
+        raise ValueError(f"p must be a prime number, got {p!r}")
+    if not 0.0 < float(train_frac) < 1.0:
+        raise ValueError(f"train_frac must lie in (0, 1), got {train_frac!r}")
+    p = int(p)
+    n = n_train(p, train_frac)
+    if not 1 <= n < p * p:
+        raise ValueError(f"train_frac={train_frac} gives n={n} training pairs out of {p * p}")
+    a, b = np.divmod(np.arange(p * p), p)
+    rng = np.random.default_rng(seed)
+    is_train = np.zeros(p * p, dtype=bool)
+    is_train[rng.choice(p * p, size=n, replace=False)] = True
+    return pd.DataFrame(
+        {
+            "a": a.astype(np.int16),
+            "b": b.astype(np.int16),
+            "c": ((a + b) % p).astype(np.int16),
+            "split": pd.Categorical(
+                np.where(is_train, "train", "val"), categories=["train", "val"]
+            ),
+        }
+    )
+
+
+def split_tensors(
+    df: pd.DataFrame, split: str, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer pairs ``x`` of shape (n, 2) and labels ``y`` of shape (n,) for one split."""
+    part = df[df["split"] == split]
+    x = torch.as_tensor(part[["a", "b"]].to_numpy(dtype=np.int64, copy=True), device=device)
+    y = torch.as_tensor(part["c"].to_numpy(dtype=np.int64, copy=True), device=device)
+    return x, y

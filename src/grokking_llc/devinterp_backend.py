@@ -1,0 +1,93 @@
+"""The one module that talks to devinterp (2.0.1), so its API churn stays here.
+
+devinterp's ``sample`` runs SGLD chains one after another (SPEC section 4 update rule, its
+``SGMCMC.sgld``) and stores the minibatch loss of every step. Two of its habits are corrected:
+
+* its ``llc`` averages the loss over *all* steps, burn-in included; we return the per-step traces
+  and :func:`grokking_llc.llc.llc_from_traces` drops the burn-in;
+* it silently returns a cached result when ``output_path`` exists; we always sample into a fresh
+  temporary directory.
+
+devinterp is written for language models: a dataset item is a token sequence ``input_ids`` of
+length >= 2 and ``loss_fn(model, input_ids)`` returns a per-token loss of shape (batch, seq-1).
+A generic ``(x, y)`` problem is fed through that interface by making each item the pair
+``[i, i]`` of its row index; the adapter's loss looks the rows up and broadcasts the batch's
+scalar mean loss to shape (batch, 1), whose mean (what devinterp differentiates and records) is
+exactly that loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grokking_llc.config import SamplerConfig
+
+log = logging.getLogger(__name__)
+
+
+def sample_loss_traces(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn,
+    cfg: SamplerConfig,
+    *,
+    seed: int,
+    device: str,
+) -> tuple[np.ndarray, float]:
+    """Run devinterp's SGLD; return the (chain, step) loss traces and its init loss at w*."""
+    from datasets import Dataset
+    from devinterp.slt.sampling import sample
+
+    x, y = x.to(device), y.to(device)
+    n = len(x)
+    index = np.repeat(np.arange(n, dtype=np.int64)[:, None], 2, axis=1)
+    dataset = Dataset.from_dict({"input_ids": index}).with_format("torch")
+
+    def per_token_loss(net: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = input_ids[:, 0].to(x.device)
+        loss = loss_fn(net(x[rows]), y[rows])
+        return loss.reshape(1, 1).expand(len(rows), 1)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="devinterp-") as tmp,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        samples = sample(
+            model=model,
+            dataset=dataset,
+            observables={},
+            lr=cfg.lr,
+            n_beta=cfg.resolved_nbeta,
+            num_chains=cfg.num_chains,
+            num_draws=cfg.num_draws,
+            batch_size=cfg.batch_size,
+            num_burnin_steps=cfg.num_burnin_steps,
+            num_init_loss_batches=cfg.num_init_loss_batches,
+            init_seed=seed,
+            localization=cfg.localization,
+            llc_weight_decay=cfg.weight_decay,
+            device=device,
+            output_path=Path(tmp) / "samples.zarr",
+            loss_fn=per_token_loss,
+        )
+        ds = samples.dataset
+        trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values
+        init_loss = float(ds.init_loss.values.mean())
+    trace = np.asarray(trace, dtype=np.float64)
+    # devinterp stops a chain whose loss turns NaN/inf with a warning and leaves the rest of its
+    # trace at the store's fill value: mark such chains as non-finite so they count as diverged.
+    for w in caught:
+        msg = str(w.message)
+        if msg.startswith("Chain failed"):
+            chain = int(msg.split("Chain ")[2].split()[0])
+            trace[chain] = np.nan
+            log.warning("devinterp: %s", msg)
+    return trace, init_loss
