@@ -1,0 +1,297 @@
+"""Tests of grokking_llc.gsm on hand-made accuracy curves (SPEC section 6)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokking_llc import gsm
+from grokking_llc.gsm import (
+    GROKKING,
+    IMMEDIATE_GENERALISATION,
+    NO_GENERALISATION,
+    classify_regime,
+    first_step_reaching,
+    fit_exponential_decay,
+    fit_linear,
+    generalisation_delay,
+    grokking_severity,
+)
+
+STEPS = np.arange(1, 11) * 100.0  # checkpoints every 100 steps (SPEC section 3)
+
+# A delayed ("grokking") run of T = 10 checkpoints.
+DELAYED_TRAIN = [0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+DELAYED_VAL = [0.0, 0.1, 0.1, 0.1, 0.2, 0.5, 0.9, 1.0, 1.0, 1.0]
+
+
+# --------------------------------------------------------------------------- GSM
+
+
+def test_gsm_never_generalises_is_zero():
+    train = [0.2, 0.8, 1.0, 1.0, 1.0]
+    val = [0.05, 0.05, 0.06, 0.05, 0.05]  # large gap, but the run never generalises
+    assert grokking_severity(train, val) == 0.0
+
+
+def test_gsm_immediate_generalisation_is_about_zero():
+    train = [0.2, 0.6, 0.95, 1.0]
+    val = [0.18, 0.58, 0.93, 0.98]
+    # gaps 0.02 at every checkpoint -> mean 0.02
+    assert grokking_severity(train, val) == pytest.approx(0.02, abs=1e-12)
+    assert grokking_severity(train, train) == 0.0
+
+
+def test_gsm_delayed_curve_matches_hand_computation():
+    # gaps train - val per checkpoint:
+    #   0.1, 0.4, 0.9, 0.9, 0.8, 0.5, 0.1, 0.0, 0.0, 0.0   -> sum = 3.7
+    # final val 1.0 > 0.9 and final train 1.0 > 0.9, so GSM = 3.7 / 10 = 0.37
+    assert grokking_severity(DELAYED_TRAIN, DELAYED_VAL) == pytest.approx(0.37, abs=1e-12)
+
+
+def test_gsm_accepts_numpy_list_and_series_alike():
+    expected = grokking_severity(DELAYED_TRAIN, DELAYED_VAL)
+    as_np = grokking_severity(np.array(DELAYED_TRAIN), np.array(DELAYED_VAL))
+    as_pd = grokking_severity(pd.Series(DELAYED_TRAIN), pd.Series(DELAYED_VAL))
+    assert as_np == pytest.approx(expected)
+    assert as_pd == pytest.approx(expected)
+
+
+def test_gsm_threshold_is_strict_on_final_accuracies():
+    train = [0.5, 1.0, 1.0]
+    # final val exactly 0.9: not > 0.9, so 0
+    assert grokking_severity(train, [0.0, 0.5, 0.9]) == 0.0
+    # final val just above 0.9: counted; gaps 0.5, 0.5, 0.1 - 1e-9 -> mean (1.1 - 1e-9) / 3
+    assert grokking_severity(train, [0.0, 0.5, 0.9 + 1e-9]) == pytest.approx(1.1 / 3, abs=1e-8)
+    # final train exactly 0.9 (val above it): 0
+    assert grokking_severity([0.5, 0.9], [0.5, 0.95]) == 0.0
+    # a lower threshold lets the same run count: gaps 0.5, 0.5, 0.1 -> 1.1 / 3
+    assert grokking_severity(train, [0.0, 0.5, 0.9], threshold=0.5) == pytest.approx(1.1 / 3)
+
+
+def test_gsm_single_checkpoint_and_signed_gap():
+    assert grokking_severity([1.0], [0.95]) == pytest.approx(0.05)
+    # validation leading training gives a negative GSM: gaps -0.1, -0.02 -> mean -0.06
+    assert grokking_severity([0.5, 0.95], [0.6, 0.97]) == pytest.approx(-0.06)
+
+
+@pytest.mark.parametrize(
+    ("train", "val", "message"),
+    [
+        ([0.1, 1.0], [0.1, 1.0, 1.0], "equal lengths"),
+        ([], [], "empty"),
+        ([0.1, 1.2], [0.1, 1.0], r"\[0, 1\]"),
+        ([0.1, 1.0], [-0.1, 1.0], r"\[0, 1\]"),
+        ([0.1, float("nan")], [0.1, 1.0], "NaN"),
+        ([[0.1, 1.0]], [[0.1, 1.0]], "1-D"),
+        (["a", "b"], [0.1, 1.0], "numbers"),
+    ],
+)
+def test_gsm_bad_inputs_raise(train, val, message):
+    with pytest.raises(ValueError, match=message):
+        grokking_severity(train, val)
+
+
+def test_gsm_bad_threshold_raises():
+    with pytest.raises(ValueError, match="threshold"):
+        grokking_severity([1.0], [1.0], threshold=1.5)
+
+
+# --------------------------------------------------------------------------- delays
+
+
+def test_first_step_reaching():
+    acc = [0.1, 0.5, 0.99, 0.98, 1.0]
+    steps = [100, 200, 300, 400, 500]
+    assert first_step_reaching(steps, acc, 0.99) == 300.0  # equality counts (>=)
+    assert first_step_reaching(steps, acc, 0.995) == 500.0
+    assert math.isnan(first_step_reaching(steps, [0.1] * 5, 0.99))
+
+
+def test_generalisation_delay_by_hand():
+    train = [0.5, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # >= 0.99 first at step 300
+    val = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 0.95, 0.991, 1.0, 1.0]  # >= 0.99 first at step 800
+    assert generalisation_delay(STEPS, train, val) == 500.0
+    # at threshold 0.9: train first at 200, val first at 700 -> 500
+    assert generalisation_delay(STEPS, train, val, threshold=0.9) == 500.0
+    # at threshold 0.5: train at 100, val at 500 -> 400
+    assert generalisation_delay(STEPS, train, val, threshold=0.5) == 400.0
+
+
+def test_generalisation_delay_nan_and_negative():
+    never_val = [0.1] * 10
+    assert math.isnan(generalisation_delay(STEPS, DELAYED_TRAIN, never_val))
+    assert math.isnan(generalisation_delay(STEPS, never_val, DELAYED_TRAIN))
+    # validation first (step 200) before training (step 400): delay -200
+    train = [0.0, 0.5, 0.5, 1.0] + [1.0] * 6
+    val = [0.0, 1.0, 1.0, 1.0] + [1.0] * 6
+    assert generalisation_delay(STEPS, train, val) == -200.0
+
+
+def test_generalisation_delay_bad_steps_raise():
+    with pytest.raises(ValueError, match="increasing"):
+        generalisation_delay([100, 100, 200], [1.0] * 3, [1.0] * 3)
+    with pytest.raises(ValueError, match="equal lengths"):
+        generalisation_delay([100, 200], [1.0] * 3, [1.0] * 3)
+
+
+# --------------------------------------------------------------------------- regimes
+
+
+def _curves(t_train: int, t_val: int, n: int = 60, final_val: float = 1.0):
+    """Step-function curves on steps 100, 200, ..., n*100 that reach 1.0 at the given steps."""
+    steps = np.arange(1, n + 1) * 100.0
+    train = np.where(steps >= t_train, 1.0, 0.3)
+    val = np.where(steps >= t_val, final_val, 0.05)
+    return steps, train, val
+
+
+def test_regime_constants():
+    assert gsm.REGIMES == (NO_GENERALISATION, GROKKING, IMMEDIATE_GENERALISATION)
+    assert set(gsm.REGIMES) == {"no_generalisation", "grokking", "immediate_generalisation"}
+
+
+def test_regime_of_three_hand_made_curves():
+    # never generalises: final val 0.5
+    steps, train, val = _curves(500, 1000, final_val=0.5)
+    assert classify_regime(train, val, steps) == NO_GENERALISATION
+    # grokking: train reaches 0.9 at 500, val at 5000; delay 4500 > max(0.5*500, 2*100) = 250
+    steps, train, val = _curves(500, 5000)
+    assert classify_regime(train, val, steps) == GROKKING
+    # immediate: val at 700; delay 200 <= max(250, 200) = 250
+    steps, train, val = _curves(500, 700)
+    assert classify_regime(train, val, steps) == IMMEDIATE_GENERALISATION
+
+
+def test_regime_edges_and_knobs():
+    # t_train = 2000: allowed = max(0.5 * 2000, 200) = 1000
+    steps, train, val = _curves(2000, 3000)  # delay 1000: on the edge -> immediate
+    assert classify_regime(train, val, steps) == IMMEDIATE_GENERALISATION
+    steps, train, val = _curves(2000, 3100)  # delay 1100 -> grokking
+    assert classify_regime(train, val, steps) == GROKKING
+    # with both allowances at 0 any positive delay is grokking, a zero delay is not
+    steps, train, val = _curves(500, 600)
+    kw = {"immediate_rel_delay": 0.0, "immediate_gap_checkpoints": 0.0}
+    assert classify_regime(train, val, steps, **kw) == GROKKING
+    steps, train, val = _curves(500, 500)
+    assert classify_regime(train, val, steps, **kw) == IMMEDIATE_GENERALISATION
+    # final val exactly at the threshold is not generalised (strict, as the GSM)
+    steps, train, val = _curves(500, 700, final_val=0.9)
+    assert classify_regime(train, val, steps) == NO_GENERALISATION
+    assert grokking_severity(train, val) == 0.0
+
+
+def test_regime_default_steps_are_checkpoint_numbers():
+    # checkpoints 1..60; train at checkpoint 5, val at checkpoint 50 -> delay 45 > max(2.5, 2)
+    _, train, val = _curves(500, 5000)
+    assert classify_regime(train, val) == GROKKING
+    _, train, val = _curves(500, 700)  # delay 2 <= max(2.5, 2)
+    assert classify_regime(train, val) == IMMEDIATE_GENERALISATION
+
+
+def test_regime_bad_inputs_raise():
+    with pytest.raises(ValueError, match="equal lengths"):
+        classify_regime([1.0, 1.0], [1.0, 1.0], steps=[1, 2, 3])
+    with pytest.raises(ValueError, match=">= 0"):
+        classify_regime([1.0], [1.0], immediate_rel_delay=-1.0)
+
+
+# --------------------------------------------------------------------------- fits
+
+
+def test_exponential_fit_recovers_parameters_with_offset():
+    lr = np.geomspace(1e-4, 1e-2, 9)  # the learning-rate sweep of SPEC section 3
+    y = 0.4 * np.exp(-300.0 * lr) + 0.02
+    fit = fit_exponential_decay(lr, y)
+    assert fit["a"] == pytest.approx(0.4, rel=1e-5)
+    assert fit["b"] == pytest.approx(300.0, rel=1e-5)
+    assert fit["c"] == pytest.approx(0.02, abs=1e-6)
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
+    assert fit["n"] == 9
+
+
+def test_exponential_fit_without_offset_and_shifted_x():
+    x = np.linspace(2.0, 7.0, 6)
+    y = 1.5 * np.exp(-0.7 * x)
+    fit = fit_exponential_decay(x, list(y), offset=False)
+    assert fit["a"] == pytest.approx(1.5, rel=1e-5)
+    assert fit["b"] == pytest.approx(0.7, rel=1e-5)
+    assert fit["c"] == 0.0
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_exponential_fit_with_noise_is_close():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 4.0, 40)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5 + rng.normal(0.0, 0.01, x.size)
+    fit = fit_exponential_decay(x, y)
+    assert fit["b"] == pytest.approx(1.3, rel=0.05)
+    assert 0.99 < fit["r2"] < 1.0
+
+
+def test_exponential_fit_far_from_origin_stays_finite():
+    # x near 1000: a = A exp(b * 1000) overflows, the shifted amplitude does not
+    x = 1000.0 + np.arange(6.0)
+    y = 3.0 * np.exp(-0.9 * (x - 1000.0)) + 1.0
+    fit = fit_exponential_decay(x, y)
+    assert fit["b"] == pytest.approx(0.9, rel=1e-5)
+    assert fit["a_at_x_min"] == pytest.approx(3.0, rel=1e-5)
+    assert fit["x_min"] == 1000.0
+    assert fit["a"] == math.inf
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_exponential_fit_flags_a_straight_line():
+    fit = fit_exponential_decay([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0])
+    assert fit["b_at_search_limit"] is True
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_exponential_fit_uses_scipy_when_present():
+    pytest.importorskip("scipy")
+    lr = np.geomspace(1e-4, 1e-2, 9)
+    fit = fit_exponential_decay(lr, 0.4 * np.exp(-300.0 * lr) + 0.02)
+    assert fit["method"] in {"curve_fit", "variable_projection"}
+    assert fit["b"] == pytest.approx(300.0, rel=1e-5)
+
+
+def test_exponential_fit_degenerate_inputs_raise():
+    with pytest.raises(ValueError, match="at least 3 distinct"):
+        fit_exponential_decay([1.0, 2.0], [1.0, 0.5])
+    with pytest.raises(ValueError, match="at least 3 distinct"):
+        fit_exponential_decay([1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        fit_exponential_decay([1.0], [1.0], offset=False)
+    with pytest.raises(ValueError, match="equal lengths"):
+        fit_exponential_decay([1.0, 2.0, 3.0], [1.0, 0.5])
+
+
+def test_linear_fit_recovers_exact_line():
+    llc = np.array([20.0, 25.0, 30.0, 41.0])
+    y = 0.1288 * llc - 2.098  # the paper's GSM-on-LLC line (SPEC section 6)
+    fit = fit_linear(llc, y)
+    assert fit["slope"] == pytest.approx(0.1288, rel=1e-10)
+    assert fit["intercept"] == pytest.approx(-2.098, rel=1e-10)
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-12)
+    assert fit["n"] == 4
+
+
+def test_linear_fit_by_hand_and_degenerate_inputs():
+    # x = 0, 1, 2; y = 0, 0, 3: xbar = 1, ybar = 1, slope = sum (x-1)(y-1) / sum (x-1)^2
+    #   = ((-1)(-1) + 0 + (1)(2)) / 2 = 1.5; intercept = 1 - 1.5 = -0.5
+    # fitted -0.5, 1, 2.5: SSE = 0.25 + 1 + 0.25 = 1.5; SST = 1 + 1 + 4 = 6; r2 = 0.75
+    fit = fit_linear([0.0, 1.0, 2.0], [0.0, 0.0, 3.0])
+    assert fit["slope"] == pytest.approx(1.5)
+    assert fit["intercept"] == pytest.approx(-0.5)
+    assert fit["r2"] == pytest.approx(0.75)
+    # constant y: slope 0, r2 undefined
+    flat = fit_linear([0.0, 1.0, 2.0], [2.0, 2.0, 2.0])
+    assert flat["slope"] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(flat["r2"])
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        fit_linear([1.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        fit_linear([0.0, 1.0, float("nan")], [0.0, 1.0, 2.0])
