@@ -278,7 +278,7 @@ def expand_study(train: Mapping[str, Any], overrides: Mapping[str, Any]) -> list
     fixed = {k: v for k, v in overrides.items() if not isinstance(v, list)}
     runs: dict[str, TrainConfig] = {}
     for combo in itertools.product(*swept.values()):
-        params = {**train, **fixed, **dict(zip(swept, combo))}
+        params = {**train, **fixed, **dict(zip(swept, combo, strict=True))}
         run = TrainConfig(**params)
         runs.setdefault(run.run_id, run)
     return list(runs.values())

@@ -1,7 +1,8 @@
 """Modular-addition data (SPEC section 1).
 
-All ``p^2`` pairs ``(a, b)`` with label ``c = (a + b) mod p``; ``n = round(train_frac * p^2)`` of them
-are drawn uniformly without replacement as the training split, the rest is validation.
+All ``p^2`` pairs ``(a, b)`` with label ``c = (a + b) mod p``;
+``n = round(train_frac * p^2)`` of them are drawn uniformly without replacement as the training
+split, the rest is validation.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def build_model(
     generator: torch.Generator | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a model of the registered ``kind`` for modulus ``p``, initialised from ``generator``."""
+    """Build a registered ``kind`` of model for modulus ``p``, initialised from ``generator``."""
     if kind not in _MODELS:
         try:
             importlib.import_module(f"grokking_llc.architectures.{kind}")

@@ -107,7 +107,7 @@ def train(
         tr_loss, tr_acc = evaluate(model, loss_fn, x_tr, y_tr)
         va_loss, va_acc = evaluate(model, loss_fn, x_va, y_va)
         model.train()
-        rows.append(dict(zip(LOG_COLUMNS, (step, tr_loss, va_loss, tr_acc, va_acc))))
+        rows.append(dict(zip(LOG_COLUMNS, (step, tr_loss, va_loss, tr_acc, va_acc), strict=True)))
         streak = streak + 1 if va_acc >= cfg.early_stop_acc else 0
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         torch_save(weights, work_dir / f"ckpt_{step:07d}.pt")
