@@ -235,7 +235,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
         if unknown:
             raise ConfigError(f"config error at studies.{study}: unknown key(s) {sorted(unknown)}")
         for run in expand_study(cfg["train"], overrides):
-            _check_run(run, f"studies.{study}")
+            _check_run(run, f"studies.{study}", overridden=set(overrides))
     SamplerConfig.from_mapping(cfg["llc"]["sampler"])
     for name, fig in cfg["figures"].items():
         study = fig.get("study")
@@ -244,9 +244,10 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
     return cfg
 
 
-def _check_run(run: TrainConfig, where: str) -> None:
+def _check_run(run: TrainConfig, study: str, overridden: set[str]) -> None:
     def fail(key: str, rule: str) -> None:
-        raise ConfigError(f"config error at {where}.{key}: {rule}")
+        where = study if key in overridden else "train"
+        raise ConfigError(f"config error at {where}.{key}: {rule} (run of {study})")
 
     if not is_prime(run.p):
         fail("p", f"must be a prime number, got {run.p}")

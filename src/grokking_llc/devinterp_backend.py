@@ -31,6 +31,21 @@ from grokking_llc.config import SamplerConfig
 log = logging.getLogger(__name__)
 
 
+def as_devinterp_problem(x: torch.Tensor, y: torch.Tensor, loss_fn):
+    """A devinterp dataset of row indices ``[i, i]`` and its per-token loss for ``(x, y)``."""
+    from datasets import Dataset
+
+    index = np.repeat(np.arange(len(x), dtype=np.int64)[:, None], 2, axis=1)
+    dataset = Dataset.from_dict({"input_ids": index}).with_format("torch")
+
+    def per_token_loss(net: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = input_ids[:, 0].to(x.device)
+        loss = loss_fn(net(x[rows]), y[rows])
+        return loss.reshape(1, 1).expand(len(rows), 1)
+
+    return dataset, per_token_loss
+
+
 def sample_loss_traces(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -42,19 +57,9 @@ def sample_loss_traces(
     device: str,
 ) -> tuple[np.ndarray, float]:
     """Run devinterp's SGLD; return the (chain, step) loss traces and its init loss at w*."""
-    from datasets import Dataset
     from devinterp.slt.sampling import sample
 
-    x, y = x.to(device), y.to(device)
-    n = len(x)
-    index = np.repeat(np.arange(n, dtype=np.int64)[:, None], 2, axis=1)
-    dataset = Dataset.from_dict({"input_ids": index}).with_format("torch")
-
-    def per_token_loss(net: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-        rows = input_ids[:, 0].to(x.device)
-        loss = loss_fn(net(x[rows]), y[rows])
-        return loss.reshape(1, 1).expand(len(rows), 1)
-
+    dataset, per_token_loss = as_devinterp_problem(x.to(device), y.to(device), loss_fn)
     with (
         tempfile.TemporaryDirectory(prefix="devinterp-") as tmp,
         warnings.catch_warnings(record=True) as caught,

@@ -1,0 +1,42 @@
+rule estimate_llc:
+    input:
+        checkpoints=f"{RESULTS}/runs/{{run}}/checkpoints.pt",
+        split=get_split_path,
+    output:
+        f"{RESULTS}/llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.parquet",
+    params:
+        run=get_run,
+        llc=config["llc"],
+        device=DEVICE,
+        code=code_version("llc"),
+    log:
+        f"{RESULTS}/logs/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=240,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/estimate_llc.py"
+
+
+rule gather_llc:
+    input:
+        get_llc_chunks,
+    output:
+        f"{RESULTS}/llc/{{run}}/{{sampler}}.parquet",
+    log:
+        f"{RESULTS}/logs/gather_llc/{{run}}/{{sampler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather_llc/{{run}}/{{sampler}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/gather_llc.py"
