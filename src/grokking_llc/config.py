@@ -18,7 +18,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -168,11 +167,13 @@ class SamplerConfig:
     @property
     def resolved_nbeta(self) -> float:
         """``nbeta``, or DevInterp's default ``m / ln m`` for batch size m (SPEC section 4)."""
+        from grokking_llc.llc import default_nbeta
+
         if self.nbeta is not None:
             return float(self.nbeta)
         if self.batch_size < 2:
             raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
-        return self.batch_size / math.log(self.batch_size)
+        return default_nbeta(self.batch_size)
 
     @property
     def num_steps(self) -> int:

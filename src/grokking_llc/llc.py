@@ -30,6 +30,11 @@ BACKENDS = ("devinterp", "fast")
 RUNAWAY_FACTOR = 1e3
 
 
+def default_nbeta(batch_size: int) -> float:
+    """DevInterp's default inverse temperature ``m / ln m`` for minibatch size m (SPEC section 4)."""
+    return batch_size / math.log(batch_size)
+
+
 @dataclass
 class LLCResult:
     """One LLC estimate with its diagnostics.

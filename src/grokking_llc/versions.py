@@ -14,31 +14,33 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
-# Modules (relative to the package) whose code decides each stage's numbers.
+# Modules (relative to the package) whose code decides each stage's numbers. config.py (names,
+# validation) and io.py (how bytes reach the disk) are left out on purpose: editing them changes
+# no result, so it reruns nothing.
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "split": ("data.py",),
-    "train": ("data.py", "model.py", "train.py", "config.py", "io.py", "architectures"),
+    "train": ("data.py", "model.py", "train.py", "architectures"),
     "llc": (
-        "llc.py", "sgld.py", "devinterp_backend.py", "model.py", "architectures", "stages.py",
-        "config.py", "data.py", "io.py", "train.py", "diagnostics.py",
+        "llc.py", "sgld.py", "devinterp_backend.py", "diagnostics.py", "model.py",
+        "architectures", "stages.py", "data.py",
     ),
     "plots": ("plots.py",),
 }  # fmt: skip
 
 
-def _files(rel: str) -> list[Path]:
-    path = PACKAGE / rel
-    if path.is_dir():
-        return sorted(path.rglob("*.py"))
-    return [path] if path.exists() else []
+def hash_files(root: Path, rels: tuple[str, ...]) -> str:
+    """Short hash of the names and contents of the files ``rels`` (files or folders) under ``root``."""
+    digest = hashlib.sha256()
+    for rel in rels:
+        path = root / rel
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
+        for f in files:
+            digest.update(f.relative_to(root).as_posix().encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @cache
 def code_version(stage: str) -> str:
     """Hash of the contents of the modules ``stage`` depends on (see :data:`STAGE_MODULES`)."""
-    digest = hashlib.sha256()
-    for rel in STAGE_MODULES[stage]:
-        for f in _files(rel):
-            digest.update(f.relative_to(PACKAGE).as_posix().encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:12]
+    return hash_files(PACKAGE, STAGE_MODULES[stage])
