@@ -295,3 +295,33 @@ def test_linear_fit_by_hand_and_degenerate_inputs():
         fit_linear([1.0, 1.0], [0.0, 1.0])
     with pytest.raises(ValueError, match="NaN"):
         fit_linear([0.0, 1.0, float("nan")], [0.0, 1.0, 2.0])
+
+
+def test_summarize_training_and_llc_rows():
+    from grokking_llc.gsm import summarize_llc, summarize_training
+
+    log = pd.DataFrame(
+        {
+            "step": [0, 100, 200, 300],
+            "train_loss": [1.0, 0.5, 0.1, 0.05],
+            "val_loss": [1.0, 0.9, 0.5, 0.2],
+            "train_acc": [0.0, 1.0, 1.0, 1.0],
+            "val_acc": [0.0, 0.0, 0.5, 1.0],
+        }
+    )
+    run = {"p": 7, "train_frac": 0.5, "lr": 1e-3, "model_options": {"a": 1}}
+    row = summarize_training(run, log, run_id="r", studies=["s"])
+    # GSM: final accs 1.0 > 0.9; gaps 0, 1, 0.5, 0 -> mean 0.375
+    assert row["gsm"] == pytest.approx(0.375)
+    assert row["delay"] == 200.0 and row["t_memorise"] == 100.0 and row["t_generalise"] == 300.0
+    assert row["n_train"] == 24 and row["model_options"] == '{"a": 1}'
+    # val reaches 0.9 two checkpoints (200 steps) after train: within the allowance
+    # max(0.5 * 100, 2 * 100) = 200 of classify_regime, so "immediate"
+    assert row["regime"] == "immediate_generalisation"
+    llc = pd.DataFrame(
+        {"step": [0, 100, 300], "llc_mean": [1.0, 5.0, 3.0], "llc_std": [0.1, 0.2, 0.3]}
+    )
+    s = summarize_llc(llc, "sid")
+    got = (s["llc_final"], s["llc_final_std"], s["llc_max"], s["llc_max_step"])
+    assert got == (3.0, 0.3, 5.0, 100.0)
+    assert math.isnan(summarize_llc(None)["llc_max"])

@@ -10,9 +10,11 @@ scipy, when importable, only polishes the exponential fit.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
 NO_GENERALISATION = "no_generalisation"
@@ -383,3 +385,58 @@ def fit_exponential_decay(
             method == "variable_projection" and not k_min * 1.0001 < k < k_max / 1.0001
         ),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# One summary row per run (results/tables/runs.parquet)
+# --------------------------------------------------------------------------------------------
+
+
+def summarize_training(
+    run: dict, train_log: pd.DataFrame, *, run_id: str = "", studies: list[str] | None = None
+) -> dict:
+    """One row of ``training_summary.parquet``: hyperparameters, GSM, delay, regime and final
+    accuracies and losses of a run (SPEC section 6)."""
+    from grokking_llc.data import n_train
+
+    steps = train_log["step"].to_numpy()
+    tr, va = train_log["train_acc"].to_numpy(), train_log["val_acc"].to_numpy()
+    last = train_log.iloc[-1]
+    return {
+        "run_id": run_id,
+        "studies": list(studies or []),
+        **{k: v for k, v in run.items() if k != "model_options"},
+        "model_options": json.dumps(run.get("model_options", {}), sort_keys=True),
+        "n_train": n_train(run["p"], run["train_frac"]),
+        "final_step": int(last["step"]),
+        "final_train_acc": float(last["train_acc"]),
+        "final_val_acc": float(last["val_acc"]),
+        "final_train_loss": float(last["train_loss"]),
+        "final_val_loss": float(last["val_loss"]),
+        "gsm": grokking_severity(tr, va),
+        "delay": generalisation_delay(steps, tr, va),
+        "t_memorise": first_step_reaching(steps, tr, DELAY_THRESHOLD),
+        "t_generalise": first_step_reaching(steps, va, DELAY_THRESHOLD),
+        "regime": classify_regime(tr, va, steps),
+    }
+
+
+LLC_SUMMARY_COLUMNS = ("llc_final", "llc_final_std", "llc_max", "llc_max_step", "sampler_id")
+
+
+def summarize_llc(llc: pd.DataFrame | None, sampler_id: str | None = None) -> dict:
+    """Final and maximum LLC of a run's LLC track (and the step of the maximum); NaN without one.
+
+    The maximum is over the per-checkpoint means of chains that did not diverge.
+    """
+    row = dict.fromkeys(LLC_SUMMARY_COLUMNS[:-1], math.nan) | {"sampler_id": sampler_id}
+    if llc is not None and len(llc):
+        final = llc.iloc[int(llc["step"].argmax())]
+        best = llc.iloc[int(llc["llc_mean"].fillna(-math.inf).argmax())]
+        row.update(
+            llc_final=float(final["llc_mean"]),
+            llc_final_std=float(final["llc_std"]),
+            llc_max=float(best["llc_mean"]),
+            llc_max_step=float(best["step"]),
+        )
+    return row

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 RANK_RTOL = 1e-9
 """Relative singular-value tolerance of every numerical rank in this module (see module doc)."""
@@ -380,8 +381,7 @@ def training_pairs(
     """The ``(a, b)`` training pairs, shape (n, 2), ordered by ``a * p + b`` (SPEC §1).
 
     * ``train_frac`` given: the training split of ``grokking_llc.data.make_split(p, train_frac,
-      seed)`` (that module is imported when present; otherwise the same draw is replicated:
-      ``default_rng(seed).choice(p*p, size=round(train_frac p^2), replace=False)``).
+      seed)``.
     * ``n`` given: ``n`` pairs drawn uniformly without replacement with
       ``numpy.random.default_rng(seed)`` (the same draw as above).
     * neither: the full ``p^2`` grid.
@@ -395,17 +395,10 @@ def training_pairs(
             raise ValueError(f"train_frac must lie in (0, 1], got {train_frac!r}")
         if tf == 1.0:
             return training_pairs(p)
-        try:
-            from grokking_llc.data import make_split
-        except ImportError:
-            make_split = None
-        if make_split is not None:
-            df = make_split(p, tf, seed)
-            tr = df[df["split"] == "train"]
-            return tr[["a", "b"]].to_numpy(dtype=np.int64)
-        n = int(round(tf * p * p))
-        if n < 1:
-            raise ValueError(f"train_frac={train_frac} gives no training pairs for p={p}")
+        from grokking_llc.data import make_split
+
+        df = make_split(p, tf, seed)
+        return df.loc[df["split"] == "train", ["a", "b"]].to_numpy(dtype=np.int64)
     if n is None:
         idx = np.arange(p * p)
     else:
@@ -649,6 +642,46 @@ def data_restricted_bound(
     )
 
 
+def theory_table(
+    checkpoints: dict, p: int, K: int, train_frac: float, data_seed: int, rel_eps: float = 1e-3
+) -> pd.DataFrame:
+    """The closed forms beside every checkpoint of a quadratic-net run (SPEC section 5).
+
+    ``checkpoints`` is a consolidated checkpoints file (``steps`` and stacked ``params`` with
+    ``W`` of shape (T, 2p, K) and ``V`` of shape (T, K, p)). Columns: step, K_eff (eq. 5 at
+    ``rel_eps``), rel_eps, K_eff_at_0.01 and K_eff_at_0.1 (coarser thresholds, to show how the
+    unit scores spread out during training), llc_feature_stage (Thm 5.5 at K_eff), lazy_low /
+    lazy_high (Thm 5.2 with m = n training pairs, the span of the features on the split),
+    llc_closed_form (Thm 4.1 / 4.2 at the full width K), llc_closed_form_eff (the same at K_eff) and
+    data_restricted_bound (at K_eff on this run's split, see :func:`data_restricted_bound`).
+    """
+    pairs = training_pairs(p, train_frac=train_frac, seed=data_seed)
+    n = len(pairs)
+    rows = []
+    W_all, V_all = checkpoints["params"]["W"], checkpoints["params"]["V"]
+    for step, W, V in zip(checkpoints["steps"].tolist(), W_all, V_all, strict=True):
+        k_eff = effective_width(W, V, rel_eps=rel_eps)
+        coarser = {f"K_eff_at_{e:g}": effective_width(W, V, rel_eps=e) for e in (1e-2, 1e-1)}
+        low, high = llc_lazy_bounds(p, K, m=n)
+        rows.append(
+            {
+                "step": int(step),
+                "K_eff": k_eff,
+                "rel_eps": rel_eps,
+                **coarser,
+                "llc_feature_stage": llc_feature_stage(p, k_eff) if k_eff else 0.0,
+                "lazy_low": low,
+                "lazy_high": high,
+                "llc_closed_form": llc_quadratic(p, K),
+                "llc_closed_form_eff": llc_quadratic(p, k_eff) if k_eff else 0.0,
+                "data_restricted_bound": (
+                    data_restricted_bound_pairs(p, k_eff, pairs) if k_eff else 0.0
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 __all__: Sequence[str] = (
     "RANK_RTOL",
     "data_restricted_bound",
@@ -667,5 +700,6 @@ __all__: Sequence[str] = (
     "quadratic_forms_jacobian",
     "rank_gap",
     "singular_values",
+    "theory_table",
     "training_pairs",
 )
