@@ -470,3 +470,28 @@ def test_data_restricted_jacobian_matches_autograd():
     J_auto = torch.cat([jW.reshape(6 * p, -1), jV.reshape(6 * p, -1)], dim=1).numpy()
     J = T.data_restricted_jacobian(W, V, X)
     np.testing.assert_allclose(J, J_auto, rtol=1e-12, atol=1e-12)
+
+
+def test_theory_table_tracks_effective_width():
+    """theory_table: K_eff per checkpoint and the closed forms evaluated at it."""
+    import torch
+
+    from grokking_llc.theory import theory_table
+
+    p, K = 5, 6
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(2 * p, K, generator=g)
+    V = torch.randn(K, p, generator=g)
+    V_dead = V.clone()
+    V_dead[2] = 0.0  # unit 2 switched off
+    ckpts = {
+        "steps": torch.tensor([0, 100]),
+        "params": {"W": torch.stack([W, W]), "V": torch.stack([V, V_dead])},
+    }
+    df = theory_table(ckpts, p, K, train_frac=0.6, data_seed=0)
+    assert df["step"].tolist() == [0, 100]
+    assert df["K_eff"].tolist() == [K, K - 1]
+    assert df["llc_feature_stage"].tolist() == [K * (3 * p - 1) / 2, (K - 1) * (3 * p - 1) / 2]
+    assert (df["llc_closed_form"] == min(K * (3 * p - 1), p * 2 * p * (2 * p + 1) / 2) / 2).all()
+    n = round(0.6 * p * p)
+    assert (df["lazy_high"] == p / 2 * min(K, n)).all()

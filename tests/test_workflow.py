@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from grokking_llc.stages import LLC_COLUMNS
+from grokking_llc.llc import LLC_COLUMNS
 from grokking_llc.train import LOG_COLUMNS
 from grokking_llc.versions import hash_files
 

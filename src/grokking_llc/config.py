@@ -239,9 +239,12 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
             _check_run(run, f"studies.{study}", overridden=set(overrides))
     SamplerConfig.from_mapping(cfg["llc"]["sampler"])
     for name, fig in cfg["figures"].items():
-        study = fig.get("study")
-        if study is not None and study not in cfg["studies"]:
-            raise ConfigError(f"config error at figures.{name}.study: no study named {study!r}")
+        for key, refs in (("study", [fig.get("study")]), ("studies", fig.get("studies", []))):
+            for study in refs:
+                if study is not None and study not in cfg["studies"]:
+                    raise ConfigError(
+                        f"config error at figures.{name}.{key}: no study named {study!r}"
+                    )
     return cfg
 
 

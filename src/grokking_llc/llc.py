@@ -11,15 +11,21 @@ returning a scalar mean loss; the sampler backend is a choice. Both backends pro
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from grokking_llc.config import SamplerConfig
+from grokking_llc.config import SamplerConfig, TrainConfig
+from grokking_llc.io import write_parquet
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,7 +37,7 @@ RUNAWAY_FACTOR = 1e3
 
 
 def default_nbeta(batch_size: int) -> float:
-    """DevInterp's default inverse temperature ``m / ln m`` for minibatch size m (SPEC section 4)."""
+    """DevInterp's default inverse temperature ``m / ln m`` for batch size m (SPEC section 4)."""
     return batch_size / math.log(batch_size)
 
 
@@ -152,3 +158,170 @@ def estimate_llc(
     else:
         raise ValueError(f"unknown LLC backend {backend!r}; choose one of {BACKENDS}")
     return llc_from_traces(trace, init_loss, cfg.resolved_nbeta, cfg.num_burnin_steps)
+
+
+def bias_reduced_llc(nbeta, llc) -> dict[str, float]:
+    """Bias-reduced LLC from a temperature sweep (SPEC section 4, appendix B.1, rebuilt).
+
+    Least-squares line of the estimates ``llc`` on ``1 / nbeta`` (``nbeta = n beta``, so this
+    is regression on ``1/beta`` up to the fixed factor n); its intercept, the value as
+    ``1/beta -> 0``, is the bias-reduced LLC. Returns intercept, slope and r2 (NaN r2 when the
+    estimates are all equal). Non-finite estimates are dropped; at least 2 must remain.
+    """
+    x = 1.0 / np.asarray(nbeta, dtype=np.float64)
+    y = np.asarray(llc, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(np.unique(x)) < 2:
+        raise ValueError("the temperature sweep needs finite estimates at >= 2 values of nbeta")
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    sst = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else math.nan
+    return {"intercept": float(intercept), "slope": float(slope), "r2": r2, "n": int(len(x))}
+
+
+# --------------------------------------------------------------------------------------------
+# Estimates over a run's checkpoints (what the estimate_llc and estimate_llc_grid rules run)
+# --------------------------------------------------------------------------------------------
+
+LLC_COLUMNS = (
+    "run_id", "sampler_id", "backend", "step", "llc_mean", "llc_std", "llc_per_chain",
+    "diverged", "init_loss", "nbeta", "num_diverged", "reason", "loss_trace", "seconds",
+)  # fmt: skip
+
+
+def select_checkpoints(num_checkpoints: int, every: int, chunk: int, chunks: int) -> list[int]:
+    """Checkpoint indices for one LLC job: every ``every``-th (the last always included),
+    dealt round-robin into ``chunks`` jobs; this job takes number ``chunk`` (0-based)."""
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
+    picked = list(range(0, num_checkpoints, every))
+    if picked[-1] != num_checkpoints - 1:
+        picked.append(num_checkpoints - 1)
+    return picked[chunk::chunks]
+
+
+def estimate_run_llc(
+    checkpoints: Mapping[str, Any],
+    split: pd.DataFrame,
+    run: TrainConfig,
+    sampler: SamplerConfig,
+    *,
+    backend: str,
+    every: int,
+    chunk: int = 0,
+    chunks: int = 1,
+    device: str = "cpu",
+    run_id: str = "",
+    sampler_id: str = "",
+) -> pd.DataFrame:
+    """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint.
+
+    The checkpoint at training step ``s`` is sampled with seed ``sampler.seed + s``, so a
+    result never depends on how checkpoints are chunked into jobs. The model, data and loss are
+    built once per job, not per checkpoint.
+    """
+    from grokking_llc.data import split_tensors
+    from grokking_llc.model import build_model, get_loss
+    from grokking_llc.train import checkpoint_state, resolve_device
+
+    dev = resolve_device(device)
+    x, y = split_tensors(split, "train", dev)
+    loss_fn = get_loss(run.loss)
+    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
+    steps = checkpoints["steps"].tolist()
+    rows = []
+    for i in select_checkpoints(len(steps), every, chunk, chunks):
+        model.load_state_dict(checkpoint_state(checkpoints, i))
+        t0 = time.perf_counter()
+        res = estimate_llc(
+            model, x, y, loss_fn, sampler, seed=sampler.seed + steps[i], backend=backend, device=dev
+        )
+        seconds = time.perf_counter() - t0
+        log.info(
+            "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
+            steps[i], res.llc_mean, res.llc_std, int(res.diverged.sum()), seconds,
+        )  # fmt: skip
+        rows.append(
+            {
+                "run_id": run_id,
+                "sampler_id": sampler_id,
+                "backend": backend,
+                "step": int(steps[i]),
+                **res.summary(),
+                "llc_per_chain": res.llc_per_chain.tolist(),
+                "diverged": res.diverged.tolist(),
+                "loss_trace": [row.tolist() for row in res.loss_trace.astype(np.float32)],
+                "seconds": seconds,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(LLC_COLUMNS)).sort_values("step", ignore_index=True)
+
+
+def run_estimate_llc(
+    checkpoints_path, split_path, out_path, run: Mapping, llc: Mapping, *, chunk, chunks, device,
+    run_id, sampler_id,
+) -> pd.DataFrame:  # fmt: skip
+    """Stage ``estimate_llc``: read a run's checkpoints, estimate, write Parquet atomically."""
+    from grokking_llc.train import load_checkpoints
+
+    df = estimate_run_llc(
+        load_checkpoints(checkpoints_path),
+        pd.read_parquet(split_path),
+        TrainConfig(**run),
+        SamplerConfig.from_mapping(llc["sampler"]),
+        backend=llc["backend"],
+        every=llc["every"],
+        chunk=chunk,
+        chunks=chunks,
+        device=device,
+        run_id=run_id,
+        sampler_id=sampler_id,
+    )
+    write_parquet(df, out_path)
+    return df
+
+
+def run_estimate_llc_grid(
+    checkpoints_path, split_path, out_path, run: Mapping, llc: Mapping, grid: list[dict], *,
+    device: str,
+) -> pd.DataFrame:  # fmt: skip
+    """Stage ``estimate_llc_grid``: the LLC at a run's final checkpoint for each sampler
+    override in ``grid`` (localisation/step-size sweep of appendix B.2, temperature sweep of
+    B.1). Every grid point uses the same seed, ``sampler.seed + final step``."""
+    from grokking_llc.data import split_tensors
+    from grokking_llc.model import build_model, get_loss
+    from grokking_llc.train import checkpoint_state, load_checkpoints, resolve_device
+
+    cfg = TrainConfig(**run)
+    ckpts = load_checkpoints(checkpoints_path)
+    dev = resolve_device(device)
+    x, y = split_tensors(pd.read_parquet(split_path), "train", dev)
+    model = build_model(cfg.model, cfg.p, width=cfg.width, options=cfg.model_options).to(dev)
+    last = len(ckpts["steps"]) - 1
+    model.load_state_dict(checkpoint_state(ckpts, last))
+    step = int(ckpts["steps"][last])
+    base = dict(llc["sampler"])
+    rows = []
+    for override in grid:
+        sampler = SamplerConfig.from_mapping({**base, **override})
+        t0 = time.perf_counter()
+        res = estimate_llc(
+            model, x, y, get_loss(cfg.loss), sampler, seed=sampler.seed + step,
+            backend=llc["backend"], device=dev,
+        )  # fmt: skip
+        log.info("%s: llc %.4g +- %.3g", override, res.llc_mean, res.llc_std)
+        rows.append(
+            {
+                "step": step,
+                "localization": sampler.localization,
+                "sampler_lr": sampler.lr,
+                **res.summary(),
+                "llc_per_chain": res.llc_per_chain.tolist(),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    df = pd.DataFrame(rows)
+    write_parquet(df, out_path)
+    return df

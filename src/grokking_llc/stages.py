@@ -1,6 +1,8 @@
-"""One function per workflow stage: what a Snakemake script calls, kept here so it is testable.
+"""Workflow stages that are not estimation: job set-up, summaries, theory tables.
 
-Scripts under ``workflow/scripts`` only unpack ``snakemake.input/params/output`` and call these.
+Scripts under ``workflow/scripts`` only unpack ``snakemake.input/params/output`` and call these
+(or the stage functions of :mod:`grokking_llc.train` and :mod:`grokking_llc.llc`). Nothing here
+decides a number that training or sampling produces, so editing it reruns no such job.
 """
 
 from __future__ import annotations
@@ -8,27 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from grokking_llc.config import SamplerConfig, TrainConfig
+from grokking_llc.config import TrainConfig
 from grokking_llc.io import write_parquet
-from grokking_llc.llc import estimate_llc
-from grokking_llc.model import build_model, get_loss
-from grokking_llc.train import checkpoint_state, load_checkpoints, resolve_device
+from grokking_llc.train import load_checkpoints
 
 log = logging.getLogger("grokking_llc")
-
-LLC_COLUMNS = (
-    "run_id", "sampler_id", "backend", "step", "llc_mean", "llc_std", "llc_per_chain",
-    "diverged", "init_loss", "nbeta", "num_diverged", "reason", "loss_trace", "seconds",
-)  # fmt: skip
 
 
 def setup_job(log_path: str | os.PathLike | None, threads: int = 1) -> None:
@@ -52,95 +44,60 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def select_checkpoints(num_checkpoints: int, every: int, chunk: int, chunks: int) -> list[int]:
-    """Checkpoint indices for one LLC job: every ``every``-th (the last always included),
-    dealt round-robin into ``chunks`` jobs; this job takes number ``chunk`` (0-based)."""
-    if not 0 <= chunk < chunks:
-        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
-    picked = list(range(0, num_checkpoints, every))
-    if picked[-1] != num_checkpoints - 1:
-        picked.append(num_checkpoints - 1)
-    return picked[chunk::chunks]
-
-
-def estimate_run_llc(
-    checkpoints: Mapping[str, Any],
-    split: pd.DataFrame,
-    run: TrainConfig,
-    sampler: SamplerConfig,
-    *,
-    backend: str,
-    every: int,
-    chunk: int = 0,
-    chunks: int = 1,
-    device: str = "cpu",
-    run_id: str = "",
-    sampler_id: str = "",
-) -> pd.DataFrame:
-    """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint.
-
-    The checkpoint at training step ``s`` is sampled with seed ``sampler.seed + s``, so a
-    result never depends on how checkpoints are chunked into jobs. The model, data and loss are
-    built once per job, not per checkpoint.
-    """
-    from grokking_llc.data import split_tensors
-
-    dev = resolve_device(device)
-    x, y = split_tensors(split, "train", dev)
-    loss_fn = get_loss(run.loss)
-    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
-    steps = checkpoints["steps"].tolist()
-    rows = []
-    for i in select_checkpoints(len(steps), every, chunk, chunks):
-        model.load_state_dict(checkpoint_state(checkpoints, i))
-        t0 = time.perf_counter()
-        res = estimate_llc(
-            model, x, y, loss_fn, sampler, seed=sampler.seed + steps[i], backend=backend, device=dev
-        )
-        seconds = time.perf_counter() - t0
-        log.info(
-            "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
-            steps[i], res.llc_mean, res.llc_std, int(res.diverged.sum()), seconds,
-        )  # fmt: skip
-        rows.append(
-            {
-                "run_id": run_id,
-                "sampler_id": sampler_id,
-                "backend": backend,
-                "step": int(steps[i]),
-                **res.summary(),
-                "llc_per_chain": res.llc_per_chain.tolist(),
-                "diverged": res.diverged.tolist(),
-                "loss_trace": [row.tolist() for row in res.loss_trace.astype(np.float32)],
-                "seconds": seconds,
-            }
-        )
-    return pd.DataFrame(rows, columns=list(LLC_COLUMNS)).sort_values("step", ignore_index=True)
-
-
 def gather_tables(paths: list[str | os.PathLike], out: str | os.PathLike, sort: str) -> None:
     """Concatenate Parquet tables (chunk outputs) into one, sorted by ``sort``."""
     df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     write_parquet(df.sort_values(sort, ignore_index=True), out)
 
 
-def run_estimate_llc(
-    checkpoints_path, split_path, out_path, run: Mapping, llc: Mapping, *, chunk, chunks, device,
-    run_id, sampler_id,
-) -> pd.DataFrame:  # fmt: skip
-    """Stage ``estimate_llc``: read a run's checkpoints, estimate, write Parquet atomically."""
-    df = estimate_run_llc(
-        load_checkpoints(checkpoints_path),
-        pd.read_parquet(split_path),
-        TrainConfig(**run),
-        SamplerConfig.from_mapping(llc["sampler"]),
-        backend=llc["backend"],
-        every=llc["every"],
-        chunk=chunk,
-        chunks=chunks,
-        device=device,
-        run_id=run_id,
-        sampler_id=sampler_id,
+def run_compute_theory(checkpoints_path, llc_path, out_path, run: Mapping) -> pd.DataFrame:
+    """Stage ``compute_theory``: the closed forms beside every checkpoint with an LLC estimate."""
+    from grokking_llc.theory import theory_table
+
+    cfg = TrainConfig(**run)
+    theory = theory_table(
+        load_checkpoints(checkpoints_path), cfg.p, cfg.width, cfg.train_frac, cfg.data_seed
     )
+    llc = pd.read_parquet(llc_path, columns=["step", "llc_mean", "llc_std"])
+    df = llc.merge(theory, on="step", how="left", validate="one_to_one")
     write_parquet(df, out_path)
     return df
+
+
+def run_summarize_training(log_paths: list, out_path, runs: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Stage ``summarize_training``: one row per run from its training log (SPEC section 6).
+
+    ``runs`` maps run id to ``{"run": settings, "studies": [...]}``, in the order of
+    ``log_paths``."""
+    from grokking_llc.gsm import summarize_training
+
+    rows = [
+        summarize_training(meta["run"], pd.read_parquet(path), run_id=rid, studies=meta["studies"])
+        for (rid, meta), path in zip(runs.items(), log_paths, strict=True)
+    ]
+    df = pd.DataFrame(rows)
+    write_parquet(df, out_path)
+    return df
+
+
+def run_summarize_runs(
+    training_path, llc_paths: list, out_path, llc_runs: list[str], sampler_id: str
+) -> pd.DataFrame:
+    """Stage ``summarize_runs``: the training summary plus final and maximum LLC per run."""
+    from grokking_llc.gsm import summarize_llc
+
+    df = pd.read_parquet(training_path)
+    llc = {r: pd.read_parquet(p) for r, p in zip(llc_runs, llc_paths, strict=True)}
+    extra = pd.DataFrame(
+        [summarize_llc(llc.get(r), sampler_id if r in llc else None) for r in df["run_id"]]
+    )
+    out = pd.concat([df, extra], axis=1)
+    write_parquet(out, out_path)
+    return out
+
+
+def runs_of_study(table: pd.DataFrame, study: str | None) -> pd.DataFrame:
+    """Rows of a summary table whose ``studies`` list holds ``study`` (all rows for None)."""
+    if study is None:
+        return table
+    return table[table["studies"].map(lambda s: study in list(s))].reset_index(drop=True)

@@ -22,14 +22,16 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("data.py", "model.py", "train.py", "architectures"),
     "llc": (
         "llc.py", "sgld.py", "devinterp_backend.py", "diagnostics.py", "model.py",
-        "architectures", "stages.py", "data.py",
+        "architectures", "data.py",
     ),
-    "plots": ("plots.py",),
+    "theory": ("theory.py", "data.py"),
+    "summary": ("gsm.py", "data.py"),
+    "plots": ("plots.py", "gsm.py", "theory.py"),
 }  # fmt: skip
 
 
 def hash_files(root: Path, rels: tuple[str, ...]) -> str:
-    """Short hash of the names and contents of the files ``rels`` (files or folders) under ``root``."""
+    """Short hash of the names and contents of ``rels`` (files or folders) under ``root``."""
     digest = hashlib.sha256()
     for rel in rels:
         path = root / rel

@@ -40,3 +40,29 @@ rule gather_llc:
         "../../environment.yml"
     script:
         "../scripts/gather_llc.py"
+
+
+rule estimate_llc_grid:
+    input:
+        checkpoints=f"{RESULTS}/runs/{{run}}/checkpoints.pt",
+        split=get_split_path,
+    output:
+        f"{RESULTS}/llc_grid/{{grid}}/{{run}}-{{sampler}}.parquet",
+    params:
+        run=get_run,
+        llc=config["llc"],
+        grid=get_grid_list,
+        device=DEVICE,
+        code=code_version("llc"),
+    log:
+        f"{RESULTS}/logs/estimate_llc_grid/{{grid}}/{{run}}-{{sampler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/estimate_llc_grid/{{grid}}/{{run}}-{{sampler}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/estimate_llc_grid.py"

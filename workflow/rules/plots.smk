@@ -1,16 +1,25 @@
-rule plot_fig3:
+# Plotting rules are cheap: run them on the submitting host under a cluster profile.
+localrules:
+    plot_summary,
+    plot_track,
+    plot_h2_panels,
+    plot_llc_traces,
+    plot_llc_grid,
+
+
+rule plot_summary:
     input:
-        unpack(get_fig3_inputs),
+        get_summary_figure_input,
     output:
-        f"{RESULTS}/figures/fig3_llc_tracks_generalisation.png",
+        f"{RESULTS}/figures/{{summary_figure}}.png",
     params:
-        title=get_fig3_title,
+        figure=get_summary_figure_params,
         plots=config["plots"],
         code=code_version("plots"),
     log:
-        f"{RESULTS}/logs/plot_fig3/fig3.log",
+        f"{RESULTS}/logs/plot_summary/{{summary_figure}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/plot_fig3/fig3.tsv"
+        f"{RESULTS}/benchmarks/plot_summary/{{summary_figure}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -18,4 +27,94 @@ rule plot_fig3:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/plot_fig3.py"
+        "../scripts/plot_summary.py"
+
+
+rule plot_track:
+    input:
+        unpack(get_track_inputs),
+    output:
+        f"{RESULTS}/figures/{{track_figure}}.png",
+    params:
+        figure=get_track_params,
+        plots=config["plots"],
+        code=code_version("plots"),
+    log:
+        f"{RESULTS}/logs/plot_track/{{track_figure}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_track/{{track_figure}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/plot_track.py"
+
+
+rule plot_h2_panels:
+    input:
+        unpack(get_h2_inputs),
+    output:
+        f"{RESULTS}/figures/fig_h2_panels.png",
+    params:
+        titles=[run_label(r) for r in H2_RUNS],
+        plots=config["plots"],
+        code=code_version("plots"),
+    log:
+        f"{RESULTS}/logs/plot_h2_panels/fig_h2_panels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_h2_panels/fig_h2_panels.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/plot_h2_panels.py"
+
+
+rule plot_llc_traces:
+    input:
+        get_traces_input,
+    output:
+        f"{RESULTS}/figures/fig_llc_traces.png",
+    params:
+        plots=config["plots"],
+        code=code_version("plots"),
+    log:
+        f"{RESULTS}/logs/plot_llc_traces/fig_llc_traces.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_llc_traces/fig_llc_traces.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/plot_llc_traces.py"
+
+
+rule plot_llc_grid:
+    input:
+        get_grid_figure_input,
+    output:
+        f"{RESULTS}/figures/{{grid_figure}}.png",
+    params:
+        plots=config["plots"],
+        code=code_version("plots"),
+    log:
+        f"{RESULTS}/logs/plot_llc_grid/{{grid_figure}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_llc_grid/{{grid_figure}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/plot_llc_grid.py"

@@ -1,6 +1,7 @@
 """Rule estimate_llc: LLC at one chunk of a run's checkpoints (SPEC section 4)."""
 
-from grokking_llc.stages import run_estimate_llc, setup_job
+from grokking_llc.llc import run_estimate_llc
+from grokking_llc.stages import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)
 run_estimate_llc(

@@ -1,0 +1,44 @@
+rule summarize_training:
+    input:
+        logs=[train_log_path(r) for r in RUNS],
+    output:
+        f"{RESULTS}/tables/training_summary.parquet",
+    params:
+        runs=get_run_meta(list(RUNS)),
+        code=code_version("summary"),
+    log:
+        f"{RESULTS}/logs/summarize_training/training_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarize_training/training_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/summarize_training.py"
+
+
+rule summarize_runs:
+    input:
+        training=f"{RESULTS}/tables/training_summary.parquet",
+        llc=[llc_path(r) for r in LLC_RUNS],
+    output:
+        f"{RESULTS}/tables/runs.parquet",
+    params:
+        llc_runs=LLC_RUNS,
+        sampler_id=SAMPLER_ID,
+        code=code_version("summary"),
+    log:
+        f"{RESULTS}/logs/summarize_runs/runs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarize_runs/runs.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/summarize_runs.py"
