@@ -72,6 +72,7 @@ class LLCResult:
             "llc_std": self.llc_std,
             "init_loss": self.init_loss,
             "nbeta": self.nbeta,
+            "num_burnin_steps": self.num_burnin_steps,
             "num_diverged": int(self.diverged.sum()),
             "reason": self.reason,
         }
@@ -187,7 +188,8 @@ def bias_reduced_llc(nbeta, llc) -> dict[str, float]:
 
 LLC_COLUMNS = (
     "run_id", "sampler_id", "backend", "step", "llc_mean", "llc_std", "llc_per_chain",
-    "diverged", "init_loss", "nbeta", "num_diverged", "reason", "loss_trace", "seconds",
+    "diverged", "init_loss", "nbeta", "num_burnin_steps", "num_diverged", "reason", "loss_trace",
+    "seconds",
 )  # fmt: skip
 
 
