@@ -60,6 +60,8 @@ class LLCResult:
     num_burnin_steps: int
     diverged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     reason: str = ""
+    r_hat: float = math.nan
+    ess: float = math.nan
 
     @property
     def num_chains(self) -> int:
@@ -75,6 +77,8 @@ class LLCResult:
             "num_burnin_steps": self.num_burnin_steps,
             "num_diverged": int(self.diverged.sum()),
             "reason": self.reason,
+            "r_hat": self.r_hat,
+            "ess": self.ess,
         }
 
 
@@ -85,8 +89,12 @@ def llc_from_traces(
 
     A chain is marked diverged when any of its losses is NaN or infinite, or when its mean
     loss over the draws exceeds ``init_loss`` by more than ``RUNAWAY_FACTOR * max(1, |init_loss|)``.
-    Diverged chains are left out of the mean and std, never averaged in silently.
+    Diverged chains are left out of the mean and std, never averaged in silently; R-hat and
+    the effective sample size (:mod:`grokking_llc.diagnostics`) are computed on the draws of
+    the chains that remain.
     """
+    from grokking_llc.diagnostics import effective_sample_size, r_hat
+
     trace = np.asarray(loss_trace, dtype=np.float64)
     if trace.ndim != 2 or trace.shape[1] <= num_burnin_steps:
         raise ValueError(
@@ -115,6 +123,8 @@ def llc_from_traces(
         num_burnin_steps=int(num_burnin_steps),
         diverged=diverged,
         reason=reason,
+        r_hat=r_hat(draws[~diverged]) if (~diverged).sum() > 1 else math.nan,
+        ess=effective_sample_size(draws[~diverged]) if (~diverged).any() else math.nan,
     )
 
 
@@ -188,8 +198,8 @@ def bias_reduced_llc(nbeta, llc) -> dict[str, float]:
 
 LLC_COLUMNS = (
     "run_id", "sampler_id", "backend", "step", "llc_mean", "llc_std", "llc_per_chain",
-    "diverged", "init_loss", "nbeta", "num_burnin_steps", "num_diverged", "reason", "loss_trace",
-    "seconds",
+    "diverged", "init_loss", "nbeta", "num_burnin_steps", "num_diverged", "reason", "r_hat", "ess",
+    "loss_trace", "seconds",
 )  # fmt: skip
 
 
