@@ -23,6 +23,9 @@ figures: $(STAMP)        ## the main job: every figure on config/config.yaml
 all: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) all
 
+report: figures         ## HTML report with every figure captioned: results/report.html
+	$(BIN)/snakemake --report results/report.html figures
+
 test: $(STAMP)           ## the whole test suite (unit + end-to-end Snakefile runs)
 	$(BIN)/python -m pytest -q
 

@@ -85,6 +85,15 @@ def test_outputs_have_the_documented_schemas(done_run):
         assert list((results / "benchmarks" / rule).rglob("*.tsv")), rule
 
 
+def test_html_report_has_every_figure(done_run):
+    work, config = done_run
+    out = snakemake(work, config, "--report", str(work / "report.html"), "figures")
+    assert out.returncode == 0, out.stderr[-3000:]
+    html = (work / "report.html").read_text(errors="replace")
+    for png in (work / "results" / "figures").glob("*.png"):
+        assert png.name in html, png.name
+
+
 def test_rerun_does_nothing(done_run):
     assert planned_jobs(*done_run) == {}
 

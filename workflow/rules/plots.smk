@@ -11,7 +11,11 @@ rule plot_summary:
     input:
         get_summary_figure_input,
     output:
-        f"{RESULTS}/figures/{{summary_figure}}.png",
+        report(
+            f"{RESULTS}/figures/{{summary_figure}}.png",
+            caption="../report/summary_figure.rst",
+            category="Summaries",
+        ),
     params:
         figure=get_summary_figure_params,
         plots=config["plots"],
@@ -34,7 +38,11 @@ rule plot_track:
     input:
         unpack(get_track_inputs),
     output:
-        f"{RESULTS}/figures/{{track_figure}}.png",
+        report(
+            f"{RESULTS}/figures/{{track_figure}}.png",
+            caption="../report/track_figure.rst",
+            category="Training runs",
+        ),
     params:
         figure=get_track_params,
         plots=config["plots"],
@@ -57,7 +65,11 @@ rule plot_h2_panels:
     input:
         unpack(get_h2_inputs),
     output:
-        f"{RESULTS}/figures/fig_h2_panels.png",
+        report(
+            f"{RESULTS}/figures/fig_h2_panels.png",
+            caption="../report/other_figure.rst",
+            category="Training runs",
+        ),
     params:
         titles=[run_label(r) for r in H2_RUNS],
         plots=config["plots"],
@@ -80,7 +92,11 @@ rule plot_llc_traces:
     input:
         get_traces_input,
     output:
-        f"{RESULTS}/figures/fig_llc_traces.png",
+        report(
+            f"{RESULTS}/figures/fig_llc_traces.png",
+            caption="../report/other_figure.rst",
+            category="Sampler",
+        ),
     params:
         plots=config["plots"],
         code=code_version("plots"),
@@ -102,7 +118,11 @@ rule plot_llc_grid:
     input:
         get_grid_figure_input,
     output:
-        f"{RESULTS}/figures/{{grid_figure}}.png",
+        report(
+            f"{RESULTS}/figures/{{grid_figure}}.png",
+            caption="../report/other_figure.rst",
+            category="Sampler",
+        ),
     params:
         plots=config["plots"],
         code=code_version("plots"),
