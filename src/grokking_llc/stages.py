@@ -81,16 +81,16 @@ def run_summarize_training(log_paths: list, out_path, runs: Mapping[str, Mapping
 
 
 def run_summarize_runs(
-    training_path, llc_paths: list, out_path, llc_runs: list[str], sampler_id: str
+    training_path, llc_paths: list, out_path, llc_runs: list[str], sampler_ids: list[str]
 ) -> pd.DataFrame:
-    """Stage ``summarize_runs``: the training summary plus final and maximum LLC per run."""
+    """Stage ``summarize_runs``: the training summary plus final and maximum LLC per run
+    (``llc_paths`` and ``sampler_ids`` in the order of ``llc_runs``)."""
     from grokking_llc.gsm import summarize_llc
 
     df = pd.read_parquet(training_path)
     llc = {r: pd.read_parquet(p) for r, p in zip(llc_runs, llc_paths, strict=True)}
-    extra = pd.DataFrame(
-        [summarize_llc(llc.get(r), sampler_id if r in llc else None) for r in df["run_id"]]
-    )
+    ids = dict(zip(llc_runs, sampler_ids, strict=True))
+    extra = pd.DataFrame([summarize_llc(llc.get(r), ids.get(r)) for r in df["run_id"]])
     out = pd.concat([df, extra], axis=1)
     write_parquet(out, out_path)
     return out

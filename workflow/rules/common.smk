@@ -41,8 +41,21 @@ for _study, _overrides in config["studies"].items():
 SPLITS = {r.split_id: r for r in RUNS.values()}
 
 SAMPLER = SamplerConfig.from_mapping(config["llc"]["sampler"])
-SAMPLER_ID = sampler_id(config["llc"]["backend"], config["llc"]["every"], SAMPLER)
 CHUNKS = config["llc"]["chunks"]
+
+
+def llc_every(run_id):
+    """Checkpoint stride of a run's LLC track: the finest its studies ask for."""
+    by_study = config["llc"]["every_by_study"]
+    return min(by_study.get(s, config["llc"]["every"]) for s in RUN_STUDIES[run_id])
+
+
+def run_sampler_id(run_id):
+    return sampler_id(config["llc"]["backend"], llc_every(run_id), SAMPLER)
+
+
+# The grids (B.1, B.2) sample the final checkpoint only: their id uses the global stride.
+SAMPLER_ID = sampler_id(config["llc"]["backend"], config["llc"]["every"], SAMPLER)
 
 # Figure registry: output file stem -> (figures.<key>, what it reads).
 #   "runs": results/tables/runs.parquet (needs LLC tracks of its study's runs)
@@ -79,13 +92,22 @@ def _llc_studies():
 
 
 LLC_RUNS = sorted({r for s in _llc_studies() for r in STUDY_RUNS[s]})
-H2_RUNS = list(dict.fromkeys(r for s in FIGCFG["h2"]["studies"] for r in STUDY_RUNS[s]))
+SAMPLER_IDS = {run_sampler_id(r): llc_every(r) for r in LLC_RUNS} | {SAMPLER_ID: config["llc"]["every"]}
+
+
+def _first_seed_runs(study):
+    runs = STUDY_RUNS[study]
+    seed = min(RUNS[r].seed for r in runs)
+    return [r for r in runs if RUNS[r].seed == seed]
+
+
+H2_RUNS = list(dict.fromkeys(r for s in FIGCFG["h2"]["studies"] for r in _first_seed_runs(s)))
 
 
 wildcard_constraints:
     run="|".join(RUNS) or "NO_RUNS",
     split="|".join(SPLITS) or "NO_SPLITS",
-    sampler=SAMPLER_ID,
+    sampler="|".join(SAMPLER_IDS),
     chunk=r"\d+",
     summary_figure="|".join(SUMMARY_FIGURES),
     track_figure="|".join(TRACK_FIGURES),
@@ -127,7 +149,12 @@ def get_llc_chunks(wildcards):
 
 
 def llc_path(run_id):
-    return f"{RESULTS}/llc/{run_id}/{SAMPLER_ID}.parquet"
+    return f"{RESULTS}/llc/{run_id}/{run_sampler_id(run_id)}.parquet"
+
+
+def get_llc_params(wildcards):
+    """The llc config with the checkpoint stride that the sampler id in the path encodes."""
+    return {**config["llc"], "every": SAMPLER_IDS[wildcards.sampler]}
 
 
 def train_log_path(run_id):
@@ -216,6 +243,8 @@ def get_table_targets():
     if LLC_RUNS:
         tables.append(f"{RESULTS}/tables/runs.parquet")
     tables += [
-        f"{RESULTS}/theory/{r}/{SAMPLER_ID}.parquet" for r in LLC_RUNS if RUNS[r].model == "quadratic"
+        f"{RESULTS}/theory/{r}/{run_sampler_id(r)}.parquet"
+        for r in LLC_RUNS
+        if RUNS[r].model == "quadratic"
     ]
     return tables

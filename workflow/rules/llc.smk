@@ -6,7 +6,7 @@ rule estimate_llc:
         f"{RESULTS}/llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.parquet",
     params:
         run=get_run,
-        llc=config["llc"],
+        llc=get_llc_params,
         device=DEVICE,
         code=code_version("llc"),
     log:

@@ -28,7 +28,7 @@ rule summarize_runs:
         f"{RESULTS}/tables/runs.parquet",
     params:
         llc_runs=LLC_RUNS,
-        sampler_id=SAMPLER_ID,
+        sampler_ids=[run_sampler_id(r) for r in LLC_RUNS],
         code=code_version("summary"),
     log:
         f"{RESULTS}/logs/summarize_runs/runs.log",

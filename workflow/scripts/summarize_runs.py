@@ -8,5 +8,5 @@ run_summarize_runs(
     list(snakemake.input.llc),
     snakemake.output[0],
     snakemake.params.llc_runs,
-    snakemake.params.sampler_id,
+    snakemake.params.sampler_ids,
 )
