@@ -44,10 +44,15 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def gather_tables(paths: list[str | os.PathLike], out: str | os.PathLike, sort: str) -> None:
+def gather_tables(
+    paths: list[str | os.PathLike], out: str | os.PathLike, sort: str, log_path=None
+) -> None:
     """Concatenate Parquet tables (chunk outputs) into one, sorted by ``sort``."""
     df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     write_parquet(df.sort_values(sort, ignore_index=True), out)
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(f"gathered {len(paths)} tables, {len(df)} rows into {out}\n")
 
 
 def run_compute_theory(checkpoints_path, llc_path, out_path, run: Mapping) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from grokking_llc.config import (  # noqa: E402
     sampler_id,
     validate_config,
 )
+from grokking_llc.stages import gather_tables  # noqa: E402
 from grokking_llc.versions import code_version  # noqa: E402
 
 # Jobs inherit the environment: silence devinterp's per-chain progress bars in job logs.

@@ -1,3 +1,7 @@
+localrules:
+    gather_llc,
+
+
 rule estimate_llc:
     input:
         checkpoints=f"{RESULTS}/runs/{{run}}/checkpoints.pt",
@@ -36,10 +40,9 @@ rule gather_llc:
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../environment.yml"
-    script:
-        "../scripts/gather_llc.py"
+    run:
+        # In-process (no interpreter start-up per run): concatenate the chunks, sorted by step.
+        gather_tables(list(input), output[0], sort="step", log_path=log[0])
 
 
 rule estimate_llc_grid:
