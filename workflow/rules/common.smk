@@ -194,7 +194,7 @@ def get_track_inputs(wildcards):
 
 def get_track_params(wildcards):
     key, function = TRACK_FIGURES[wildcards.track_figure]
-    return {"function": function, "title": f"{run_label(first_run(key))}  [{first_run(key)}]"}
+    return {"function": function, "title": f"{run_label(first_run(key))}\nrun {first_run(key)}"}
 
 
 def get_h2_inputs(wildcards):
