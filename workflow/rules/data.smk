@@ -8,6 +8,7 @@ rule make_split:
         f"{RESULTS}/logs/make_split/{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/make_split/{{split}}.tsv"
+    # measured on the default config: <= 2 s, 307 MB peak
     threads: 1
     resources:
         mem_mb=500,

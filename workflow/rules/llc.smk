@@ -17,6 +17,8 @@ rule estimate_llc:
         f"{RESULTS}/logs/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.tsv"
+    # measured: <= 170 s for 46 checkpoints at K=1024, 478 MB peak; 1,000 checkpoints
+    # at K=1024 load 650 MB of weights and take ~30 min per chunk
     threads: 1
     resources:
         mem_mb=3000,
@@ -61,6 +63,7 @@ rule estimate_llc_grid:
         f"{RESULTS}/logs/estimate_llc_grid/{{grid}}/{{run}}-{{sampler}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/estimate_llc_grid/{{grid}}/{{run}}-{{sampler}}.tsv"
+    # measured: <= 28 s for 12 grid points at K=1024, 415 MB peak
     threads: 1
     resources:
         mem_mb=3000,

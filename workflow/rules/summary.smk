@@ -10,6 +10,7 @@ rule summarize_training:
         f"{RESULTS}/logs/summarize_training/training_summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/summarize_training/training_summary.tsv"
+    # measured: 2 s, 314 MB peak
     threads: 1
     resources:
         mem_mb=1000,
@@ -34,6 +35,7 @@ rule summarize_runs:
         f"{RESULTS}/logs/summarize_runs/runs.log",
     benchmark:
         f"{RESULTS}/benchmarks/summarize_runs/runs.tsv"
+    # measured: 2 s, 377 MB peak
     threads: 1
     resources:
         mem_mb=1000,
