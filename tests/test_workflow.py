@@ -47,7 +47,7 @@ def planned_jobs(workdir: Path, config: Path, target: str = "figures") -> dict[s
 def edit(config: Path, change) -> None:
     data = yaml.safe_load(config.read_text())
     change(data)
-    config.write_text(yaml.safe_dump(data))
+    config.write_text(yaml.safe_dump(data, sort_keys=True))  # reorders keys, as an editor may
 
 
 @pytest.fixture(scope="module")

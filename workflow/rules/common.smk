@@ -39,6 +39,9 @@ for _study, _overrides in config["studies"].items():
     for _r in _runs:
         RUNS[_r.run_id] = _r
         RUN_STUDIES.setdefault(_r.run_id, []).append(_study)
+# Order-independent: reordering studies in the config changes no param and reruns nothing.
+RUNS = dict(sorted(RUNS.items()))
+RUN_STUDIES = {r: sorted(studies) for r, studies in sorted(RUN_STUDIES.items())}
 SPLITS = {r.split_id: r for r in RUNS.values()}
 
 SAMPLER = SamplerConfig.from_mapping(config["llc"]["sampler"])
