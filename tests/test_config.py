@@ -92,3 +92,14 @@ def test_shipped_configs_validate(tmp_path):
     merged = copy.deepcopy(yaml.safe_load(open("config/config.yaml")))
     merged.update(yaml.safe_load(open(".test/config/config.yaml")))
     validate_config(merged)
+
+
+def test_key_order_is_not_meaning():
+    a = validate_config(
+        {"train": {"p": 7, "lr": 1e-3}, "studies": {"b": {}, "a": {"seed": [1, 0]}}}
+    )
+    b = validate_config(
+        {"studies": {"a": {"seed": [1, 0]}, "b": {}}, "train": {"lr": 1e-3, "p": 7}}
+    )
+    assert repr(a) == repr(b)  # Snakemake compares params by their text
+    assert a["studies"]["a"]["seed"] == [1, 0]  # list order is kept

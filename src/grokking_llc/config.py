@@ -238,6 +238,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
         for run in expand_study(cfg["train"], overrides):
             _check_run(run, f"studies.{study}", overridden=set(overrides))
     SamplerConfig.from_mapping(cfg["llc"]["sampler"])
+    cfg = _sorted_keys(cfg)  # key order is not meaning: a reordered file reruns nothing
     for name, fig in cfg["figures"].items():
         for key, refs in (("study", [fig.get("study")]), ("studies", fig.get("studies", []))):
             for study in refs:
@@ -246,6 +247,15 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
                         f"config error at figures.{name}.{key}: no study named {study!r}"
                     )
     return cfg
+
+
+def _sorted_keys(value: Any) -> Any:
+    """``value`` with every mapping's keys in sorted order (lists keep their order)."""
+    if isinstance(value, Mapping):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def _check_run(run: TrainConfig, study: str, overridden: set[str]) -> None:
