@@ -96,10 +96,10 @@ def test_shipped_configs_validate(tmp_path):
 
 def test_key_order_is_not_meaning():
     a = validate_config(
-        {"train": {"p": 7, "batch_size": 8}, "studies": {"b": {}, "a": {"seed": [1, 0]}}}
+        {"train": {"p": 7, "batch_size": 8}, "studies": {"baseline": {}, "a": {"seed": [1, 0]}}}
     )
     b = validate_config(
-        {"studies": {"a": {"seed": [1, 0]}, "b": {}}, "train": {"batch_size": 8, "p": 7}}
+        {"studies": {"a": {"seed": [1, 0]}, "baseline": {}}, "train": {"batch_size": 8, "p": 7}}
     )
     assert repr(a) == repr(b)  # Snakemake compares params by their text
     assert a["studies"]["a"]["seed"] == [1, 0]  # list order is kept
