@@ -214,6 +214,19 @@ def select_checkpoints(num_checkpoints: int, every: int, chunk: int, chunks: int
     return picked[chunk::chunks]
 
 
+def _model_and_data(run: TrainConfig, split: pd.DataFrame, device: str):
+    """A model of the run's architecture (weights loaded later) and its training split, once
+    per job, on the resolved device."""
+    from grokking_llc.data import split_tensors
+    from grokking_llc.model import build_model
+    from grokking_llc.train import resolve_device
+
+    dev = resolve_device(device)
+    x, y = split_tensors(split, "train", dev)
+    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
+    return model, x, y, dev
+
+
 def estimate_run_llc(
     checkpoints: Mapping[str, Any],
     split: pd.DataFrame,
@@ -234,14 +247,11 @@ def estimate_run_llc(
     result never depends on how checkpoints are chunked into jobs. The model, data and loss are
     built once per job, not per checkpoint.
     """
-    from grokking_llc.data import split_tensors
-    from grokking_llc.model import build_model, get_loss
-    from grokking_llc.train import checkpoint_state, resolve_device
+    from grokking_llc.model import get_loss
+    from grokking_llc.train import checkpoint_state
 
-    dev = resolve_device(device)
-    x, y = split_tensors(split, "train", dev)
+    model, x, y, dev = _model_and_data(run, split, device)
     loss_fn = get_loss(run.loss)
-    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
     steps = checkpoints["steps"].tolist()
     rows = []
     for i in select_checkpoints(len(steps), every, chunk, chunks):
@@ -302,15 +312,12 @@ def run_estimate_llc_grid(
     """Stage ``estimate_llc_grid``: the LLC at a run's final checkpoint for each sampler
     override in ``grid`` (localisation/step-size sweep of appendix B.2, temperature sweep of
     B.1). Every grid point uses the same seed, ``sampler.seed + final step``."""
-    from grokking_llc.data import split_tensors
-    from grokking_llc.model import build_model, get_loss
-    from grokking_llc.train import checkpoint_state, load_checkpoints, resolve_device
+    from grokking_llc.model import get_loss
+    from grokking_llc.train import checkpoint_state, load_checkpoints
 
     cfg = TrainConfig(**run)
     ckpts = load_checkpoints(checkpoints_path)
-    dev = resolve_device(device)
-    x, y = split_tensors(pd.read_parquet(split_path), "train", dev)
-    model = build_model(cfg.model, cfg.p, width=cfg.width, options=cfg.model_options).to(dev)
+    model, x, y, dev = _model_and_data(cfg, pd.read_parquet(split_path), device)
     last = len(ckpts["steps"]) - 1
     model.load_state_dict(checkpoint_state(ckpts, last))
     step = int(ckpts["steps"][last])

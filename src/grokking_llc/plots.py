@@ -334,6 +334,18 @@ def _no_data(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+def _finite_positive_rows(
+    df: pd.DataFrame, cols: Iterable[str], positive: str
+) -> tuple[pd.DataFrame, int]:
+    """:func:`_finite_rows`, also dropping rows whose ``positive`` column is <= 0 (log axes)."""
+    kept, dropped = _finite_rows(df, cols)
+    if len(kept):
+        mask = kept[positive] > 0
+        dropped += int((~mask).sum())
+        kept = kept[mask]
+    return kept, dropped
+
+
 def _dropped_note(n: int, what: str) -> str | None:
     return f"dropped {n} run(s) with NaN {what}" if n else None
 
@@ -794,10 +806,8 @@ def plot_lr_vs_max_llc(runs: pd.DataFrame, dpi: int = 150):
     fig, ax = plt.subplots(figsize=(6.2, 4.0), dpi=dpi)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("maximum estimated LLC over training (dimensionless)")
-    df, dropped = _finite_rows(runs, ["lr", "llc_max", "weight_decay"])
-    nonpos = int((df["lr"] <= 0).sum()) if len(df) else 0
-    df = df[df["lr"] > 0] if len(df) else df
-    notes = [_dropped_note(dropped + nonpos, "lr / llc_max / weight decay (or lr <= 0)")]
+    df, dropped = _finite_positive_rows(runs, ["lr", "llc_max", "weight_decay"], positive="lr")
+    notes = [_dropped_note(dropped, "lr / llc_max / weight decay (or lr <= 0)")]
     if df.empty:
         _no_data(ax, "no runs with finite lr, llc_max and weight decay")
         _note_box(ax, notes)
@@ -1043,10 +1053,10 @@ def plot_sampler_sensitivity(table: pd.DataFrame, dpi: int = 150):
     fig, ax = plt.subplots(figsize=(6.2, 4.2), dpi=dpi)
     ax.set_xlabel("localisation strength γ (log scale)")
     ax.set_ylabel("estimated LLC (dimensionless)")
-    df, dropped = _finite_rows(table, ["localization", "sampler_lr", "llc_mean"])
-    nonpos = int((df["localization"] <= 0).sum()) if len(df) else 0
-    df = df[df["localization"] > 0] if len(df) else df
-    notes = [_dropped_note(dropped + nonpos, "localization / sampler_lr / llc_mean (or γ <= 0)")]
+    df, dropped = _finite_positive_rows(
+        table, ["localization", "sampler_lr", "llc_mean"], positive="localization"
+    )
+    notes = [_dropped_note(dropped, "localization / sampler_lr / llc_mean (or γ <= 0)")]
     if df.empty:
         _no_data(ax, "no finite sampler-sensitivity estimates")
         _note_box(ax, notes)

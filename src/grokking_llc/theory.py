@@ -659,10 +659,11 @@ def theory_table(
     n = len(pairs)
     rows = []
     W_all, V_all = checkpoints["params"]["W"], checkpoints["params"]["V"]
+    low, high = llc_lazy_bounds(p, K, m=n)  # the same at every checkpoint
+    closed_form = llc_quadratic(p, K)
     for step, W, V in zip(checkpoints["steps"].tolist(), W_all, V_all, strict=True):
         k_eff = effective_width(W, V, rel_eps=rel_eps)
         coarser = {f"K_eff_at_{e:g}": effective_width(W, V, rel_eps=e) for e in (1e-2, 1e-1)}
-        low, high = llc_lazy_bounds(p, K, m=n)
         rows.append(
             {
                 "step": int(step),
@@ -672,7 +673,7 @@ def theory_table(
                 "llc_feature_stage": llc_feature_stage(p, k_eff) if k_eff else 0.0,
                 "lazy_low": low,
                 "lazy_high": high,
-                "llc_closed_form": llc_quadratic(p, K),
+                "llc_closed_form": closed_form,
                 "llc_closed_form_eff": llc_quadratic(p, k_eff) if k_eff else 0.0,
                 "data_restricted_bound": (
                     data_restricted_bound_pairs(p, k_eff, pairs) if k_eff else 0.0
