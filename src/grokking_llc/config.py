@@ -1,15 +1,20 @@
-"""Configuration: validation, study expansion and the hashes that name runs and LLC outputs.
+"""Configuration: defaults, validation, study expansion and the hashes that name outputs.
 
-The workflow's config (``config/config.yaml``, described key by key in ``config/README.md``) is
-checked against ``workflow/schemas/config.schema.yaml`` plus the rules a JSON schema cannot state
-(p prime, checkpoint interval within the step budget, ...). Every problem is reported as one line
-naming the key, before any job starts.
+One source of defaults and limits: ``workflow/schemas/config.schema.yaml``. Every key there is
+typed, described and defaulted; :class:`TrainConfig` and :class:`SamplerConfig` take their
+defaults from it, and :func:`validate_config` fills a user's config from it. Rules a JSON schema
+cannot state (p prime, a batch within the training set, no NaN, names that must exist, ...) are
+checked by :mod:`grokking_llc.validation`. Every problem is one line naming the key, raised before
+any job starts.
 
 Naming. A run is named by a short hash of its canonical training hyperparameters: keys whose value
 equals :data:`TRAIN_HASH_BASE` are left out, so adding an option (with its neutral value added to
-the base) renames nothing. LLC outputs are keyed by run and by a hash of the sampler settings built
-the same way from :data:`SAMPLER_HASH_BASE`. The bases are frozen: editing a value there would
-rename runs, so they are independent of the (editable) schema defaults.
+the base) renames nothing. A sampler is named by a hash of its settings built the same way from
+:data:`SAMPLER_HASH_BASE`. The bases are *not* defaults: they are frozen reference points for
+names (the paper's baseline and sampler), independent of the editable schema defaults, and a value
+there is never edited.
+
+This module imports neither torch nor the plan, so validating a config (and a dry run) stays fast.
 """
 
 from __future__ import annotations
@@ -18,17 +23,18 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from grokking_llc.data import is_prime, n_train
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 # Frozen reference values for the run hash (the paper's baseline, SPEC section 3). Never edit a
 # value; a new training option is added here with the value that reproduces the old behaviour.
@@ -50,7 +56,9 @@ TRAIN_HASH_BASE: dict[str, Any] = {
     "early_stop_acc": 0.99,
 }
 
-# Frozen reference values for the sampler hash (the paper's sampler, SPEC section 4).
+# Frozen reference values for the sampler hash (the paper's sampler, SPEC section 4). "every"
+# stays in the base at its neutral value so that names made before the stride left the hash are
+# unchanged; the stride is now part of an LLC track's path, not of the sampler's name.
 SAMPLER_HASH_BASE: dict[str, Any] = {
     "backend": "devinterp",
     "every": 1,
@@ -69,6 +77,42 @@ SAMPLER_HASH_BASE: dict[str, Any] = {
 
 class ConfigError(ValueError):
     """A config value breaks a rule; the message is one line naming the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# The schema: the one source of defaults and limits
+# --------------------------------------------------------------------------------------------
+
+
+@cache
+def _schema_cached(path: str) -> dict[str, Any]:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema (a fresh copy: callers may not mutate the cached one)."""
+    return copy.deepcopy(_schema_cached(str(path)))
+
+
+def _subschema(*keys: str) -> dict[str, Any]:
+    node = _schema_cached(str(SCHEMA_PATH))
+    for key in keys:
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+    return node
+
+
+def schema_defaults(*keys: str) -> dict[str, Any]:
+    """``{key: default}`` of the object at ``keys`` in the schema (``"*"`` = any name)."""
+    props = _subschema(*keys)["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+_TRAIN = schema_defaults("train")
+_SAMPLER = schema_defaults("llc", "samplers", "*")
+
+# Keys of a named sampler that are not SGLD settings (where and how it runs).
+SAMPLER_META_KEYS = ("backend", "calibration", "studies", "every", "every_by_study")
 
 
 def _canonical(value: Any) -> Any:
@@ -94,23 +138,23 @@ def short_hash(params: Mapping[str, Any], base: Mapping[str, Any], length: int =
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (SPEC section 3)."""
+    """Hyperparameters of one training run (SPEC section 3); defaults from the schema."""
 
-    p: int = 53
-    train_frac: float = 0.4
-    data_seed: int = 0
-    seed: int = 0
-    model: str = "quadratic"
-    width: int = 1024
-    model_options: dict = field(default_factory=dict)
-    loss: str = "centred_mse"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    max_steps: int = 20_000
-    checkpoint_every: int = 100
-    early_stop_patience: int = 10
-    early_stop_acc: float = 0.99
+    p: int = _TRAIN["p"]
+    train_frac: float = _TRAIN["train_frac"]
+    data_seed: int = _TRAIN["data_seed"]
+    seed: int = _TRAIN["seed"]
+    model: str = _TRAIN["model"]
+    width: int = _TRAIN["width"]
+    model_options: dict = field(default_factory=lambda: dict(_TRAIN["model_options"]))
+    loss: str = _TRAIN["loss"]
+    lr: float = _TRAIN["lr"]
+    weight_decay: float = _TRAIN["weight_decay"]
+    batch_size: int = _TRAIN["batch_size"]
+    max_steps: int = _TRAIN["max_steps"]
+    checkpoint_every: int = _TRAIN["checkpoint_every"]
+    early_stop_patience: int = _TRAIN["early_stop_patience"]
+    early_stop_acc: float = _TRAIN["early_stop_acc"]
 
     @property
     def run_id(self) -> str:
@@ -126,49 +170,49 @@ class TrainConfig:
         return asdict(self)
 
 
+def default_nbeta(batch_size: int) -> float:
+    """DevInterp's default inverse temperature ``m / ln m`` for batch size m (SPEC section 4)."""
+    return batch_size / math.log(batch_size)
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
-    """SGLD settings for LLC estimation (SPEC section 4; defaults are the paper's sampler).
+    """SGLD settings for LLC estimation (SPEC section 4); defaults (the paper's sampler) from the
+    schema's ``llc.samplers.<name>``. ``nbeta=None`` means DevInterp's ``m / ln m``."""
 
-    ``nbeta=None`` means DevInterp's default ``batch_size / ln(batch_size)``.
-    """
-
-    lr: float = 5e-4
-    nbeta: float | None = None
-    localization: float = 5.0
-    num_chains: int = 3
-    num_burnin_steps: int = 100
-    num_draws: int = 500
-    batch_size: int = 128
-    weight_decay: float = 0.0
-    num_init_loss_batches: int = 32
-    seed: int = 0
+    lr: float = _SAMPLER["lr"]
+    nbeta: float | None = _SAMPLER["nbeta"]
+    localization: float = _SAMPLER["localization"]
+    num_chains: int = _SAMPLER["num_chains"]
+    num_burnin_steps: int = _SAMPLER["num_burnin_steps"]
+    num_draws: int = _SAMPLER["num_draws"]
+    batch_size: int = _SAMPLER["batch_size"]
+    weight_decay: float = _SAMPLER["weight_decay"]
+    num_init_loss_batches: int = _SAMPLER["num_init_loss_batches"]
+    seed: int = _SAMPLER["seed"]
 
     @classmethod
     def from_mapping(cls, sampler: Mapping[str, Any] | SamplerConfig) -> SamplerConfig:
+        """Settings from a mapping (unknown keys refused, the schema's limits checked); the
+        meta keys of a named sampler (:data:`SAMPLER_META_KEYS`) are ignored."""
         if isinstance(sampler, SamplerConfig):
             return sampler
-        unknown = set(sampler) - set(cls.__dataclass_fields__)
+        names = {f.name for f in fields(cls)}
+        settings = {k: v for k, v in sampler.items() if k not in SAMPLER_META_KEYS}
+        unknown = set(settings) - names
         if unknown:
             raise ConfigError(f"sampler: unknown key(s) {sorted(unknown)}")
-        cfg = cls(**dict(sampler))
-        for key in ("lr", "localization", "weight_decay"):
-            if getattr(cfg, key) < 0:
-                raise ConfigError(f"sampler.{key}: must be >= 0, got {getattr(cfg, key)}")
-        for key in ("num_chains", "num_draws", "batch_size", "num_init_loss_batches"):
-            if getattr(cfg, key) < 1:
-                raise ConfigError(f"sampler.{key}: must be >= 1, got {getattr(cfg, key)}")
-        if cfg.num_burnin_steps < 0:
-            raise ConfigError("sampler.num_burnin_steps: must be >= 0")
-        if cfg.nbeta is not None and cfg.nbeta <= 0:
-            raise ConfigError(f"sampler.nbeta: must be > 0 or null, got {cfg.nbeta}")
+        cfg = cls(**settings)
+        props = _subschema("llc", "samplers", "*")["properties"]
+        for name in names:
+            _check_limits(f"sampler.{name}", getattr(cfg, name), props[name])
+        if cfg.nbeta is None and cfg.batch_size < 2:
+            raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
         return cfg
 
     @property
     def resolved_nbeta(self) -> float:
         """``nbeta``, or DevInterp's default ``m / ln m`` for batch size m (SPEC section 4)."""
-        from grokking_llc.llc import default_nbeta
-
         if self.nbeta is not None:
             return float(self.nbeta)
         if self.batch_size < 2:
@@ -179,10 +223,35 @@ class SamplerConfig:
     def num_steps(self) -> int:
         return self.num_burnin_steps + self.num_draws
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-def sampler_id(backend: str, every: int, sampler: SamplerConfig) -> str:
-    """Hash naming one LLC setting: backend, checkpoint stride and sampler values."""
-    params = {"backend": backend, "every": every, **asdict(sampler)}
+
+def _check_limits(where: str, value: Any, prop: Mapping[str, Any]) -> None:
+    """The schema's numeric limits of one value (for objects built outside validate_config)."""
+    if value is None:
+        if "null" not in (prop.get("type") if isinstance(prop.get("type"), list) else []):
+            raise ConfigError(f"{where}: must not be null")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be finite, got {value}")
+    if "integer" in str(prop.get("type")) and not float(value).is_integer():
+        raise ConfigError(f"{where}: must be an integer, got {value}")
+    if "minimum" in prop and value < prop["minimum"]:
+        raise ConfigError(f"{where}: must be >= {prop['minimum']}, got {value}")
+    if "exclusiveMinimum" in prop and value <= prop["exclusiveMinimum"]:
+        raise ConfigError(f"{where}: must be > {prop['exclusiveMinimum']}, got {value}")
+    if "maximum" in prop and value > prop["maximum"]:
+        raise ConfigError(f"{where}: must be <= {prop['maximum']}, got {value}")
+
+
+def sampler_id(backend: str, sampler: SamplerConfig, **extra: Any) -> str:
+    """Hash naming one sampler setting: backend and SGLD values (plus ``extra`` keys, e.g. the
+    calibration it comes from). The checkpoint stride is not part of it (it selects checkpoints,
+    it changes no estimate)."""
+    params = {"backend": backend, **asdict(sampler), **extra}
     return f"{backend}-{short_hash(params, SAMPLER_HASH_BASE)}"
 
 
@@ -197,7 +266,7 @@ def _format_path(path) -> str:
 
 def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
     """Fill ``default`` values from ``schema`` into ``instance`` (objects only, recursively)."""
-    if schema.get("type") == "object" and isinstance(instance, dict):
+    if "object" in str(schema.get("type")) and isinstance(instance, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in instance and "default" in sub:
                 instance[key] = copy.deepcopy(sub["default"])
@@ -211,44 +280,6 @@ def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
     return instance
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Validate ``config``, fill defaults, and check the rules beyond the schema.
-
-    Returns the completed config. Raises :class:`ConfigError` with one line per run of the
-    workflow: the first problem found, naming its key.
-    """
-    import jsonschema
-
-    schema = load_schema(schema_path)
-    cfg = _fill_defaults(copy.deepcopy(dict(config)), schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.absolute_path), e.message))
-    if errors:
-        err = errors[0]
-        raise ConfigError(f"config error at {_format_path(err.absolute_path)}: {err.message}")
-    for study, overrides in cfg["studies"].items():
-        unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"config error at studies.{study}: unknown key(s) {sorted(unknown)}")
-        for run in expand_study(cfg["train"], overrides):
-            _check_run(run, f"studies.{study}", overridden=set(overrides))
-    SamplerConfig.from_mapping(cfg["llc"]["sampler"])
-    cfg = _sorted_keys(cfg)  # key order is not meaning: a reordered file reruns nothing
-    for name, fig in cfg["figures"].items():
-        for key, refs in (("study", [fig.get("study")]), ("studies", fig.get("studies", []))):
-            for study in refs:
-                if study is not None and study not in cfg["studies"]:
-                    raise ConfigError(
-                        f"config error at figures.{name}.{key}: no study named {study!r}"
-                    )
-    return cfg
-
-
 def _sorted_keys(value: Any) -> Any:
     """``value`` with every mapping's keys in sorted order (lists keep their order)."""
     if isinstance(value, Mapping):
@@ -258,29 +289,25 @@ def _sorted_keys(value: Any) -> Any:
     return value
 
 
-def _check_run(run: TrainConfig, study: str, overridden: set[str]) -> None:
-    def fail(key: str, rule: str) -> None:
-        where = study if key in overridden else "train"
-        raise ConfigError(f"config error at {where}.{key}: {rule} (run of {study})")
+def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Validate ``config``, fill defaults, and check the rules beyond the schema.
 
-    if not is_prime(run.p):
-        fail("p", f"must be a prime number, got {run.p}")
-    if not 0.0 < run.train_frac < 1.0:
-        fail("train_frac", f"must lie in (0, 1), got {run.train_frac}")
-    n = n_train(run.p, run.train_frac)
-    if not 2 <= n < run.p**2:
-        fail("train_frac", f"gives {n} training pairs of {run.p**2}; need 2 <= n < p^2")
-    if run.batch_size > n:
-        fail("batch_size", f"{run.batch_size} exceeds the {n} training pairs (p={run.p})")
-    if run.lr <= 0:
-        fail("lr", f"must be > 0, got {run.lr}")
-    if run.weight_decay < 0:
-        fail("weight_decay", f"must be >= 0, got {run.weight_decay}")
-    if run.checkpoint_every > run.max_steps:
-        fail(
-            "checkpoint_every",
-            f"{run.checkpoint_every} is larger than the step budget max_steps={run.max_steps}",
-        )
+    Returns the completed config with sorted keys (key order is not meaning: a reordered file
+    reruns nothing). Raises :class:`ConfigError` naming the key of the first problem found.
+    """
+    import jsonschema
+
+    from grokking_llc import validation
+
+    schema = load_schema(schema_path)
+    cfg = _fill_defaults(copy.deepcopy(dict(config)), schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.absolute_path), e.message))
+    if errors:
+        err = errors[0]
+        raise ConfigError(f"config error at {_format_path(err.absolute_path)}: {err.message}")
+    validation.check_config(cfg)
+    return _sorted_keys(cfg)
 
 
 def expand_study(train: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[TrainConfig]:
@@ -299,7 +326,64 @@ def expand_study(train: Mapping[str, Any], overrides: Mapping[str, Any]) -> list
     return list(runs.values())
 
 
+def deep_update(base: dict, extra: Mapping[str, Any]) -> dict:
+    """``base`` updated by ``extra`` (mappings merged recursively; anything else replaced)."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def read_config_files(paths: list[str | Path]) -> dict:
+    """The config a run uses: the given files merged in order (one file is taken as written),
+    read with :func:`grokking_llc.validation.load_yaml` (duplicate keys and syntax errors are
+    refused with the file and line)."""
+    from grokking_llc.validation import load_yaml
+
+    cfg: dict = {}
+    for path in paths:
+        data = load_yaml(path)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error in {path}: the top level must be a mapping")
+        deep_update(cfg, data)
+    return cfg
+
+
 def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Read a YAML config file and validate it (see :func:`validate_config`)."""
-    with open(path) as fh:
-        return validate_config(yaml.safe_load(fh) or {}, schema_path)
+    return validate_config(read_config_files([path]), schema_path)
+
+
+def _cli_value(value: Any) -> Any:
+    """A ``--config`` value: Snakemake leaves nested values as strings; read them as YAML
+    scalars (``lr=1.0e-3`` becomes a float), mappings recursively."""
+    if isinstance(value, Mapping):
+        return {k: _cli_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cli_value(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+    return value
+
+
+def load_workflow_config(
+    configfiles: list[str | Path] | tuple = (), overrides: Mapping[str, Any] | None = None
+) -> dict:
+    """The config of a workflow run: exactly the ``--configfile`` file(s) if any were given,
+    else ``config/config.yaml`` -- never a merge of the two -- then the ``--config KEY=VALUE``
+    ``overrides`` on top, validated (schema defaults fill what the files leave out)."""
+    paths = [Path(p) for p in configfiles] or [DEFAULT_CONFIG_PATH]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    cfg = read_config_files(paths)
+    deep_update(cfg, _cli_value(dict(overrides or {})))
+    return validate_config(cfg)

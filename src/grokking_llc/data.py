@@ -7,11 +7,13 @@ split, the rest is validation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
-SPLIT_COLUMNS = ("a", "b", "c", "split")
+if TYPE_CHECKING:  # torch is imported where tensors are made, so config checks stay light
+    import torch
 
 
 def is_prime(p: int) -> bool:
@@ -68,6 +70,8 @@ def split_tensors(
     df: pd.DataFrame, split: str, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer pairs ``x`` of shape (n, 2) and labels ``y`` of shape (n,) for one split."""
+    import torch
+
     part = df[df["split"] == split]
     x = torch.as_tensor(part[["a", "b"]].to_numpy(dtype=np.int64, copy=True), device=device)
     y = torch.as_tensor(part["c"].to_numpy(dtype=np.int64, copy=True), device=device)

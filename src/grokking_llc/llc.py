@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from grokking_llc.config import SamplerConfig, TrainConfig
-from grokking_llc.io import write_parquet
+from grokking_llc.config import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -190,157 +187,3 @@ def bias_reduced_llc(nbeta, llc) -> dict[str, float]:
     sst = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else math.nan
     return {"intercept": float(intercept), "slope": float(slope), "r2": r2, "n": int(len(x))}
-
-
-# --------------------------------------------------------------------------------------------
-# Estimates over a run's checkpoints (what the estimate_llc and estimate_llc_grid rules run)
-# --------------------------------------------------------------------------------------------
-
-LLC_COLUMNS = (
-    "run_id", "sampler_id", "backend", "step", "llc_mean", "llc_std", "llc_per_chain",
-    "diverged", "init_loss", "nbeta", "num_burnin_steps", "num_diverged", "reason", "r_hat", "ess",
-    "loss_trace", "seconds",
-)  # fmt: skip
-
-
-def select_checkpoints(num_checkpoints: int, every: int, chunk: int, chunks: int) -> list[int]:
-    """Checkpoint indices for one LLC job: every ``every``-th (the last always included),
-    dealt round-robin into ``chunks`` jobs; this job takes number ``chunk`` (0-based)."""
-    if not 0 <= chunk < chunks:
-        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
-    picked = list(range(0, num_checkpoints, every))
-    if picked[-1] != num_checkpoints - 1:
-        picked.append(num_checkpoints - 1)
-    return picked[chunk::chunks]
-
-
-def _model_and_data(run: TrainConfig, split: pd.DataFrame, device: str):
-    """A model of the run's architecture (weights loaded later) and its training split, once
-    per job, on the resolved device."""
-    from grokking_llc.data import split_tensors
-    from grokking_llc.model import build_model
-    from grokking_llc.train import resolve_device
-
-    dev = resolve_device(device)
-    x, y = split_tensors(split, "train", dev)
-    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
-    return model, x, y, dev
-
-
-def estimate_run_llc(
-    checkpoints: Mapping[str, Any],
-    split: pd.DataFrame,
-    run: TrainConfig,
-    sampler: SamplerConfig,
-    *,
-    backend: str,
-    every: int,
-    chunk: int = 0,
-    chunks: int = 1,
-    device: str = "cpu",
-    run_id: str = "",
-    sampler_id: str = "",
-) -> pd.DataFrame:
-    """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint.
-
-    The checkpoint at training step ``s`` is sampled with seed ``sampler.seed + s``, so a
-    result never depends on how checkpoints are chunked into jobs. The model, data and loss are
-    built once per job, not per checkpoint.
-    """
-    from grokking_llc.model import get_loss
-    from grokking_llc.train import checkpoint_state
-
-    model, x, y, dev = _model_and_data(run, split, device)
-    loss_fn = get_loss(run.loss)
-    steps = checkpoints["steps"].tolist()
-    rows = []
-    for i in select_checkpoints(len(steps), every, chunk, chunks):
-        model.load_state_dict(checkpoint_state(checkpoints, i))
-        t0 = time.perf_counter()
-        res = estimate_llc(
-            model, x, y, loss_fn, sampler, seed=sampler.seed + steps[i], backend=backend, device=dev
-        )
-        seconds = time.perf_counter() - t0
-        log.info(
-            "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
-            steps[i], res.llc_mean, res.llc_std, int(res.diverged.sum()), seconds,
-        )  # fmt: skip
-        rows.append(
-            {
-                "run_id": run_id,
-                "sampler_id": sampler_id,
-                "backend": backend,
-                "step": int(steps[i]),
-                **res.summary(),
-                "llc_per_chain": res.llc_per_chain.tolist(),
-                "diverged": res.diverged.tolist(),
-                "loss_trace": [row.tolist() for row in res.loss_trace.astype(np.float32)],
-                "seconds": seconds,
-            }
-        )
-    return pd.DataFrame(rows, columns=list(LLC_COLUMNS)).sort_values("step", ignore_index=True)
-
-
-def run_estimate_llc(
-    checkpoints_path, split_path, out_path, run: Mapping, llc: Mapping, *, chunk, chunks, device,
-    run_id, sampler_id,
-) -> pd.DataFrame:  # fmt: skip
-    """Stage ``estimate_llc``: read a run's checkpoints, estimate, write Parquet atomically."""
-    from grokking_llc.train import load_checkpoints
-
-    df = estimate_run_llc(
-        load_checkpoints(checkpoints_path),
-        pd.read_parquet(split_path),
-        TrainConfig(**run),
-        SamplerConfig.from_mapping(llc["sampler"]),
-        backend=llc["backend"],
-        every=llc["every"],
-        chunk=chunk,
-        chunks=chunks,
-        device=device,
-        run_id=run_id,
-        sampler_id=sampler_id,
-    )
-    write_parquet(df, out_path)
-    return df
-
-
-def run_estimate_llc_grid(
-    checkpoints_path, split_path, out_path, run: Mapping, llc: Mapping, grid: list[dict], *,
-    device: str,
-) -> pd.DataFrame:  # fmt: skip
-    """Stage ``estimate_llc_grid``: the LLC at a run's final checkpoint for each sampler
-    override in ``grid`` (localisation/step-size sweep of appendix B.2, temperature sweep of
-    B.1). Every grid point uses the same seed, ``sampler.seed + final step``."""
-    from grokking_llc.model import get_loss
-    from grokking_llc.train import checkpoint_state, load_checkpoints
-
-    cfg = TrainConfig(**run)
-    ckpts = load_checkpoints(checkpoints_path)
-    model, x, y, dev = _model_and_data(cfg, pd.read_parquet(split_path), device)
-    last = len(ckpts["steps"]) - 1
-    model.load_state_dict(checkpoint_state(ckpts, last))
-    step = int(ckpts["steps"][last])
-    base = dict(llc["sampler"])
-    rows = []
-    for override in grid:
-        sampler = SamplerConfig.from_mapping({**base, **override})
-        t0 = time.perf_counter()
-        res = estimate_llc(
-            model, x, y, get_loss(cfg.loss), sampler, seed=sampler.seed + step,
-            backend=llc["backend"], device=dev,
-        )  # fmt: skip
-        log.info("%s: llc %.4g +- %.3g", override, res.llc_mean, res.llc_std)
-        rows.append(
-            {
-                "step": step,
-                "localization": sampler.localization,
-                "sampler_lr": sampler.lr,
-                **res.summary(),
-                "llc_per_chain": res.llc_per_chain.tolist(),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-    df = pd.DataFrame(rows)
-    write_parquet(df, out_path)
-    return df

@@ -4,21 +4,18 @@ localrules:
 
 rule estimate_llc:
     input:
-        checkpoints=f"{RESULTS}/runs/{{run}}/checkpoints.pt",
-        split=get_split_path,
+        unpack(get_llc_inputs),
     output:
-        f"{RESULTS}/llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.parquet",
+        f"{RESULTS}/llc/{{run}}/{{sampler}}/{{track}}-chunk{{chunk}}of{{chunks}}.parquet",
     params:
-        run=get_run,
-        llc=get_llc_params,
+        job=get_llc_params,
         device=DEVICE,
         code=code_version("llc"),
     log:
-        f"{RESULTS}/logs/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.log",
+        f"{RESULTS}/logs/estimate_llc/{{run}}/{{sampler}}/{{track}}-chunk{{chunk}}of{{chunks}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/estimate_llc/{{run}}/{{sampler}}/chunk{{chunk}}of{{chunks}}.tsv"
-    # measured: <= 170 s for 46 checkpoints at K=1024, 478 MB peak; 1,000 checkpoints
-    # at K=1024 load 650 MB of weights and take ~30 min per chunk
+        f"{RESULTS}/benchmarks/estimate_llc/{{run}}/{{sampler}}/{{track}}-chunk{{chunk}}of{{chunks}}.tsv"
+    # measured: <= 170 s for 46 checkpoints at K=1024 (paper's sampler), 478 MB peak
     threads: 1
     resources:
         mem_mb=3000,
@@ -33,30 +30,30 @@ rule gather_llc:
     input:
         get_llc_chunks,
     output:
-        f"{RESULTS}/llc/{{run}}/{{sampler}}.parquet",
+        f"{RESULTS}/llc/{{run}}/{{sampler}}/{{track}}.parquet",
+    params:
+        code=code_version("llc"),
     log:
-        f"{RESULTS}/logs/gather_llc/{{run}}/{{sampler}}.log",
+        f"{RESULTS}/logs/gather_llc/{{run}}/{{sampler}}/{{track}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/gather_llc/{{run}}/{{sampler}}.tsv"
+        f"{RESULTS}/benchmarks/gather_llc/{{run}}/{{sampler}}/{{track}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    run:
-        # In-process (no interpreter start-up per run): concatenate the chunks, sorted by step.
-        gather_tables(list(input), output[0], sort="step", log_path=log[0])
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/gather_llc.py"
 
 
 rule estimate_llc_grid:
     input:
-        checkpoints=f"{RESULTS}/runs/{{run}}/checkpoints.pt",
-        split=get_split_path,
+        unpack(get_grid_inputs),
     output:
         f"{RESULTS}/llc_grid/{{grid}}/{{run}}-{{sampler}}.parquet",
     params:
-        run=get_run,
-        llc=config["llc"],
-        grid=get_grid_list,
+        job=get_grid_params,
         device=DEVICE,
         code=code_version("llc"),
     log:
@@ -72,3 +69,26 @@ rule estimate_llc_grid:
         "../../environment.yml"
     script:
         "../scripts/estimate_llc_grid.py"
+
+
+rule calibrate_sampler:
+    input:
+        unpack(get_calibration_inputs),
+    output:
+        f"{RESULTS}/calibration/{{study}}.parquet",
+    params:
+        job=get_calibration_params,
+        device=DEVICE,
+        code=code_version("calibrate"),
+    log:
+        f"{RESULTS}/logs/calibrate_sampler/{{study}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/calibrate_sampler/{{study}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/calibrate_sampler.py"

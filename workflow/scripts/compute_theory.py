@@ -1,8 +1,9 @@
-"""Rule compute_theory: closed-form learning coefficients beside the LLC estimates (SPEC 5)."""
+"""Rule compute_theory: closed-form learning coefficients at a run's checkpoints (SPEC 5)."""
 
-from grokking_llc.stages import run_compute_theory, setup_job
+from grokking_llc.stages import setup_job
+from grokking_llc.stages.theory import run_compute_theory
 
 setup_job(snakemake.log[0], snakemake.threads)
 run_compute_theory(
-    snakemake.input.checkpoints, snakemake.input.llc, snakemake.output[0], snakemake.params.run
+    snakemake.input.checkpoints, snakemake.input.train_log, snakemake.output[0], snakemake.params.job
 )

@@ -1,18 +1,19 @@
-"""Rule estimate_llc: LLC at one chunk of a run's checkpoints (SPEC section 4)."""
+"""Rule estimate_llc: the LLC, with its validity, at one chunk of a run's track (SPEC 4, 10)."""
 
-from grokking_llc.llc import run_estimate_llc
 from grokking_llc.stages import setup_job
+from grokking_llc.stages.llc import run_estimate_llc
 
 setup_job(snakemake.log[0], snakemake.threads)
 run_estimate_llc(
     snakemake.input.checkpoints,
     snakemake.input.split,
+    snakemake.input.train_log,
     snakemake.output[0],
-    snakemake.params.run,
-    snakemake.params.llc,
+    snakemake.params.job,
     chunk=int(snakemake.wildcards.chunk),
     chunks=int(snakemake.wildcards.chunks),
     device=snakemake.params.device,
     run_id=snakemake.wildcards.run,
     sampler_id=snakemake.wildcards.sampler,
+    calibration_path=snakemake.input.get("calibration"),
 )

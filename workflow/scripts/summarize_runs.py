@@ -1,12 +1,7 @@
-"""Rule summarize_runs: the training summary plus final and maximum LLC per run."""
+"""Rule summarize_runs: one row per run and named sampler, with the final and maximum LLC."""
 
-from grokking_llc.stages import run_summarize_runs, setup_job
+from grokking_llc.stages import setup_job
+from grokking_llc.stages.summary import run_summarize_runs
 
 setup_job(snakemake.log[0], snakemake.threads)
-run_summarize_runs(
-    snakemake.input.training,
-    list(snakemake.input.llc),
-    snakemake.output[0],
-    snakemake.params.llc_runs,
-    snakemake.params.sampler_ids,
-)
+run_summarize_runs(snakemake.input.training, snakemake.params.tracks, snakemake.output[0])

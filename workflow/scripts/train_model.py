@@ -1,17 +1,14 @@
 """Rule train_model: train one run, resuming from its partial state if an earlier job was killed."""
 
-import pandas as pd
-
-from grokking_llc.config import TrainConfig
 from grokking_llc.stages import setup_job
-from grokking_llc.train import train_run
+from grokking_llc.stages.train import run_train_model
 
 setup_job(snakemake.log[0], snakemake.threads)
-train_run(
-    TrainConfig(**snakemake.params.run),
-    pd.read_parquet(snakemake.input.split),
-    log_path=snakemake.output.train_log,
-    checkpoints_path=snakemake.output.checkpoints,
+run_train_model(
+    snakemake.params.run,
+    snakemake.input.split,
+    train_log=snakemake.output.train_log,
+    checkpoints=snakemake.output.checkpoints,
     work_dir=snakemake.params.work_dir,
     device=snakemake.params.device,
 )

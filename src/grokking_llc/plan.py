@@ -1,0 +1,631 @@
+"""The plan: a validated config turned into frozen job descriptions.
+
+Every decision about *what* the workflow computes lives here, as pure functions of the config:
+which runs exist (studies expanded), which runs get LLC tracks under which named sampler and at
+which checkpoint stride, which checkpoints a calibration looks at, which figures and tables are
+drawn from which files. ``workflow/rules/common.smk`` only maps wildcards to entries of one
+:class:`Plan`, and every job takes as params exactly what its outputs depend on (``params()`` of
+its entry), so a config edit reruns what depends on it and nothing else.
+
+Paths (all under ``results/``)::
+
+    splits/{split}.parquet                              make_split
+    runs/{run}/checkpoints.pt, train_log.parquet         train_model
+    llc/{run}/{sampler}/{track}-chunk{i}of{n}.parquet    estimate_llc
+    llc/{run}/{sampler}/{track}.parquet                  gather_llc
+    llc_grid/{grid}/{run}-{sampler}.parquet              estimate_llc_grid
+    calibration/{study}.parquet                          calibrate_sampler
+    theory/{run}.parquet                                 compute_theory
+    tables/training_summary.parquet, runs.parquet, claims.parquet
+    figures/{stem}.png, figures/{sampler name}/{stem}.png, figures/fig_calibration_{study}.png
+
+``{sampler}`` is a sampler id (backend and a hash of its settings, or of the calibration that
+chooses them), so renaming a sampler reruns nothing; ``{track}`` is ``every{k}`` (every k-th
+checkpoint and the last) or ``final``.
+
+This module imports neither torch nor matplotlib: a dry run stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from grokking_llc.config import (
+    SAMPLER_META_KEYS,
+    SamplerConfig,
+    TrainConfig,
+    expand_study,
+    sampler_id,
+    short_hash,
+)
+
+RESULTS = "results"
+
+# Figure kinds (grokking_llc.figures.FigureSpec.reads) that need LLC tracks of their runs.
+LLC_READS = ("runs", "track", "panels", "traces")
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable, order-stable copy of plain config data (for frozen dataclass fields)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def select_checkpoints(num_checkpoints: int, every: int, chunk: int = 0, chunks: int = 1) -> list[int]:
+    """Checkpoint indices for one LLC job: every ``every``-th and the last (``every = 0``: the
+    last only), dealt round-robin into ``chunks`` jobs; this job takes number ``chunk``."""
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
+    if num_checkpoints < 1:
+        raise ValueError("a run without checkpoints has no LLC track")
+    if every < 0:
+        raise ValueError(f"every must be >= 0, got {every}")
+    picked = [] if every == 0 else list(range(0, num_checkpoints, every))
+    if not picked or picked[-1] != num_checkpoints - 1:
+        picked.append(num_checkpoints - 1)
+    return picked[chunk::chunks]
+
+
+# --------------------------------------------------------------------------------------------
+# Job descriptions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    split_id: str
+    p: int
+    train_frac: float
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"{RESULTS}/splits/{self.split_id}.parquet"
+
+    def params(self) -> dict[str, Any]:
+        return {"p": self.p, "train_frac": self.train_frac, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class RunJob:
+    train: TrainConfig
+    studies: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        return self.train.run_id
+
+    @property
+    def split_path(self) -> str:
+        return f"{RESULTS}/splits/{self.train.split_id}.parquet"
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{RESULTS}/runs/{self.run_id}/checkpoints.pt"
+
+    @property
+    def train_log(self) -> str:
+        return f"{RESULTS}/runs/{self.run_id}/train_log.parquet"
+
+    @property
+    def work_dir(self) -> str:
+        """Resumable training state; not an output, so it survives a failed or killed job."""
+        return f"{RESULTS}/runs/{self.run_id}/partial"
+
+    @property
+    def label(self) -> str:
+        r = self.train
+        return (
+            f"{r.model} p={r.p}, K={r.width}, lr={r.lr:g}, wd={r.weight_decay:g}, "
+            f"batch={r.batch_size}, train_frac={r.train_frac:g}, seed={r.seed}"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return self.train.to_dict()
+
+
+@dataclass(frozen=True)
+class NamedSampler:
+    """A sampler of ``llc.samplers``: fixed SGLD settings, or a calibration that chooses them
+    (then ``settings`` is the calibration's base: the values it does not search)."""
+
+    name: str
+    backend: str
+    settings: SamplerConfig
+    calibration: str | None
+    studies: tuple[str, ...] | None
+    every: int | None
+    every_by_study: tuple  # frozen {study: stride}
+    sampler_id: str
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+
+@dataclass(frozen=True)
+class CalibrationJob:
+    study: str
+    backend: str
+    base: SamplerConfig
+    spec: tuple  # frozen llc.calibration (without `studies`)
+    runs: tuple[RunJob, ...]
+
+    @property
+    def path(self) -> str:
+        return f"{RESULTS}/calibration/{self.study}.parquet"
+
+    @property
+    def figure(self) -> str:
+        return f"{RESULTS}/figures/fig_calibration_{self.study}.png"
+
+    @property
+    def cal_id(self) -> str:
+        """Hash of everything the calibration's output depends on."""
+        return short_hash(self.params(), {})
+
+    def params(self) -> dict[str, Any]:
+        spec = {k: _thaw(v) for k, v in self.spec}
+        return {
+            "backend": self.backend,
+            "base": self.base.to_dict(),
+            "calibration": spec,
+            "runs": [r.params() for r in self.runs],
+        }
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple) and value and all(
+        isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
+    ):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class LLCJob:
+    """One LLC track: a run's checkpoints (every k-th and the last, or the last only) under one
+    sampler, split into ``chunks`` jobs dealt round-robin."""
+
+    run: RunJob
+    sampler: NamedSampler
+    every: int  # 0 = final checkpoint only
+    chunks: int
+    calibration: CalibrationJob | None
+
+    @property
+    def track(self) -> str:
+        return "final" if self.every == 0 else f"every{self.every}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.run.run_id, self.sampler.sampler_id, self.track)
+
+    @property
+    def path(self) -> str:
+        return f"{RESULTS}/llc/{self.run.run_id}/{self.sampler.sampler_id}/{self.track}.parquet"
+
+    def chunk_paths(self) -> list[str]:
+        stem = self.path.removesuffix(".parquet")
+        return [f"{stem}-chunk{i}of{self.chunks}.parquet" for i in range(self.chunks)]
+
+    def params(self) -> dict[str, Any]:
+        """What an estimate_llc job's rows depend on (the chunk index comes from its path)."""
+        return {
+            "run": self.run.params(),
+            "backend": self.sampler.backend,
+            "sampler": None if self.sampler.calibrated else self.sampler.settings.to_dict(),
+            "every": self.every,
+        }
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """LLC at a run's final checkpoint over sampler overrides (B.2 localisation/step-size
+    sweep, B.1 temperature sweep)."""
+
+    grid: str
+    run: RunJob
+    sampler: NamedSampler
+    overrides: tuple  # frozen list of {key: value}
+
+    @property
+    def path(self) -> str:
+        return f"{RESULTS}/llc_grid/{self.grid}/{self.run.run_id}-{self.sampler.sampler_id}.parquet"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "run": self.run.params(),
+            "backend": self.sampler.backend,
+            "sampler": self.sampler.settings.to_dict(),
+            "grid": [_thaw(o) for o in self.overrides],
+        }
+
+
+@dataclass(frozen=True)
+class FigureJob:
+    key: str  # figures.<key> in the config and in grokking_llc.figures.REGISTRY
+    stem: str
+    sampler: str | None  # named sampler for per-sampler figures
+    inputs: tuple  # frozen {role: path or [paths]}
+    options: tuple  # frozen params handed to the figure's draw
+
+    @property
+    def path(self) -> str:
+        if self.sampler is None:
+            return f"{RESULTS}/figures/{self.stem}.png"
+        return f"{RESULTS}/figures/{self.sampler}/{self.stem}.png"
+
+    @property
+    def name(self) -> str:
+        """The wildcard value naming this figure: ``stem`` or ``sampler/stem``."""
+        return self.stem if self.sampler is None else f"{self.sampler}/{self.stem}"
+
+    def input_files(self) -> dict[str, Any]:
+        return {k: _thaw(v) for k, v in self.inputs}
+
+    def params(self) -> dict[str, Any]:
+        return {"key": self.key, **{k: _thaw(v) for k, v in self.options}}
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    config: dict
+    runs: dict[str, RunJob] = field(default_factory=dict)
+    study_runs: dict[str, list[str]] = field(default_factory=dict)
+    samplers: dict[str, NamedSampler] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        by_id: dict[str, TrainConfig] = {}
+        studies_of: dict[str, list[str]] = {}
+        for study, overrides in cfg["studies"].items():
+            runs = expand_study(cfg["train"], overrides)
+            self.study_runs[study] = [r.run_id for r in runs]
+            for r in runs:
+                by_id[r.run_id] = r
+                studies_of.setdefault(r.run_id, []).append(study)
+        # Order-independent: reordering studies in the config changes no param.
+        self.runs = {
+            rid: RunJob(by_id[rid], tuple(sorted(studies_of[rid]))) for rid in sorted(by_id)
+        }
+        for name, spec in cfg["llc"]["samplers"].items():
+            self.samplers[name] = self._named_sampler(name, spec)
+
+    # ---------------------------------------------------------------- samplers, calibration
+
+    def _named_sampler(self, name: str, spec: Mapping[str, Any]) -> NamedSampler:
+        settings = SamplerConfig.from_mapping(spec)
+        calibration = spec.get("calibration")
+        if calibration is None:
+            sid = sampler_id(spec["backend"], settings)
+        else:
+            job = self._calibration_job(calibration, spec["backend"], settings)
+            sid = sampler_id(spec["backend"], settings, calibration=job.cal_id)
+        studies = spec.get("studies")
+        return NamedSampler(
+            name=name,
+            backend=spec["backend"],
+            settings=settings,
+            calibration=calibration,
+            studies=None if studies is None else tuple(studies),
+            every=spec.get("every"),
+            every_by_study=_frozen(spec.get("every_by_study", {})),
+            sampler_id=sid,
+        )
+
+    def _calibration_job(self, study: str, backend: str, base: SamplerConfig) -> CalibrationJob:
+        cal = self.config["llc"]["calibration"]
+        spec = {k: v for k, v in cal.items() if k != "studies"}
+        runs = tuple(self.runs[r] for r in self.study_runs[study][: cal["runs"]])
+        return CalibrationJob(study, backend, base, _frozen(spec), runs)
+
+    @cached_property
+    def calibrations(self) -> dict[str, CalibrationJob]:
+        """One calibration per study: those a calibrated sampler names (with its base and
+        backend) and those listed in ``llc.calibration.studies`` (with the paper's sampler as
+        base, unless a calibrated sampler already calibrates that study)."""
+        jobs: dict[str, CalibrationJob] = {}
+        for s in self.samplers.values():
+            if s.calibrated:
+                jobs.setdefault(s.calibration, self._calibration_job(s.calibration, s.backend, s.settings))
+        for study in self.config["llc"]["calibration"]["studies"]:
+            jobs.setdefault(study, self._calibration_job(study, "fast", SamplerConfig()))
+        return dict(sorted(jobs.items()))
+
+    # ---------------------------------------------------------------- studies and strides
+
+    def first_run(self, study: str) -> RunJob:
+        return self.runs[self.study_runs[study][0]]
+
+    def first_seed_runs(self, study: str) -> list[RunJob]:
+        """The runs of ``study`` with its smallest seed (one panel per setting in H.2)."""
+        runs = [self.runs[r] for r in self.study_runs[study]]
+        seed = min(r.train.seed for r in runs)
+        return [r for r in runs if r.train.seed == seed]
+
+    @cached_property
+    def figure_specs(self) -> dict:
+        from grokking_llc.figures import REGISTRY
+
+        return REGISTRY
+
+    def _figure_study(self, key: str) -> str | None:
+        return self.config["figures"].get(key, {}).get("study")
+
+    @cached_property
+    def llc_studies(self) -> list[str]:
+        """Studies whose runs need LLC tracks: those of the figures that draw LLC values (and
+        the H.2 panels' studies)."""
+        studies: set[str] = set()
+        for key, spec in self.figure_specs.items():
+            if spec.reads not in LLC_READS or key not in self.config["figures"]:
+                continue
+            entry = self.config["figures"][key]
+            studies.update(s for s in [entry.get("study")] if s)
+            studies.update(entry.get("studies", []))
+        return sorted(studies)
+
+    def sampler_covers(self, sampler: NamedSampler, study: str) -> bool:
+        return sampler.studies is None or study in sampler.studies
+
+    def stride(self, run: RunJob, sampler: NamedSampler) -> int:
+        """Checkpoint stride of a run's track under ``sampler`` (0: the final checkpoint only).
+
+        Each of the run's studies asks for a stride: the sampler's ``every_by_study`` entry, else
+        the sampler's ``every``, else ``llc.every_by_study``'s entry, else ``llc.every``. The run
+        takes the finest positive stride asked for, and 0 only when every study asks for 0.
+        """
+        llc = self.config["llc"]
+        own = dict(sampler.every_by_study)
+        relevant = [
+            s for s in run.studies if s in self.llc_studies and self.sampler_covers(sampler, s)
+        ]
+        asked = []
+        for study in relevant or run.studies:
+            if study in own:
+                asked.append(own[study])
+            elif sampler.every is not None:
+                asked.append(sampler.every)
+            else:
+                asked.append(llc["every_by_study"].get(study, llc["every"]))
+        positive = [e for e in asked if e > 0]
+        return min(positive) if positive else 0
+
+    @cached_property
+    def llc_jobs(self) -> dict[tuple[str, str, str], LLCJob]:
+        jobs: dict[tuple[str, str, str], LLCJob] = {}
+        for sampler in self.samplers.values():
+            for study in self.llc_studies:
+                if not self.sampler_covers(sampler, study):
+                    continue
+                for rid in self.study_runs[study]:
+                    job = self.track(self.runs[rid], sampler)
+                    jobs[job.key] = job
+        return dict(sorted(jobs.items()))
+
+    def track(self, run: RunJob, sampler: NamedSampler) -> LLCJob:
+        """The LLC track of ``run`` under ``sampler``."""
+        return LLCJob(
+            run=run,
+            sampler=sampler,
+            every=self.stride(run, sampler),
+            chunks=self.config["llc"]["chunks"],
+            calibration=self.calibrations[sampler.calibration] if sampler.calibrated else None,
+        )
+
+    def samplers_of(self, study: str) -> list[NamedSampler]:
+        """Named samplers (in config order) that give LLC tracks for ``study``'s runs."""
+        return [s for s in self.samplers.values() if self.sampler_covers(s, study)]
+
+    # ---------------------------------------------------------------- grids
+
+    @cached_property
+    def grid_jobs(self) -> dict[str, GridJob]:
+        jobs = {}
+        figs = self.config["figures"]
+        for grid in ("b2", "bias_reduced"):
+            entry = figs.get(grid, {})
+            if not entry.get("study"):
+                continue
+            sampler = self.samplers[entry["sampler"]]
+            if grid == "b2":
+                overrides = [
+                    {"localization": g, "lr": e} for e in entry["lr"] for g in entry["localization"]
+                ]
+            else:
+                nbeta = sampler.settings.resolved_nbeta
+                overrides = [{"nbeta": f * nbeta} for f in entry["nbeta_factors"]]
+            jobs[grid] = GridJob(grid, self.first_run(entry["study"]), sampler, _frozen(overrides))
+        return jobs
+
+    # ---------------------------------------------------------------- tables
+
+    @cached_property
+    def theory_runs(self) -> list[RunJob]:
+        """Quadratic runs with LLC tracks get a theory table at their checkpoints."""
+        rids = {job.run.run_id for job in self.llc_jobs.values()}
+        return [self.runs[r] for r in sorted(rids) if self.runs[r].train.model == "quadratic"]
+
+    def theory_params(self, run: RunJob) -> dict[str, Any]:
+        strides = [j.every for j in self.llc_jobs.values() if j.run.run_id == run.run_id]
+        positive = [e for e in strides if e > 0]
+        return {"run": run.params(), "every": min(positive) if positive else 0}
+
+    def theory_path(self, run: RunJob) -> str:
+        return f"{RESULTS}/theory/{run.run_id}.parquet"
+
+    training_summary_path = f"{RESULTS}/tables/training_summary.parquet"
+    runs_table_path = f"{RESULTS}/tables/runs.parquet"
+    claims_path = f"{RESULTS}/tables/claims.parquet"
+
+    def training_summary_params(self) -> dict[str, Any]:
+        return {rid: {"run": r.params(), "studies": list(r.studies)} for rid, r in self.runs.items()}
+
+    def runs_table_entries(self) -> list[dict[str, Any]]:
+        """(run, sampler name) -> the track that gives its final and maximum LLC."""
+        out = []
+        for name, sampler in self.samplers.items():
+            for key, job in self.llc_jobs.items():
+                if job.sampler.sampler_id == sampler.sampler_id and job.sampler.name == name:
+                    out.append(
+                        {"run_id": key[0], "sampler": name, "sampler_id": key[1], "path": job.path}
+                    )
+        return out
+
+    # ---------------------------------------------------------------- figures
+
+    def _track_inputs(self, run: RunJob, samplers: list[NamedSampler]) -> dict[str, Any]:
+        return {
+            "train_log": run.train_log,
+            "llc": [self.track(run, s).path for s in samplers],
+        }
+
+    @cached_property
+    def figures(self) -> dict[str, FigureJob]:
+        """Every figure, by its wildcard name (``stem`` or ``sampler/stem``)."""
+        out: dict[str, FigureJob] = {}
+        figs, plots = self.config["figures"], self.config["plots"]
+
+        def add(key, spec, sampler, inputs, **options):
+            job = FigureJob(
+                key, spec.stem, sampler, _frozen(inputs), _frozen({"plots": plots, **options})
+            )
+            out[job.name] = job
+
+        for key, spec in self.figure_specs.items():
+            if spec.reads == "calibration":
+                for study, cal in self.calibrations.items():
+                    job = FigureJob(
+                        key,
+                        f"fig_calibration_{study}",
+                        None,
+                        _frozen({"calibration": cal.path}),
+                        _frozen({"plots": plots, "study": study}),
+                    )
+                    out[job.name] = job
+                continue
+            entry = figs.get(key)
+            if entry is None:
+                continue
+            options = {k: v for k, v in entry.items() if k not in ("study", "studies")}
+            study = entry.get("study")
+            if spec.reads == "runs" and study:
+                for s in self.samplers_of(study):
+                    add(key, spec, s.name, {"runs": self.runs_table_path},
+                        study=study, sampler=s.name, options=options)  # fmt: skip
+            elif spec.reads == "training" and study:
+                add(key, spec, None, {"training": self.training_summary_path},
+                    study=study, options=options)  # fmt: skip
+            elif spec.reads == "track" and study:
+                run, samplers = self.first_run(study), self.samplers_of(study)
+                if samplers:
+                    add(key, spec, None, self._track_inputs(run, samplers),
+                        study=study, samplers=[s.name for s in samplers],
+                        title=f"{run.label}\nrun {run.run_id}", options=options)  # fmt: skip
+            elif spec.reads == "traces" and study:
+                run = self.first_run(study)
+                for s in self.samplers_of(study):
+                    add(key, spec, s.name, {"llc": self.track(run, s).path},
+                        study=study, sampler=s.name, options=options)  # fmt: skip
+            elif spec.reads == "panels" and entry.get("studies"):
+                runs = list(
+                    {r.run_id: r for st in entry["studies"] for r in self.first_seed_runs(st)}.values()
+                )
+                for s in self.samplers.values():
+                    if not all(self.sampler_covers(s, st) for st in entry["studies"]):
+                        continue
+                    add(key, spec, s.name,
+                        {"logs": [r.train_log for r in runs],
+                         "llcs": [self.track(r, s).path for r in runs]},
+                        sampler=s.name, titles=[r.label for r in runs], options=options)  # fmt: skip
+            elif spec.reads == "grid" and key in self.grid_jobs:
+                add(key, spec, None, {"grid": self.grid_jobs[key].path}, options=options)
+        return dict(sorted(out.items()))
+
+    # ---------------------------------------------------------------- claims
+
+    def claims_inputs(self) -> dict[str, Any]:
+        """Files the scorecard reads: the summary tables, Figure 3's and Figure 13's runs
+        (training log and every sampler's track) and the baseline's theory table."""
+        inputs: dict[str, Any] = {
+            "runs": self.runs_table_path,
+            "training": self.training_summary_path,
+        }
+        for key in ("fig3", "fig13"):
+            study = self._figure_study(key)
+            if study and self.samplers_of(study):
+                inputs.update(
+                    {f"{key}_{k}": v for k, v in self._track_inputs(
+                        self.first_run(study), self.samplers_of(study)).items()}
+                )  # fmt: skip
+        study = self._figure_study("fig3")
+        if study and self.first_run(study) in self.theory_runs:
+            inputs["theory"] = self.theory_path(self.first_run(study))
+        return inputs
+
+    def claims_params(self) -> dict[str, Any]:
+        figs = self.config["figures"]
+        return {
+            "samplers": list(self.samplers),
+            "studies": {k: v.get("study") for k, v in figs.items() if "study" in v},
+            "fig3_samplers": [s.name for s in self.samplers_of(self._figure_study("fig3"))]
+            if self._figure_study("fig3")
+            else [],
+            "fig13_samplers": [s.name for s in self.samplers_of(self._figure_study("fig13"))]
+            if self._figure_study("fig13")
+            else [],
+        }
+
+    # ---------------------------------------------------------------- targets
+
+    @cached_property
+    def splits(self) -> dict[str, SplitJob]:
+        out = {}
+        for r in self.runs.values():
+            t = r.train
+            out[t.split_id] = SplitJob(t.split_id, t.p, t.train_frac, t.data_seed)
+        return dict(sorted(out.items()))
+
+    def figure_targets(self) -> list[str]:
+        return [job.path for job in self.figures.values()]
+
+    def table_targets(self) -> list[str]:
+        tables = [self.training_summary_path]
+        if self.llc_jobs:
+            tables += [self.runs_table_path, self.claims_path]
+        tables += [self.theory_path(r) for r in self.theory_runs]
+        tables += [c.path for c in self.calibrations.values()]
+        return tables
+
+
+def build_plan(config: Mapping[str, Any]) -> Plan:
+    """The plan of a validated config (:func:`grokking_llc.config.validate_config`)."""
+    return Plan(dict(config))
+
+
+__all__ = [
+    "SAMPLER_META_KEYS",
+    "CalibrationJob",
+    "FigureJob",
+    "GridJob",
+    "LLCJob",
+    "NamedSampler",
+    "Plan",
+    "RunJob",
+    "SplitJob",
+    "build_plan",
+]

@@ -1,0 +1,202 @@
+"""Stage entry points of the LLC rules: ``estimate_llc`` (a chunk of a run's track),
+``gather_llc`` (the chunks into one table) and ``estimate_llc_grid`` (sampler sweeps at the
+final checkpoint, appendix B.1/B.2). The estimator itself is :mod:`grokking_llc.llc`.
+
+Seeds: the checkpoint at training step ``s`` is sampled with seed ``sampler.seed + s``, so a
+result never depends on how checkpoints are chunked into jobs, and no two checkpoints of a run
+share a noise stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grokking_llc.config import SamplerConfig, TrainConfig
+from grokking_llc.io import write_parquet
+from grokking_llc.llc import LLCResult, estimate_llc
+from grokking_llc.plan import select_checkpoints
+
+log = logging.getLogger(__name__)
+
+# Identifying columns and per-chain arrays of an LLC row; the scalar estimate and validity columns
+# come from LLCResult.summary() (the one source of them).
+ID_COLUMNS = ("run_id", "sampler_id", "backend", "step")
+ARRAY_COLUMNS = ("llc_per_chain", "diverged", "loss_trace")
+
+
+def llc_row(res: LLCResult, *, run_id: str, sampler_id: str, backend: str, step: int) -> dict:
+    """One Parquet row: ids, every scalar of ``res.summary()``, per-chain arrays, the traces."""
+    return {
+        "run_id": run_id,
+        "sampler_id": sampler_id,
+        "backend": backend,
+        "step": int(step),
+        **res.summary(),
+        "llc_per_chain": np.asarray(res.llc_per_chain, dtype=np.float64).tolist(),
+        "diverged": np.asarray(res.diverged, dtype=bool).tolist(),
+        "loss_trace": [row.tolist() for row in np.asarray(res.loss_trace, dtype=np.float32)],
+    }
+
+
+def _model_and_data(run: TrainConfig, split: pd.DataFrame, device: str):
+    """A model of the run's architecture (weights loaded later) and its training split, once
+    per job, on the resolved device."""
+    from grokking_llc.data import split_tensors
+    from grokking_llc.model import build_model
+    from grokking_llc.train import resolve_device
+
+    dev = resolve_device(device)
+    x, y = split_tensors(split, "train", dev)
+    model = build_model(run.model, run.p, width=run.width, options=run.model_options).to(dev)
+    return model, x, y, dev
+
+
+def estimate_run_llc(
+    checkpoints: Mapping[str, Any],
+    split: pd.DataFrame,
+    run: TrainConfig,
+    sampler: SamplerConfig,
+    *,
+    backend: str,
+    every: int,
+    chunk: int = 0,
+    chunks: int = 1,
+    device: str = "cpu",
+    run_id: str = "",
+    sampler_id: str = "",
+) -> pd.DataFrame:
+    """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint,
+    each with its validity columns (SPEC section 10). Model, data and loss are built once."""
+    from grokking_llc.model import get_loss
+    from grokking_llc.train import checkpoint_state
+
+    model, x, y, dev = _model_and_data(run, split, device)
+    loss_fn = get_loss(run.loss)
+    steps = checkpoints["steps"].tolist()
+    rows = []
+    for i in select_checkpoints(len(steps), every, chunk, chunks):
+        model.load_state_dict(checkpoint_state(checkpoints, i))
+        t0 = time.perf_counter()
+        res = estimate_llc(
+            model, x, y, loss_fn, sampler, seed=sampler.seed + steps[i], backend=backend, device=dev
+        )
+        seconds = time.perf_counter() - t0
+        log.info(
+            "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
+            steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
+        )  # fmt: skip
+        row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend, step=steps[i])
+        rows.append(row | {"seconds": seconds})
+    return pd.DataFrame(rows).sort_values("step", ignore_index=True)
+
+
+def resolve_sampler(params: Mapping[str, Any], calibration_path: str | None) -> SamplerConfig:
+    """The SGLD settings of a job: written in the config, or chosen by a calibration."""
+    if params.get("sampler") is not None:
+        return SamplerConfig.from_mapping(params["sampler"])
+    if calibration_path is None:
+        raise ValueError("a calibrated sampler's job needs its calibration table")
+    from grokking_llc.calibrate import chosen_sampler
+
+    settings, valid, reason = chosen_sampler(pd.read_parquet(calibration_path))
+    log.info("calibrated settings %s (valid: %s): %s", settings, valid, reason)
+    return SamplerConfig.from_mapping(settings)
+
+
+def run_estimate_llc(
+    checkpoints_path: str,
+    split_path: str,
+    train_log_path: str,
+    out_path: str,
+    params: Mapping[str, Any],
+    *,
+    chunk: int,
+    chunks: int,
+    device: str,
+    run_id: str,
+    sampler_id: str,
+    calibration_path: str | None = None,
+) -> pd.DataFrame:
+    """Rule ``estimate_llc``: read a run's checkpoints (checked against its training log),
+    estimate at this chunk's checkpoints, write Parquet atomically."""
+    from grokking_llc.train import load_checkpoints
+
+    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    df = estimate_run_llc(
+        ckpts,
+        pd.read_parquet(split_path),
+        TrainConfig(**params["run"]),
+        resolve_sampler(params, calibration_path),
+        backend=params["backend"],
+        every=params["every"],
+        chunk=chunk,
+        chunks=chunks,
+        device=device,
+        run_id=run_id,
+        sampler_id=sampler_id,
+    )
+    write_parquet(df, out_path)
+    return df
+
+
+def run_gather_llc(paths: Sequence[str], out_path: str, *, expected_rows: int | None = None):
+    """Rule ``gather_llc``: the chunks of a track in one table, sorted by step."""
+    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    if df["step"].duplicated().any():
+        raise ValueError(f"chunks of {out_path} overlap: a step appears twice")
+    if expected_rows is not None and len(df) != expected_rows:
+        raise ValueError(f"{out_path}: {len(df)} rows from the chunks, expected {expected_rows}")
+    df = df.sort_values("step", ignore_index=True)
+    write_parquet(df, out_path)
+    return df
+
+
+def run_estimate_llc_grid(
+    checkpoints_path: str,
+    split_path: str,
+    train_log_path: str,
+    out_path: str,
+    params: Mapping[str, Any],
+    *,
+    device: str,
+) -> pd.DataFrame:
+    """Rule ``estimate_llc_grid``: the LLC at a run's final checkpoint for each sampler override
+    in ``params["grid"]`` (localisation/step-size sweep of appendix B.2, temperature sweep of
+    B.1). Every grid point uses the seed ``sampler.seed + final step``."""
+    from grokking_llc.model import get_loss
+    from grokking_llc.train import checkpoint_state, load_checkpoints
+
+    cfg = TrainConfig(**params["run"])
+    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    model, x, y, dev = _model_and_data(cfg, pd.read_parquet(split_path), device)
+    last = len(ckpts["steps"]) - 1
+    model.load_state_dict(checkpoint_state(ckpts, last))
+    step = int(ckpts["steps"][last])
+    rows = []
+    for override in params["grid"]:
+        sampler = SamplerConfig.from_mapping({**params["sampler"], **override})
+        t0 = time.perf_counter()
+        res = estimate_llc(
+            model, x, y, get_loss(cfg.loss), sampler, seed=sampler.seed + step,
+            backend=params["backend"], device=dev,
+        )  # fmt: skip
+        log.info("%s: llc %.4g +- %.3g", override, res.llc_mean, res.llc_std)
+        rows.append(
+            {
+                "step": step,
+                "localization": sampler.localization,
+                "sampler_lr": sampler.lr,
+                **res.summary(),
+                "llc_per_chain": np.asarray(res.llc_per_chain, dtype=np.float64).tolist(),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    df = pd.DataFrame(rows)
+    write_parquet(df, out_path)
+    return df

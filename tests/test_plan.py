@@ -1,0 +1,177 @@
+"""The plan (grokking_llc.plan): every decision about what the workflow computes, and the
+params each job depends on, as pure functions of a validated config."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grokking_llc.config import TrainConfig, validate_config
+from grokking_llc.plan import build_plan, select_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base_config() -> dict:
+    return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+
+
+def plan_of(cfg: dict):
+    return build_plan(validate_config(cfg))
+
+
+def test_studies_expand_to_a_cross_product_and_shared_runs_are_trained_once():
+    cfg = base_config()
+    cfg["studies"] = {
+        "a": {"p": [7, 11], "seed": [0, 1]},
+        "b": {"p": 7},  # the same run as a's (p=7, seed 0)
+    }
+    plan = plan_of(cfg)
+    assert len(plan.study_runs["a"]) == 4
+    shared = TrainConfig(**{**validate_config(cfg)["train"], "p": 7}).run_id
+    assert plan.study_runs["b"] == [shared]
+    assert plan.runs[shared].studies == ("a", "b")
+    assert len(plan.runs) == 4
+    assert {s.p for s in plan.splits.values()} == {7, 11}
+
+
+def test_select_checkpoints_every_kth_plus_last_and_chunks_partition_them():
+    assert select_checkpoints(10, 3) == [0, 3, 6, 9]
+    assert select_checkpoints(11, 3) == [0, 3, 6, 9, 10]
+    assert select_checkpoints(11, 0) == [10]  # final only
+    assert select_checkpoints(1, 5) == [0]
+    chunks = [select_checkpoints(11, 2, c, 3) for c in range(3)]
+    assert sorted(sum(chunks, [])) == [0, 2, 4, 6, 8, 10]
+    assert chunks[0] == [0, 6]
+    with pytest.raises(ValueError):
+        select_checkpoints(10, 1, 3, 3)
+    with pytest.raises(ValueError):
+        select_checkpoints(10, -1)
+
+
+def test_stride_takes_the_finest_study_and_sampler_overrides():
+    cfg = base_config()
+    cfg["studies"] = {"s1": {"p": 7}, "s2": {"p": 7, "seed": 0}, "s3": {"p": 11}}
+    cfg["figures"] = {"fig1": {"study": "s1"}, "h2": {"studies": ["s2", "s3"]}}
+    cfg["llc"]["every"] = 4
+    cfg["llc"]["every_by_study"] = {"s2": 3}
+    cfg["llc"]["samplers"] = {
+        "a": {"lr": 1e-4, "batch_size": 16},
+        "b": {"lr": 1e-4, "batch_size": 16, "every_by_study": {"s1": 0, "s2": 0}},
+        "c": {"lr": 1e-4, "batch_size": 16, "every": 0, "every_by_study": {"s3": 5}},
+    }
+    plan = plan_of(cfg)
+    run7 = plan.runs[plan.study_runs["s1"][0]]
+    run11 = plan.runs[plan.study_runs["s3"][0]]
+    a, b, c = (plan.samplers[k] for k in "abc")
+    assert run7.studies == ("s1", "s2")
+    assert plan.stride(run7, a) == 3  # min(4 from s1, 3 from s2)
+    assert plan.stride(run11, a) == 4
+    assert plan.stride(run7, b) == 0  # every study asks for the final checkpoint only
+    assert plan.stride(run11, b) == 4
+    assert plan.stride(run7, c) == 0
+    assert plan.stride(run11, c) == 5
+    track = plan.track(run7, b)
+    assert track.track == "final" and track.path.endswith("/final.parquet")
+    assert plan.track(run7, a).path.endswith("/every3.parquet")
+
+
+def test_llc_tracks_only_for_studies_with_llc_figures_and_sampler_coverage():
+    plan = plan_of(base_config())
+    # .test: LLC figures draw baseline, over_p, over_width, lr_wd, transformer (h2: over_p,
+    # over_width); scaling (fig14) needs training only.
+    assert "scaling" not in plan.llc_studies
+    assert {"baseline", "over_p", "lr_wd", "transformer"} <= set(plan.llc_studies)
+    cal = plan.samplers["calibrated"]
+    runs_cal = {k[0] for k in plan.llc_jobs if k[1] == cal.sampler_id}
+    expected = set(plan.study_runs["baseline"]) | set(plan.study_runs["over_p"])
+    assert runs_cal == expected
+    paper = plan.samplers["paper"]
+    runs_paper = {k[0] for k in plan.llc_jobs if k[1] == paper.sampler_id}
+    assert runs_paper == {r for s in plan.llc_studies for r in plan.study_runs[s]}
+    # a calibrated track reads its calibration table
+    job = next(j for j in plan.llc_jobs.values() if j.sampler.name == "calibrated")
+    assert job.calibration is not None and job.calibration.path.endswith("calibration/baseline.parquet")
+    assert job.params()["sampler"] is None
+
+
+def test_first_seed_runs_pick_the_smallest_seed_of_each_setting():
+    cfg = base_config()
+    cfg["studies"] = {"s": {"lr": [1e-3, 1e-2], "seed": [2, 1]}}
+    plan = plan_of(cfg)
+    runs = plan.first_seed_runs("s")
+    assert sorted(r.train.lr for r in runs) == [1e-3, 1e-2]
+    assert all(r.train.seed == 1 for r in runs)
+
+
+def test_an_every_by_study_entry_for_another_study_changes_no_job_params():
+    cfg = base_config()
+    before = plan_of(cfg)
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["llc"]["every_by_study"] = {"scaling": 3}  # a study without LLC figures
+    after = plan_of(cfg2)
+    assert {k: j.params() for k, j in before.llc_jobs.items()} == {
+        k: j.params() for k, j in after.llc_jobs.items()
+    }
+    assert {n: f.params() for n, f in before.figures.items()} == {
+        n: f.params() for n, f in after.figures.items()
+    }
+
+
+def test_changing_every_leaves_grids_and_calibrations_alone():
+    cfg = base_config()
+    before = plan_of(cfg)
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["llc"]["every"] = 2
+    after = plan_of(cfg2)
+    assert {g: (j.path, j.params()) for g, j in before.grid_jobs.items()} == {
+        g: (j.path, j.params()) for g, j in after.grid_jobs.items()
+    }
+    assert {s: (c.path, c.params()) for s, c in before.calibrations.items()} == {
+        s: (c.path, c.params()) for s, c in after.calibrations.items()
+    }
+    assert before.samplers["paper"].sampler_id == after.samplers["paper"].sampler_id
+    changed = [k for k in before.llc_jobs if k not in after.llc_jobs]
+    assert changed  # the tracks themselves do change: they sample other checkpoints
+
+
+def test_sampler_ids_follow_settings_not_names_and_calibration_grid_renames_calibrated():
+    cfg = base_config()
+    plan = plan_of(cfg)
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["llc"]["samplers"]["renamed"] = cfg2["llc"]["samplers"].pop("paper")
+    cfg2["figures"]["b2"]["sampler"] = "renamed"
+    cfg2["figures"]["bias_reduced"]["sampler"] = "renamed"
+    plan2 = plan_of(cfg2)
+    assert plan2.samplers["renamed"].sampler_id == plan.samplers["paper"].sampler_id
+    cfg3 = copy.deepcopy(cfg)
+    cfg3["llc"]["calibration"]["grid"]["lr"] = [2.0e-5]
+    plan3 = plan_of(cfg3)
+    assert plan3.samplers["calibrated"].sampler_id != plan.samplers["calibrated"].sampler_id
+    assert plan3.samplers["paper"].sampler_id == plan.samplers["paper"].sampler_id
+    assert plan3.calibrations["baseline"].params() != plan.calibrations["baseline"].params()
+
+
+def test_figures_are_drawn_per_sampler_where_they_show_llc_values():
+    plan = plan_of(base_config())
+    names = set(plan.figures)
+    assert "paper/fig1_llc_vs_p" in names and "calibrated/fig1_llc_vs_p" in names
+    assert "calibrated/fig2_llc_vs_width" not in names  # calibrated covers baseline, over_p
+    assert "fig4_lr_vs_gsm" in names  # training only: one figure
+    fig3 = next(f for f in plan.figures.values() if f.key == "fig3")
+    inputs = fig3.input_files()
+    assert fig3.params()["samplers"] == ["paper", "calibrated"]
+    assert len(inputs["llc"]) == 2 and inputs["train_log"].endswith("train_log.parquet")
+    assert "fig_calibration_baseline" in names
+    for fig in plan.figures.values():
+        assert fig.path.startswith("results/figures/") and fig.path.endswith(".png")
+
+
+def test_scorecard_reads_the_tables_and_both_samplers_tracks():
+    plan = plan_of(base_config())
+    inputs = plan.claims_inputs()
+    assert inputs["runs"] == plan.runs_table_path
+    assert len(inputs["fig3_llc"]) == 2
+    assert plan.claims_params()["samplers"] == ["paper", "calibrated"]
+    assert plan.claims_path in plan.table_targets()

@@ -1,0 +1,115 @@
+"""Stage entry points (grokking_llc.stages.*): what a rule's job computes from its files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from grokking_llc.config import SamplerConfig, TrainConfig
+from grokking_llc.data import make_split
+from grokking_llc.model import build_model
+from grokking_llc.stages.llc import estimate_run_llc, run_gather_llc
+from grokking_llc.stages.summary import run_summarize_runs, summarize_track
+
+RUN = TrainConfig(p=7, train_frac=0.6, width=6, batch_size=8, max_steps=20, checkpoint_every=10)
+SAMPLER = SamplerConfig(
+    lr=1e-4, nbeta=5.0, localization=10.0, num_chains=2, num_burnin_steps=3, num_draws=10,
+    batch_size=8, num_init_loss_batches=2, seed=7,
+)  # fmt: skip
+
+
+def checkpoints(states, steps):
+    return {
+        "steps": torch.tensor(steps),
+        "params": {k: torch.stack([s[k] for s in states]) for k in states[0]},
+    }
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split(RUN.p, RUN.train_frac, 0)
+
+
+def model_state(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return build_model("quadratic", RUN.p, width=RUN.width, generator=gen).state_dict()
+
+
+def traces(df):
+    return {int(r.step): np.asarray([np.asarray(t) for t in r.loss_trace]) for r in df.itertuples()}
+
+
+def test_each_checkpoint_is_sampled_with_seed_plus_its_step(split):
+    """Two checkpoints with identical weights at steps 0 and 10 get different noise (seed + step),
+    and the checkpoint at step 10 gives the same trace whichever position it holds."""
+    same = model_state(0)
+    df = estimate_run_llc(
+        checkpoints([same, same], [0, 10]), split, RUN, SAMPLER, backend="fast", every=1
+    )
+    t = traces(df)
+    assert not np.allclose(t[0], t[10])
+    alone = estimate_run_llc(
+        checkpoints([same], [10]), split, RUN, SAMPLER, backend="fast", every=1
+    )
+    np.testing.assert_array_equal(traces(alone)[10], t[10])
+
+
+def test_results_do_not_depend_on_chunking(split):
+    ckpts = checkpoints([model_state(s) for s in range(5)], [0, 10, 20, 30, 40])
+    whole = estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=2)
+    assert whole["step"].tolist() == [0, 20, 40]
+    parts = [
+        estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=2, chunk=c, chunks=2)
+        for c in range(2)
+    ]
+    merged = pd.concat(parts).sort_values("step", ignore_index=True)
+    np.testing.assert_array_equal(merged["llc_mean"], whole["llc_mean"])
+    assert {"valid", "stationary", "r_hat"} <= set(whole.columns)
+
+
+def test_gather_refuses_overlapping_chunks(tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pd.DataFrame({"step": [0, 20], "llc_mean": [1.0, 2.0]}).to_parquet(a)
+    pd.DataFrame({"step": [10], "llc_mean": [3.0]}).to_parquet(b)
+    out = run_gather_llc([str(b), str(a)], str(tmp_path / "out.parquet"))
+    assert out["step"].tolist() == [0, 10, 20] and out["llc_mean"].tolist() == [1.0, 3.0, 2.0]
+    pd.DataFrame({"step": [20], "llc_mean": [9.0]}).to_parquet(b)
+    with pytest.raises(ValueError, match="overlap"):
+        run_gather_llc([str(a), str(b)], str(tmp_path / "out2.parquet"))
+
+
+def test_summarize_track_final_max_and_validity():
+    track = pd.DataFrame(
+        {
+            "step": [30, 0, 10, 20],
+            "llc_mean": [5.0, 1.0, np.nan, 7.0],
+            "llc_std": [0.5, 0.1, np.nan, 0.7],
+            "valid": [True, False, False, False],
+        }
+    )
+    s = summarize_track(track)
+    assert (s["final_llc"], s["final_llc_std"], s["final_llc_valid"]) == (5.0, 0.5, True)
+    assert (s["max_llc"], s["max_llc_step"], s["max_llc_valid"]) == (7.0, 20.0, False)
+    assert (s["n_llc"], s["n_llc_valid"], s["final_step_llc"]) == (4, 1, 30)
+    # a table without validity columns is "not validated", never valid
+    legacy = summarize_track(track.drop(columns="valid"))
+    assert legacy["n_llc_valid"] == 0 and legacy["final_llc_valid"] is False
+
+
+def test_runs_table_has_one_row_per_run_and_sampler(tmp_path):
+    training = pd.DataFrame({"run_id": ["r1", "r2"], "gsm": [0.1, 0.2], "studies": [["a"], ["a"]]})
+    training.to_parquet(tmp_path / "training.parquet")
+    for name, values in {"t1": [1.0, 2.0], "t2": [3.0, 4.0], "t3": [5.0, 6.0]}.items():
+        pd.DataFrame(
+            {"step": [0, 10], "llc_mean": values, "llc_std": [0.0, 0.0], "valid": [True, True]}
+        ).to_parquet(tmp_path / f"{name}.parquet")
+    tracks = [
+        {"run_id": "r1", "sampler": "paper", "sampler_id": "x", "path": str(tmp_path / "t1.parquet")},
+        {"run_id": "r2", "sampler": "paper", "sampler_id": "x", "path": str(tmp_path / "t2.parquet")},
+        {"run_id": "r1", "sampler": "cal", "sampler_id": "y", "path": str(tmp_path / "t3.parquet")},
+    ]
+    df = run_summarize_runs(str(tmp_path / "training.parquet"), tracks, str(tmp_path / "runs.parquet"))
+    assert len(df) == 3
+    row = df[(df.run_id == "r1") & (df.sampler == "cal")].iloc[0]
+    assert row.final_llc == 6.0 and row.gsm == 0.1 and row.sampler_id == "y"
+    assert df[(df.run_id == "r2")].iloc[0].final_llc == 4.0
