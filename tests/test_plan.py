@@ -175,3 +175,29 @@ def test_scorecard_reads_the_tables_and_both_samplers_tracks():
     assert len(inputs["fig3_llc"]) == 2
     assert plan.claims_params()["samplers"] == ["paper", "calibrated"]
     assert plan.claims_path in plan.table_targets()
+
+
+def test_paper_config_is_taken_as_written_not_merged_into_the_default():
+    """config/paper.yaml at its own sizes: every quadratic run at the width it states (1024
+    unless a study sweeps width), none inherited from config/config.yaml's K=256 studies."""
+    from grokking_llc.config import load_workflow_config
+
+    cfg = load_workflow_config([REPO / "config" / "paper.yaml"])
+    plan = build_plan(cfg)
+    widths = {r.train.width for r in plan.runs.values() if r.train.model == "quadratic"}
+    swept = set(yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["studies"]["over_width"]["width"])
+    assert widths <= swept | {1024}
+    not_width_sweep = [
+        r for r in plan.runs.values()
+        if r.train.model == "quadratic" and "over_width" not in r.studies
+    ]  # fmt: skip
+    assert all(r.train.width == 1024 for r in not_width_sweep)
+
+
+def test_cli_overrides_apply_on_top_of_the_users_file(tmp_path):
+    from grokking_llc.config import load_workflow_config
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(base_config()))
+    cfg = load_workflow_config([path], {"plots": {"dpi": "61"}, "device": "cpu"})
+    assert cfg["plots"]["dpi"] == 61 and cfg["studies"] == validate_config(base_config())["studies"]

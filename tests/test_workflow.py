@@ -1,7 +1,10 @@
-"""End-to-end: the real Snakefile on the tiny `.test` config, then config edits and dry runs.
+"""End-to-end: the real Snakefile, run the way a user runs it, on the tiny `.test` config.
 
-The first test runs the whole `figures` target for real; the others edit a copy of the config
-and ask a dry run which rules would execute (SPEC: a config edit touches only what depends on it).
+Every test works in a fresh copy of the repository (the workflow files, not results), runs
+Snakemake from that copy's root with the target first and the user's own config after it
+(`snakemake --cores 2 all --configfile my.yaml`, as the README shows), and then edits the config
+and asks a dry run which rules would execute (a config edit touches only what depends on it).
+Tests share one finished run but never change it: a test that runs more jobs copies it first.
 """
 
 import re
@@ -14,28 +17,39 @@ import pandas as pd
 import pytest
 import yaml
 
-from grokking_llc.llc import LLC_COLUMNS
 from grokking_llc.train import LOG_COLUMNS
-from grokking_llc.versions import hash_files
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+WORKFLOW_FILES = ("Snakefile", "workflow", "src", "config", "profiles", "environment.yml")
 
 
-def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(config), "--cores", "2", *args,
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=900)
+def workspace(root: Path) -> Path:
+    """A copy of the repository's workflow files, as a user's checkout would have them."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / name)
+    return root
 
 
-def planned_jobs(workdir: Path, config: Path, target: str = "figures") -> dict[str, int]:
+def snakemake(ws: Path, *args: str, config: str | None = "my.yaml") -> subprocess.CompletedProcess:
+    """``snakemake --cores 2 <args> [--configfile <config>]`` from the workspace root."""
+    cmd = [str(SNAKEMAKE), "--cores", "2", *args]
+    if config is not None:
+        cmd += ["--configfile", config]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ws, timeout=1200)
+
+
+def planned_jobs(ws: Path, config: str = "my.yaml", target: str = "figures") -> dict[str, int]:
     """Rules a dry run would execute, with their job counts (from Snakemake's job stats)."""
-    out = snakemake(workdir, config, "-n", target)
+    out = snakemake(ws, "-n", target, config=config)
     assert out.returncode == 0, out.stderr + out.stdout
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
@@ -44,154 +58,201 @@ def planned_jobs(workdir: Path, config: Path, target: str = "figures") -> dict[s
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def edit(config: Path, change) -> None:
-    data = yaml.safe_load(config.read_text())
-    change(data)
-    config.write_text(yaml.safe_dump(data, sort_keys=True))  # reorders keys, as an editor may
+def write_config(ws: Path, change=None, name: str = "edited.yaml") -> str:
+    data = yaml.safe_load((ws / "my.yaml").read_text())
+    if change is not None:
+        change(data)
+    (ws / name).write_text(yaml.safe_dump(data, sort_keys=True))  # reorders keys, as a tool may
+    return name
 
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    """A finished `figures` run of the `.test` config in a scratch working directory."""
-    work = tmp_path_factory.mktemp("e2e")
-    config = work / "config.yaml"
-    shutil.copy(TEST_CONFIG, config)
-    out = snakemake(work, config, "all")
-    assert out.returncode == 0, out.stderr[-4000:]
-    return work, config
+    """A finished `all` run of the `.test` config, from a user's checkout."""
+    ws = workspace(tmp_path_factory.mktemp("e2e") / "repo")
+    shutil.copy(TEST_CONFIG, ws / "my.yaml")
+    out = snakemake(ws, "all")
+    assert out.returncode == 0, out.stderr[-6000:]
+    return ws
 
 
-FIGURES = {
-    "fig1_llc_vs_p", "fig2_llc_vs_width", "fig3_llc_tracks_generalisation", "fig4_lr_vs_gsm",
-    "fig13_transformer", "fig14_scaling_regimes", "fig_b2_sampler_sensitivity",
-    "fig_bias_reduced_llc", "fig_gsm_vs_llc", "fig_h2_panels", "fig_llc_traces",
-    "fig_lr_vs_max_llc",
-}  # fmt: skip
+def copy_of(ws: Path, tmp_path: Path) -> Path:
+    """A copy of a finished workspace (results and Snakemake's metadata included)."""
+    dest = tmp_path / "repo"
+    shutil.copytree(ws, dest, symlinks=True)
+    return dest
 
 
 def test_outputs_have_the_documented_schemas(done_run):
-    work, _ = done_run
-    results = work / "results"
+    results = done_run / "results"
+    plan_cfg = yaml.safe_load((done_run / "my.yaml").read_text())
     for split_file in (results / "splits").glob("*.parquet"):
         split = pd.read_parquet(split_file)
         assert list(split.columns) == ["a", "b", "c", "split"]
-        p = int(split_file.name.split("-")[0][1:])
-        assert len(split) == p * p
-    summary = pd.read_parquet(results / "tables" / "runs.parquet")
-    assert len(summary) == 14 and summary["run_id"].is_unique
-    assert {"gsm", "delay", "regime", "llc_final", "llc_max", "llc_max_step"} <= set(summary)
+        assert len(split) == int(split_file.name.split("-")[0][1:]) ** 2
+    training = pd.read_parquet(results / "tables" / "training_summary.parquet")
+    assert len(training) == 14 and training["run_id"].is_unique
+    runs = pd.read_parquet(results / "tables" / "runs.parquet")
+    assert set(runs["sampler"]) == set(plan_cfg["llc"]["samplers"])
+    assert not runs.duplicated(["run_id", "sampler"]).any()
+    assert {"gsm", "final_llc", "final_llc_valid", "max_llc", "n_llc_valid"} <= set(runs)
     for run_dir in (results / "runs").iterdir():
         log = pd.read_parquet(run_dir / "train_log.parquet")
         assert tuple(log.columns) == LOG_COLUMNS and log["step"].iloc[-1] == 200
         assert not (run_dir / "partial").exists()
-    (baseline,) = summary.loc[summary["studies"].map(lambda s: "baseline" in s), "run_id"]
+    (baseline,) = training.loc[training["studies"].map(lambda s: "baseline" in s), "run_id"]
     log = pd.read_parquet(results / "runs" / baseline / "train_log.parquet")
-    (llc_file,) = (results / "llc" / baseline).glob("*.parquet")
-    llc = pd.read_parquet(llc_file)
-    assert tuple(llc.columns) == LLC_COLUMNS
-    assert llc["step"].tolist() == log["step"].tolist()  # every checkpoint (every: 1)
-    assert llc["llc_mean"].notna().all() and (llc["backend"] == "fast").all()
-    assert all(len(c) == 2 for c in llc["llc_per_chain"])  # 2 chains
-    assert all(len(t) == 2 and len(t[0]) == 25 for t in llc["loss_trace"])  # 5 burn-in + 20
-    theory = pd.read_parquet(next((results / "theory" / baseline).glob("*.parquet")))
-    assert theory["step"].tolist() == llc["step"].tolist() and (theory["K_eff"] <= 16).all()
-    figures = {f.stem for f in (results / "figures").glob("*.png")}
-    assert figures == FIGURES
-    for name in FIGURES:
-        png = results / "figures" / f"{name}.png"
+    tracks = sorted((results / "llc" / baseline).glob("*/every1.parquet"))
+    assert len(tracks) == 2  # paper and calibrated
+    for track in tracks:
+        llc = pd.read_parquet(track)
+        assert llc["step"].tolist() == log["step"].tolist()  # every checkpoint (every: 1)
+        assert {"valid", "stationary", "localisation_dominated", "r_hat", "ess"} <= set(llc)
+        assert llc["valid"].dtype == bool
+    # calibrated sampler: final checkpoint only for over_p
+    over_p = training.loc[training["studies"].map(lambda s: "over_p" in s), "run_id"]
+    finals = [f for r in over_p for f in (results / "llc" / r).glob("*/final.parquet")]
+    assert len(finals) == len(over_p) - 1  # baseline's run is also in over_p: full track there
+    theory = pd.read_parquet(results / "theory" / f"{baseline}.parquet")
+    assert theory["step"].tolist() == log["step"].tolist() and (theory["K_eff"] <= 16).all()
+    claims = pd.read_parquet(results / "tables" / "claims.parquet")
+    assert set(claims["sampler"]) <= set(plan_cfg["llc"]["samplers"]) | {"-", None}
+    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    calibration = pd.read_parquet(results / "calibration" / "baseline.parquet")
+    assert calibration["chosen"].sum() >= 1
+    pngs = list((results / "figures").rglob("*.png"))
+    names = {str(p.relative_to(results / "figures").with_suffix("")) for p in pngs}
+    for expected in (
+        "paper/fig1_llc_vs_p", "calibrated/fig1_llc_vs_p", "fig3_llc_tracks_generalisation",
+        "fig4_lr_vs_gsm", "fig14_scaling_regimes", "fig_calibration_baseline",
+        "paper/fig_h2_panels", "fig13_transformer", "fig_b2_sampler_sensitivity",
+    ):  # fmt: skip
+        assert expected in names, (expected, names)
+    for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
-    for rule in ("make_split", "train_model", "estimate_llc", "gather_llc", "plot_track"):
+    for rule in ("make_split", "train_model", "estimate_llc", "calibrate_sampler", "plot_figure"):
         assert list((results / "logs" / rule).rglob("*.log")), rule
         assert list((results / "benchmarks" / rule).rglob("*.tsv")), rule
 
 
-def test_html_report_has_every_figure(done_run):
-    work, config = done_run
-    out = snakemake(work, config, "--report", str(work / "report.html"), "figures")
+def test_html_report_has_every_figure(done_run, tmp_path):
+    out = snakemake(done_run, "figures", "--report", str(tmp_path / "report.html"))
     assert out.returncode == 0, out.stderr[-3000:]
-    html = (work / "report.html").read_text(errors="replace")
-    for png in (work / "results" / "figures").glob("*.png"):
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for png in (done_run / "results" / "figures").rglob("*.png"):
         assert png.name in html, png.name
 
 
 def test_rerun_does_nothing(done_run):
-    assert planned_jobs(*done_run) == {}
+    assert planned_jobs(done_run, target="all") == {}
 
 
-PLOTS = {"plot_summary", "plot_track", "plot_h2_panels", "plot_llc_traces", "plot_llc_grid"}
+LLC_PLOTS = {"plot_figure", "summarize_runs", "score_claims", "figures"}
 
 
-def edited_copy(config: Path, tmp_path: Path, change) -> Path:
-    edited = tmp_path / "config.yaml"
-    shutil.copy(config, edited)
-    edit(edited, change)
-    return edited
+def test_paper_sampler_edit_reruns_its_tracks_grids_and_plots_only(done_run):
+    name = write_config(
+        done_run, lambda c: c["llc"]["samplers"]["paper"].update(lr=2.0e-4)
+    )
+    jobs = planned_jobs(done_run, name)
+    assert set(jobs) == {"estimate_llc", "gather_llc", "estimate_llc_grid"} | LLC_PLOTS
+    assert "calibrate_sampler" not in jobs and "train_model" not in jobs
 
 
-def test_sampler_edit_reruns_only_llc_and_plots(done_run, tmp_path):
-    work, config = done_run
-    edited = edited_copy(config, tmp_path, lambda c: c["llc"]["sampler"].update(lr=2.0e-4))
-    jobs = planned_jobs(work, edited)
-    assert set(jobs) == {
-        "estimate_llc", "gather_llc", "estimate_llc_grid", "summarize_runs", *PLOTS, "figures",
-    }  # fmt: skip
-    # fig4 and fig14 read the training summary only: 4 of the 6 summary figures rerun
-    assert jobs["plot_summary"] == 4
+def test_calibration_grid_edit_reruns_calibration_and_calibrated_tracks_only(done_run):
+    name = write_config(done_run, lambda c: c["llc"]["calibration"]["grid"].update(lr=[3.0e-5]))
+    jobs = planned_jobs(done_run, name)
+    assert set(jobs) == {"calibrate_sampler", "estimate_llc", "gather_llc"} | LLC_PLOTS
+    cfg = yaml.safe_load((done_run / "my.yaml").read_text())
+    # calibrated covers baseline (1 run) and over_p (3 runs, baseline's among them): 3 tracks
+    assert jobs["gather_llc"] == 3 and jobs["estimate_llc"] == 3 * cfg["llc"]["chunks"]
 
 
-def test_plot_edit_reruns_only_plots(done_run, tmp_path):
-    work, config = done_run
-    edited = edited_copy(config, tmp_path, lambda c: c["plots"].update(dpi=61))
-    assert set(planned_jobs(work, edited)) == PLOTS | {"figures"}
+def test_plot_edit_reruns_only_plots(done_run):
+    name = write_config(done_run, lambda c: c.setdefault("plots", {}).update(dpi=61))
+    assert set(planned_jobs(done_run, name)) == {"plot_figure", "figures"}
 
 
-def test_new_sweep_value_trains_only_the_new_run(done_run, tmp_path):
-    work, config = done_run
-    edited = edited_copy(config, tmp_path, lambda c: c["studies"]["over_width"]["width"].append(12))
-    jobs = planned_jobs(work, edited)
-    assert jobs["train_model"] == 1 and "make_split" not in jobs
-    assert jobs["estimate_llc"] == 2 and jobs["gather_llc"] == 1  # its 2 chunks
+def test_stride_entry_for_another_study_reruns_nothing(done_run):
+    name = write_config(done_run, lambda c: c["llc"].setdefault("every_by_study", {}).update(scaling=3))
+    assert planned_jobs(done_run, name) == {}
 
 
-def test_one_runs_training_edit_retrains_that_run_only(done_run, tmp_path):
-    work, config = done_run
-    edited = edited_copy(config, tmp_path, lambda c: c["studies"]["transformer"].update(lr=2.0e-3))
-    jobs = planned_jobs(work, edited)
-    assert jobs["train_model"] == 1 and "make_split" not in jobs
+def test_changing_every_leaves_grids_and_calibration_alone(done_run):
+    name = write_config(done_run, lambda c: c["llc"].update(every=2))
+    jobs = planned_jobs(done_run, name)
+    assert "estimate_llc_grid" not in jobs and "calibrate_sampler" not in jobs
+    assert "estimate_llc" in jobs and "train_model" not in jobs
 
 
-def test_zz_old_and_new_sampler_results_coexist(done_run, tmp_path):
-    """Runs last in this module (it changes the shared results)."""
-    work, config = done_run
-    edited = edited_copy(config, tmp_path, lambda c: c["llc"]["sampler"].update(num_draws=10))
-    out = snakemake(work, edited, "figures")
+def test_config_override_from_the_command_line(done_run):
+    out = snakemake(done_run, "-n", "figures", "--config", "plots={dpi: 61}")
     assert out.returncode == 0, out.stderr[-3000:]
-    for run_dir in (work / "results" / "llc").iterdir():
-        tables = sorted(run_dir.glob("*.parquet"))
-        assert len(tables) == 2, run_dir
-        lengths = {len(pd.read_parquet(t)["loss_trace"].iloc[0][0]) for t in tables}
-        assert lengths == {25, 15}
-    # back to the old sampler: its LLC tables are still there, so only summaries and plots rerun
-    assert set(planned_jobs(work, config)) == {"summarize_runs", *PLOTS, "figures"}
+    assert "plot_figure" in out.stdout and "train_model" not in out.stdout
 
 
-def test_bad_config_stops_before_any_job(tmp_path):
-    config = tmp_path / "config.yaml"
-    shutil.copy(TEST_CONFIG, config)
-    edit(config, lambda c: c["train"].update(p=8))
-    out = snakemake(tmp_path, config, "figures")
+def test_new_sweep_value_trains_only_the_new_run(done_run):
+    name = write_config(done_run, lambda c: c["studies"]["over_width"]["width"].append(12))
+    jobs = planned_jobs(done_run, name)
+    assert jobs["train_model"] == 1 and "make_split" not in jobs
+    assert jobs["estimate_llc"] == 2 and jobs["gather_llc"] == 1  # paper only, its 2 chunks
+
+
+def test_one_runs_training_edit_retrains_that_run_only(done_run):
+    name = write_config(done_run, lambda c: c["studies"]["transformer"].update(lr=2.0e-3))
+    jobs = planned_jobs(done_run, name)
+    assert jobs["train_model"] == 1 and "make_split" not in jobs
+
+
+def test_a_small_config_of_ones_own_runs_exactly_that(done_run, tmp_path):
+    """Only what the user's file names: no study of config/config.yaml is merged in."""
+    ws = workspace(tmp_path / "repo")
+    small = {
+        "train": {"p": 7, "train_frac": 0.6, "width": 8, "batch_size": 16, "lr": 1.0e-2,
+                  "max_steps": 100, "checkpoint_every": 50},
+        "studies": {"mine": {}},
+        "llc": {"samplers": {"paper": {"lr": 1.0e-4, "num_chains": 2, "num_burnin_steps": 2,
+                                       "num_draws": 5, "batch_size": 16,
+                                       "num_init_loss_batches": 2}}},
+        "figures": {"fig3": {"study": "mine"}, "traces": {"study": None}},
+    }  # fmt: skip
+    (ws / "mine.yaml").write_text(yaml.safe_dump(small))
+    jobs = planned_jobs(ws, "mine.yaml")
+    assert jobs["train_model"] == 1 and jobs["estimate_llc"] == 1
+    out = snakemake(ws, "figures", config="mine.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (ws / "results" / "figures" / "fig3_llc_tracks_generalisation.png").exists()
+
+
+def test_old_and_new_sampler_results_coexist(done_run, tmp_path):
+    ws = copy_of(done_run, tmp_path)
+    name = write_config(ws, lambda c: c["llc"]["samplers"]["paper"].update(num_draws=10))
+    out = snakemake(ws, "figures", config=name)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for run_dir in (ws / "results" / "llc").iterdir():
+        paper_tracks = [
+            t for t in run_dir.glob("*/*.parquet") if "chunk" not in t.name
+            and len(pd.read_parquet(t)["loss_trace"].iloc[0][0]) in (25, 15)
+        ]  # fmt: skip
+        lengths = {len(pd.read_parquet(t)["loss_trace"].iloc[0][0]) for t in paper_tracks}
+        assert lengths == {25, 15}, run_dir
+    # back to the old sampler: its tables are still there, so only summaries and plots rerun
+    assert set(planned_jobs(ws)) <= {"summarize_runs", "score_claims", "plot_figure", "figures"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["train"].update(p=8), "train.p: must be a prime number, got 8"),
+        (lambda c: c["figures"]["fig1"].update(study="nope"), "figures.fig1.study"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, change, message):
+    ws = workspace(tmp_path / "repo")
+    shutil.copy(TEST_CONFIG, ws / "my.yaml")
+    name = write_config(ws, change)
+    out = snakemake(ws, "figures", config=name)
     assert out.returncode != 0
-    assert "config error at train.p: must be a prime number, got 8" in out.stderr + out.stdout
-    assert not (tmp_path / "results").exists()
+    assert message in out.stderr + out.stdout
+    assert not (ws / "results").exists()
     assert "Traceback" not in out.stderr
-
-
-def test_code_version_sees_content_not_mtime(tmp_path):
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "m.py").write_text("x = 1\n")
-    before = hash_files(pkg, ("m.py",))
-    (pkg / "m.py").touch()
-    assert hash_files(pkg, ("m.py",)) == before
-    (pkg / "m.py").write_text("x = 2\n")
-    assert hash_files(pkg, ("m.py",)) != before

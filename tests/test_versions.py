@@ -1,0 +1,93 @@
+"""Code versions are derived from import closures: an edit to a module reruns exactly the rules
+whose entry point can import it (grokking_llc.versions)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grokking_llc import versions
+
+PACKAGE = Path(versions.__file__).resolve().parent
+STAGES = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__")
+MODULES = sorted(versions.import_graph())
+
+
+def test_every_stage_module_is_an_entry_point_with_a_version():
+    assert {"split", "train", "llc", "theory", "summary", "figures"} <= set(STAGES)
+    for stage in STAGES:
+        assert len(versions.code_version(stage)) == 12
+
+
+def test_closure_is_a_superset_of_what_python_actually_imports():
+    """Import each entry point in a fresh interpreter: every package module Python loads (top
+    level only; function-local imports are in the AST closure too) must be in the closure."""
+    code = (
+        "import sys, importlib; importlib.import_module(f'grokking_llc.stages.{sys.argv[1]}');"
+        "print('\\n'.join(m for m in sys.modules if m.startswith('grokking_llc')))"
+    )
+    for stage in STAGES:
+        out = subprocess.run(
+            [sys.executable, "-c", code, stage], capture_output=True, text=True, check=True
+        )
+        loaded = set(out.stdout.split())
+        closure = versions.import_closure(f"grokking_llc.stages.{stage}")
+        assert loaded <= closure, (stage, loaded - closure)
+
+
+def test_known_edges():
+    llc = versions.stage_modules("llc")
+    assert {"grokking_llc.llc", "grokking_llc.sgld", "grokking_llc.diagnostics"} <= set(llc)
+    assert "grokking_llc.architectures.transformer" in llc  # dynamic: build_model(kind)
+    assert "grokking_llc.io" not in llc  # neutral: how bytes reach the disk
+    assert "grokking_llc.gsm" not in versions.stage_modules("split")
+    assert "grokking_llc.sgld" not in versions.stage_modules("summary")
+
+
+@pytest.fixture(scope="module")
+def package_copy(tmp_path_factory):
+    """A copy of the package whose modules the test edits."""
+    root = tmp_path_factory.mktemp("pkg")
+    shutil.copytree(PACKAGE, root / "grokking_llc", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _versions_in(root: Path) -> dict[str, str]:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from grokking_llc import versions as v; import json;"
+        "print(json.dumps({s: v.code_version(s) for s in sys.argv[2:]}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root), *STAGES],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    import json
+
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_an_edit_reruns_exactly_the_stages_that_import_it(module, package_copy):
+    """Append a comment to ``module`` in a copy of the package: the stages whose version changes
+    are exactly those whose closure holds it (none for a neutral module)."""
+    rel = Path(*module.split(".")[1:])
+    path = package_copy / "grokking_llc" / rel
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    before = _versions_in(package_copy)
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        after = _versions_in(package_copy)
+    finally:
+        path.write_text(original)
+    changed = {s for s in STAGES if before[s] != after[s]}
+    expected = {
+        s
+        for s in STAGES
+        if module in versions.import_closure(f"grokking_llc.stages.{s}")
+        and module not in versions.NEUTRAL_MODULES
+    }
+    assert changed == expected
