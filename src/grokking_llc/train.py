@@ -1,33 +1,71 @@
 """Training one run (SPEC section 3): Adam with coupled weight decay, a batch drawn each step,
 a checkpoint every ``checkpoint_every`` steps, early stop on validation accuracy.
 
-Resumable. At every checkpoint the weights go to ``<work_dir>/ckpt_<step>.pt`` and then the full
-training state (model, optimiser, batch generator, log so far) to ``<work_dir>/state.pt``, both
-atomically. A run killed at any point restarts from its last state and, because every random draw
-comes from one seeded generator whose state is saved, ends with exactly the result of an
-uninterrupted run. :func:`train_run` then consolidates the checkpoints into one file.
+Resumable and exact. The work dir (``partial/`` in the workflow) holds, per checkpoint, the
+weights ``ckpt_<step>.pt`` and the full training state ``state.pt`` (model, optimiser and
+generator states as tensors and plain data, the log so far, the early-stop streak and the SHA-256
+of every checkpoint file), written in that order, each atomically; the state before it is kept
+as ``state.prev.pt``. Every random draw comes from one seeded generator whose state is saved, so
+a run killed at any point and resumed ends with exactly the numbers of an uninterrupted run.
+
+Resume trusts nothing it has not checked: it takes the newest state file that loads, belongs to
+this run and agrees with the checkpoint files (every logged step has its file with the recorded
+digest, the streak matches the log); checkpoint files the state does not list are deleted; a
+corrupt state falls back to the previous one; with neither usable it starts over. Each such
+decision is logged with the file it concerns. Every file is read with ``weights_only=True``: a
+file carrying a pickled callable is refused (:class:`grokking_llc.io.UnsafeFileError`).
+
+:func:`train_run` writes the two outputs first (``checkpoints.pt``, then the log), and only
+then removes the work dir, by renaming it aside and deleting the renamed folder, so a kill at
+any point of the clean-up leaves either the complete work dir or none.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 
 from grokking_llc.config import TrainConfig
 from grokking_llc.data import split_tensors
-from grokking_llc.io import torch_save, write_parquet
+from grokking_llc.io import (
+    CheckpointFileError,
+    CorruptFileError,
+    file_digest,
+    torch_load,
+    torch_save,
+    write_parquet,
+)
 from grokking_llc.model import accuracy, build_model, get_loss
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("step", "train_loss", "val_loss", "train_acc", "val_acc")
 STATE_FILE = "state.pt"
+PREV_STATE_FILE = "state.prev.pt"
+STATE_FORMAT = 2
+_STATE_KEYS = ("format", "run_id", "step", "streak", "log", "digests", "model", "optimizer")
+
+# Fault injection for tests: called as ``hook(point, step)`` at every boundary between two
+# writes (see :func:`_boundary`). A test sets it to raise, or to SIGKILL its own process.
+_FAULT_HOOK: Callable[[str, int], None] | None = None
+
+
+def _boundary(point: str, step: int = -1) -> None:
+    if _FAULT_HOOK is not None:
+        _FAULT_HOOK(point, step)
+
+
+class CheckpointMismatchError(CheckpointFileError):
+    """A checkpoints file that does not match its training log (different steps)."""
 
 
 @dataclass
@@ -63,6 +101,107 @@ def _initial_state(cfg: TrainConfig, device: torch.device):
     return gen, model, opt
 
 
+def ckpt_path(work_dir: str | Path, step: int) -> Path:
+    """The weights file of the checkpoint at ``step`` in a work dir."""
+    return Path(work_dir) / f"ckpt_{step:07d}.pt"
+
+
+def _ckpt_step(path: Path) -> int | None:
+    try:
+        return int(path.stem.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def trailing_streak(rows: list[dict], early_stop_acc: float) -> int:
+    """Consecutive checkpoints at the end of ``rows`` with ``val_acc >= early_stop_acc``
+    (the early-stop count of SPEC section 3)."""
+    n = 0
+    for row in reversed(rows):
+        if row["val_acc"] < early_stop_acc:
+            break
+        n += 1
+    return n
+
+
+def _state_problem(state: Any, cfg: TrainConfig, work_dir: Path) -> str | None:
+    """Why ``state`` cannot be resumed from (None when it can). Another run's state raises."""
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        return "not a training state of this format"
+    if state["run_id"] != cfg.run_id:
+        raise RuntimeError(f"{work_dir} holds a state that belongs to run {state['run_id']}, "
+                           f"not {cfg.run_id}")  # fmt: skip
+    if state["format"] != STATE_FORMAT:
+        return f"state format {state['format']}, expected {STATE_FORMAT}"
+    rows, digests = state["log"], state["digests"]
+    steps = [r.get("step") for r in rows] if isinstance(rows, list) else None
+    if not steps or len(digests) != len(steps) or steps[0] != 0 or steps[-1] != state["step"]:
+        return "its log, digests and step disagree"
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        return "its logged steps are not increasing"
+    if state["streak"] != trailing_streak(rows, cfg.early_stop_acc):
+        return f"its early-stop streak {state['streak']} disagrees with its log"
+    for step, digest in zip(steps, digests, strict=True):
+        path = ckpt_path(work_dir, step)
+        if not path.exists():
+            return f"checkpoint file {path.name} of logged step {step} is missing"
+        if file_digest(path) != digest:
+            return f"checkpoint file {path.name} differs from the one the state recorded"
+    return None
+
+
+def _discard(path: Path, why: str) -> None:
+    log.warning("discarding %s: %s", path, why)
+    path.unlink(missing_ok=True)
+
+
+def _resume_state(cfg: TrainConfig, work_dir: Path) -> dict | None:
+    """The newest consistent state of ``work_dir`` (None: start over), after tidying the dir.
+
+    Checks and logs as described in the module docstring. A state file carrying a pickled
+    callable raises :class:`grokking_llc.io.UnsafeFileError` (nothing of it runs)."""
+    for tmp in work_dir.glob(".*.tmp"):  # a kill during an atomic write
+        tmp.unlink(missing_ok=True)
+    chosen = None
+    for name in (STATE_FILE, PREV_STATE_FILE):
+        path = work_dir / name
+        if not path.exists():
+            continue
+        if chosen is not None:
+            continue
+        try:
+            state = torch_load(path)
+        except CorruptFileError as err:
+            _discard(path, f"{err}")
+            continue
+        try:
+            problem = _state_problem(state, cfg, work_dir)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            problem = f"malformed state ({type(err).__name__}: {err})"
+        if problem is None:
+            chosen = (path, state)
+        else:
+            _discard(path, problem)
+    if chosen is None:
+        stale = sorted(work_dir.glob("ckpt_*.pt"))
+        if stale:
+            log.warning("%s: no consistent training state; discarding %d checkpoint file(s) "
+                        "and starting %s over", work_dir, len(stale), cfg.run_id)  # fmt: skip
+        for path in stale:
+            path.unlink()
+        (work_dir / PREV_STATE_FILE).unlink(missing_ok=True)
+        return None
+    path, state = chosen
+    if path.name == PREV_STATE_FILE:
+        log.warning("resuming %s from the previous state %s", cfg.run_id, path)
+        os.replace(path, work_dir / STATE_FILE)
+    keep = {ckpt_path(work_dir, r["step"]).name for r in state["log"]}
+    for stale in sorted(work_dir.glob("ckpt_*.pt")):
+        if stale.name not in keep:
+            _discard(stale, f"not a checkpoint of the state resumed from (step {state['step']})")
+    return state
+
+
 def train(
     cfg: TrainConfig,
     split: pd.DataFrame,
@@ -75,8 +214,9 @@ def train(
     """Train ``cfg`` on ``split`` (the output of :func:`grokking_llc.data.make_split`).
 
     ``work_dir`` holds the resumable state; when it has one from an earlier, interrupted call
-    with the same run id, training continues from there. ``_stop_after_step`` simulates a kill
-    (for tests): the function returns ``None`` right after the checkpoint at that step.
+    with the same run id, training continues from the last consistent checkpoint (see the module
+    docstring). ``_stop_after_step`` simulates a kill (for tests): the function returns ``None``
+    right after the checkpoint at that step.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -88,17 +228,20 @@ def train(
 
     gen, model, opt = _initial_state(cfg, dev)
     rows: list[dict] = []
+    digests: list[str] = []
     step, streak = 0, 0
-    state_path = work_dir / STATE_FILE
-    if state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=False)
-        if state["run_id"] != cfg.run_id:
-            raise RuntimeError(f"{state_path} belongs to run {state['run_id']}, not {cfg.run_id}")
+    state_path, prev_path = work_dir / STATE_FILE, work_dir / PREV_STATE_FILE
+    _boundary("start")
+    state = _resume_state(cfg, work_dir)
+    if state is not None:
+        # loaded on the CPU: load_state_dict moves values to the parameters' device, and the
+        # generator state must stay a CPU ByteTensor
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        rows, step, streak = state["log"], state["step"], state["streak"]
-        log.info("resuming %s from step %d", cfg.run_id, step)
+        rows, digests = list(state["log"]), list(state["digests"])
+        step, streak = int(state["step"]), int(state["streak"])
+        log.info("resuming %s from step %d (%d checkpoints)", cfg.run_id, step, len(rows))
 
     def checkpoint() -> bool:
         """Evaluate, save weights and state; True when the early stop fires."""
@@ -110,19 +253,27 @@ def train(
         rows.append(dict(zip(LOG_COLUMNS, (step, tr_loss, va_loss, tr_acc, va_acc), strict=True)))
         streak = streak + 1 if va_acc >= cfg.early_stop_acc else 0
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        torch_save(weights, work_dir / f"ckpt_{step:07d}.pt")
+        digests.append(torch_save(weights, ckpt_path(work_dir, step)))
+        _boundary("ckpt_written", step)
+        if state_path.exists():
+            os.replace(state_path, prev_path)
+        _boundary("state_rotated", step)
         torch_save(
             {
+                "format": STATE_FORMAT,
                 "run_id": cfg.run_id,
+                "config": cfg.to_dict(),
                 "step": step,
                 "streak": streak,
                 "log": rows,
+                "digests": digests,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "generator": gen.get_state(),
             },
             state_path,
         )
+        _boundary("state_written", step)
         return streak >= cfg.early_stop_patience
 
     if not rows:
@@ -145,23 +296,57 @@ def train(
                 log.info(
                     "%s step %d/%d  train loss %.3g acc %.3f  val loss %.3g acc %.3f  %.0f steps/s",
                     cfg.run_id, step, cfg.max_steps, r["train_loss"], r["train_acc"],
-                    r["val_loss"], r["val_acc"], (step - step0) / (now - t0),
+                    r["val_loss"], r["val_acc"], (step - step0) / max(now - t0, 1e-9),
                 )  # fmt: skip
                 last_report = now
             if _stop_after_step is not None and step >= _stop_after_step:
                 return None
     if stopped:
         log.info("%s early stop at step %d", cfg.run_id, step)
-    return TrainResult(pd.DataFrame(rows, columns=LOG_COLUMNS), collect_checkpoints(work_dir))
+    _boundary("trained", step)
+    steps = [r["step"] for r in rows]
+    ckpts = collect_checkpoints(work_dir, steps=steps, digests=digests)
+    return TrainResult(pd.DataFrame(rows, columns=LOG_COLUMNS), ckpts)
 
 
-def collect_checkpoints(work_dir: str | Path) -> dict:
-    """Stack every ``ckpt_*.pt`` of ``work_dir`` into ``{"steps", "params"}`` (ordered by step)."""
-    files = sorted(Path(work_dir).glob("ckpt_*.pt"))
-    states = [torch.load(f, weights_only=True) for f in files]
-    steps = torch.tensor([int(f.stem.split("_")[1]) for f in files], dtype=torch.long)
+def collect_checkpoints(
+    work_dir: str | Path, *, steps: list[int] | None = None, digests: list[str] | None = None
+) -> dict:
+    """Stack the checkpoint files of ``work_dir`` into ``{"steps", "params"}``.
+
+    With ``steps`` (the logged steps), exactly those files, in that order, each one required
+    (and matching ``digests`` when given); without, every ``ckpt_*.pt`` ordered by step."""
+    work_dir = Path(work_dir)
+    if steps is None:
+        found = [(_ckpt_step(f), f) for f in work_dir.glob("ckpt_*.pt")]
+        steps = sorted(s for s, _ in found if s is not None)
+    files = [ckpt_path(work_dir, s) for s in steps]
+    if not files:
+        raise CheckpointFileError(f"{work_dir}: no checkpoint files to collect")
+    if digests is not None:
+        for f, digest in zip(files, digests, strict=True):
+            if not f.exists() or file_digest(f) != digest:
+                raise CheckpointFileError(f"{f} is missing or differs from the one logged")
+    states = [torch_load(f) for f in files]
     params = {k: torch.stack([s[k] for s in states]) for k in states[0]}
-    return {"steps": steps, "params": params}
+    return {"steps": torch.tensor(steps, dtype=torch.long), "params": params}
+
+
+def _discard_dir(work_dir: Path) -> Path:
+    """Where :func:`train_run` moves a finished work dir before deleting it."""
+    return work_dir.with_name(work_dir.name + ".discard")
+
+
+def _remove_discarded(trash: Path) -> None:
+    if not trash.exists():
+        return
+    for f in sorted(trash.iterdir()):
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
+        _boundary("cleanup_file")
+    trash.rmdir()
 
 
 def train_run(
@@ -173,19 +358,85 @@ def train_run(
     work_dir: str | Path,
     device: str = "cpu",
 ) -> TrainResult:
-    """Train and write the two outputs atomically; remove the work dir once both are written."""
+    """Train, write the two outputs atomically, then remove the work dir.
+
+    Order: ``checkpoints.pt``, the log, then the work dir is renamed to ``<work_dir>.discard``
+    and deleted. A kill before the rename leaves the complete work dir (a rerun re-consolidates
+    it without training); after it, no work dir (a rerun trains from scratch, to the same
+    numbers). A leftover ``.discard`` folder of an earlier kill is removed first."""
+    work_dir = Path(work_dir)
+    trash = _discard_dir(work_dir)
+    if trash.exists():
+        log.warning("removing %s, left by a clean-up that was interrupted", trash)
+        shutil.rmtree(trash)
     result = train(cfg, split, work_dir, device=device)
+    if result.checkpoints["steps"].tolist() != result.log["step"].tolist():
+        raise CheckpointMismatchError(f"{work_dir}: checkpoint steps differ from the log")
     torch_save(
         {**result.checkpoints, "config": cfg.to_dict(), "run_id": cfg.run_id}, checkpoints_path
     )
+    _boundary("checkpoints_written")
     write_parquet(result.log, log_path)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    _boundary("outputs_written")
+    os.replace(work_dir, trash)
+    _boundary("partial_renamed")
+    _remove_discarded(trash)
     return result
 
 
-def load_checkpoints(path: str | Path) -> dict:
-    """Read a consolidated checkpoints file written by :func:`train_run`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _checkpoints_problem(ckpts: Any) -> str | None:
+    if not isinstance(ckpts, dict) or "steps" not in ckpts or "params" not in ckpts:
+        return "not a checkpoints file (needs 'steps' and 'params')"
+    steps, params = ckpts["steps"], ckpts["params"]
+    if not isinstance(steps, torch.Tensor) or steps.ndim != 1 or steps.is_floating_point():
+        return "'steps' is not a 1-D integer tensor"
+    if len(steps) == 0 or bool((steps[1:] <= steps[:-1]).any()):
+        return "'steps' is empty or not increasing"
+    if not isinstance(params, dict) or not params:
+        return "'params' is not a non-empty mapping of tensors"
+    for name, value in params.items():
+        if not isinstance(value, torch.Tensor) or value.ndim < 1 or len(value) != len(steps):
+            return f"params[{name!r}] does not hold one tensor per checkpoint"
+    return None
+
+
+def _describe_steps(steps: list[int]) -> str:
+    if not steps:
+        return "no steps"
+    return f"{len(steps)} checkpoints, steps {steps[0]}..{steps[-1]}"
+
+
+def load_checkpoints(
+    path: str | Path, *, train_log: str | Path | pd.DataFrame | None = None
+) -> dict:
+    """Read a consolidated checkpoints file written by :func:`train_run` (``weights_only``).
+
+    With ``train_log`` (the run's ``train_log.parquet``, or its table), refuse a file whose
+    steps are not exactly the logged ones, with :class:`CheckpointMismatchError` naming both
+    files. A file carrying a pickled callable raises :class:`grokking_llc.io.UnsafeFileError`,
+    an unreadable one :class:`grokking_llc.io.CorruptFileError`."""
+    ckpts = torch_load(path)
+    problem = _checkpoints_problem(ckpts)
+    if problem is not None:
+        raise CheckpointFileError(f"{path}: {problem}")
+    if train_log is not None:
+        if isinstance(train_log, pd.DataFrame):
+            logged, log_name = train_log["step"].tolist(), "the training log"
+        else:
+            logged = pd.read_parquet(train_log, columns=["step"])["step"].tolist()
+            log_name = str(train_log)
+        have = ckpts["steps"].tolist()
+        if have != logged:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(have, logged, strict=False)) if a != b),
+                min(len(have), len(logged)),
+            )
+            raise CheckpointMismatchError(
+                f"{path} ({_describe_steps(have)}) does not match {log_name} "
+                f"({_describe_steps(logged)}; first difference at checkpoint {first}): "
+                "delete both and rerun the training job"
+            )
+    return ckpts
 
 
 def checkpoint_state(ckpts: dict, index: int) -> dict[str, torch.Tensor]:
