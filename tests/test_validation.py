@@ -1,0 +1,251 @@
+"""Config validation beyond the schema (issue 13, item 4): each bad config is refused before any
+job with one line naming the key; the shipped configs are accepted; the YAML reader refuses
+duplicate keys and reports syntax errors with file and line.
+
+Every bad config is the .test config with one change.
+"""
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grokking_llc import config as config_mod
+from grokking_llc.config import ConfigError, load_schema, validate_config
+from grokking_llc.validation import NON_TRACK_FIGURES, check_config, load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_yaml(TEST_CONFIG)
+
+
+def filled(cfg):
+    """The config as check_config sees it: schema defaults filled in."""
+    return config_mod._fill_defaults(copy.deepcopy(cfg), load_schema())
+
+
+def put(cfg, dotted, value):
+    node = cfg
+    *head, last = dotted.split(".")
+    for key in head:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return cfg
+
+
+# (id, [(dotted key, value), ...], key the message must name, words it must hold)
+BAD = [
+    ("nan_train_lr", [("train.lr", math.nan)], "train.lr", "finite"),
+    ("inf_in_sweep", [("studies.lr_wd.lr", [3e-3, math.inf])], "studies.lr_wd.lr", "finite"),
+    ("neg_inf_sampler", [("llc.samplers.paper.localization", -math.inf)],
+     "llc.samplers.paper.localization", "finite"),
+    ("nan_in_grid", [("figures.b2.localization", [1.0, math.nan])], "figures.b2.localization",
+     "finite"),
+    ("float_num_chains", [("llc.samplers.paper.num_chains", 2.0)],
+     "llc.samplers.paper.num_chains", "integer"),
+    ("float_p", [("train.p", 7.0)], "train.p", "integer"),
+    ("float_p_in_sweep", [("studies.over_p.p", [7, 11.0])], "studies.over_p.p", "integer"),
+    ("float_p_in_study", [("studies.baseline", {"p": 7.0})], "studies.baseline.p", "integer"),
+    ("float_max_steps", [("train.max_steps", 200.0)], "train.max_steps", "integer"),
+    ("float_chunks", [("llc.chunks", 2.0)], "llc.chunks", "integer"),
+    ("float_stride", [("llc.samplers.calibrated.every_by_study", {"over_p": 0.0})],
+     "llc.samplers.calibrated.every_by_study.over_p", "integer"),
+    ("int64_overflow_seed", [("llc.samplers.paper.seed", 2**64)], "llc.samplers.paper.seed",
+     "64-bit"),
+    ("quadratic_takes_no_options", [("train.model_options", {"ff_dim": 16})],
+     "train.model_options", "takes no option"),
+    ("transformer_unknown_option", [("studies.transformer.model_options", {"dropout": 1})],
+     "studies.transformer.model_options", "dropout"),
+    ("heads_do_not_divide_width",
+     [("studies.transformer.model_options", {"ff_dim": 16, "num_heads": 3})],
+     "studies.transformer.model_options", "not divisible by num_heads=3"),
+    ("zero_heads", [("studies.transformer.model_options", {"num_heads": 0})],
+     "studies.transformer.model_options", "num_heads"),
+    ("sampler_batch_over_training_set", [("llc.samplers.paper.batch_size", 30)],
+     "llc.samplers.paper.batch_size", "exceeds the 29 training pairs"),
+    ("calibrated_sampler_batch_over_training_set", [("llc.samplers.calibrated.batch_size", 30)],
+     "llc.samplers.calibrated.batch_size", "exceeds"),
+    ("calibration_run_batch_over_training_set",
+     [("llc.samplers.calibrated.batch_size", 25), ("llc.samplers.calibrated.studies", ["over_p"]),
+      ("llc.samplers.calibrated.calibration", "scaling")],
+     "llc.samplers.calibrated.batch_size", "calibration run of study scaling"),
+    ("calibration_study_batch_over_training_set", [("llc.calibration.studies", ["scaling"])],
+     "llc.calibration.studies", "exceeds the 20 training pairs"),
+    ("grid_run_batch_over_training_set",
+     [("llc.samplers.paper.batch_size", 25), ("figures.b2.study", "scaling")],
+     "llc.samplers.paper.batch_size", "figure b2"),
+    ("every_by_study_no_study", [("llc.every_by_study", {"nosuch": 2})], "llc.every_by_study",
+     "no study named 'nosuch'"),
+    ("sampler_every_by_study_no_study", [("llc.samplers.calibrated.every_by_study", {"x": 0})],
+     "llc.samplers.calibrated.every_by_study", "no study named 'x'"),
+    ("sampler_studies_no_study", [("llc.samplers.calibrated.studies", ["baseline", "x"])],
+     "llc.samplers.calibrated.studies", "no study named 'x'"),
+    ("sampler_calibration_no_study", [("llc.samplers.calibrated.calibration", "x")],
+     "llc.samplers.calibrated.calibration", "no study named 'x'"),
+    ("figure_study_missing", [("figures.fig3.study", "missing")], "figures.fig3.study",
+     "no study named"),
+    ("figure_studies_missing", [("figures.h2.studies", ["over_p", "missing"])],
+     "figures.h2.studies", "no study named"),
+    ("figure_sampler_missing", [("figures.b2.sampler", "nosuch")], "figures.b2.sampler",
+     "no sampler named"),
+    ("calibration_studies_missing", [("llc.calibration.studies", ["missing"])],
+     "llc.calibration.studies", "no study named"),
+    ("sampler_step_size_zero", [("llc.samplers.paper.lr", 0.0)], "llc.samplers.paper.lr", "> 0"),
+    ("default_nbeta_batch_one", [("llc.samplers.paper.batch_size", 1)],
+     "llc.samplers.paper.batch_size", "nbeta"),
+    ("nbeta_zero", [("llc.samplers.paper.nbeta", 0.0)], "llc.samplers.paper.nbeta", "> 0"),
+    ("grid_step_size_zero", [("figures.b2.lr", [1e-4, 0.0])], "figures.b2.lr", "> 0"),
+    ("calibration_grid_step_size_zero", [("llc.calibration.grid.lr", [0.0, 1e-4])],
+     "llc.calibration.grid.lr", "> 0"),
+    ("negative_nbeta_factor", [("figures.bias_reduced.nbeta_factors", [-1.0, 1.0])],
+     "figures.bias_reduced.nbeta_factors", "> 0"),
+    ("p_not_prime_in_sweep", [("studies.over_p.p", [7, 9])], "studies.over_p.p", "prime"),
+    ("p_beyond_int16", [("studies.over_p.p", [7, 32771])], "studies.over_p.p", "int16"),
+    ("train_batch_over_training_set", [("train.batch_size", 30)], "train.batch_size", "exceeds"),
+    ("negative_lr_in_sweep", [("studies.lr_wd.lr", [3e-3, -1e-2])], "studies.lr_wd.lr", "> 0"),
+    ("zero_lr_in_study", [("studies.baseline", {"lr": 0.0})], "studies.baseline.lr", "> 0"),
+    ("negative_seed_in_sweep", [("studies.lr_wd.seed", [0, -1])], "studies.lr_wd.seed", ">= 0"),
+    ("negative_weight_decay_in_sweep", [("studies.lr_wd.weight_decay", [0.0, -1e-4])],
+     "studies.lr_wd.weight_decay", ">= 0"),
+    ("early_stop_acc_over_one_in_study", [("studies.baseline", {"early_stop_acc": 1.5})],
+     "studies.baseline.early_stop_acc", "<= 1"),
+    ("unknown_model_in_study", [("studies.baseline", {"model": "mlp"})],
+     "studies.baseline.model", "must be one of"),
+    ("checkpoint_interval_over_budget", [("studies.baseline", {"max_steps": 20})],
+     "studies.baseline.max_steps", "checkpoint_every 50 is larger than the step budget"),
+    ("checkpoint_interval_over_budget_train", [("train.checkpoint_every", 300)],
+     "train.checkpoint_every", "step budget max_steps=200"),
+    ("train_frac_gives_no_pairs", [("studies.over_p.train_frac", 0.01)],
+     "studies.over_p.train_frac", "training pairs"),
+    ("empty_sweep", [("studies.over_width.width", [])], "studies.over_width.width", "empty"),
+    ("value_twice_in_sweep", [("studies.over_p.p", [7, 11, 7])], "studies.over_p.p", "twice"),
+    ("study_twice_in_list", [("figures.h2.studies", ["over_p", "over_p"])],
+     "figures.h2.studies", "twice"),
+    ("no_study_at_all", [("studies", {}), ("figures", {})], "studies", "no study"),
+]  # fmt: skip
+
+
+def patched(base, changes):
+    cfg = copy.deepcopy(base)
+    for dotted, value in changes:
+        put(cfg, dotted, value)
+    return cfg
+
+
+@pytest.mark.parametrize(("changes", "key", "words"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_check_config_refuses_with_the_key(base, changes, key, words):
+    with pytest.raises(ConfigError) as err:
+        check_config(filled(patched(base, changes)))
+    msg = str(err.value)
+    assert "\n" not in msg and f"at {key}" in msg and words in msg, msg
+
+
+@pytest.mark.parametrize(("changes", "key"), [c[1:3] for c in BAD], ids=[c[0] for c in BAD])
+def test_validate_config_refuses_before_any_job(base, changes, key):
+    with pytest.raises(ConfigError) as err:
+        validate_config(patched(base, changes))
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg, msg
+
+
+def test_at_least_thirty_classes():
+    assert len(BAD) >= 30 and len({c[0] for c in BAD}) == len(BAD)
+
+
+@pytest.mark.parametrize(
+    "path", [TEST_CONFIG, ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml"]
+)
+def test_shipped_configs_are_accepted(path):
+    cfg = load_yaml(path)
+    check_config(filled(cfg))
+    validate_config(cfg)
+
+
+def test_training_only_study_may_have_fewer_pairs_than_the_sampler_batch(base):
+    # scaling (p=7, train_frac 0.4: 20 pairs) is drawn by fig14 only: no SGLD on its runs
+    cfg = patched(base, [("llc.samplers.paper.batch_size", 25)])
+    cfg["llc"]["samplers"]["calibrated"]["batch_size"] = 25
+    check_config(filled(cfg))
+    # the same study named by an LLC figure is refused
+    cfg["figures"]["fig1"] = {"study": "scaling"}
+    with pytest.raises(ConfigError, match="llc.samplers.paper.batch_size.*exceeds the 20"):
+        check_config(filled(cfg))
+
+
+def test_edges_are_accepted(base):
+    # batch equal to the training set (29 pairs); nbeta set with batch 1; num_heads dividing
+    ok = patched(
+        base,
+        [
+            ("llc.samplers.paper.batch_size", 29),
+            ("llc.samplers.calibrated.nbeta", 2.0),
+            ("llc.samplers.calibrated.batch_size", 1),
+            ("studies.transformer.model_options", {"ff_dim": 16, "num_heads": 4}),
+        ],
+    )
+    check_config(filled(ok))
+
+
+def test_non_track_figures_agree_with_the_registry():
+    from grokking_llc.figures import REGISTRY
+    from grokking_llc.plan import LLC_READS
+
+    for key, spec in REGISTRY.items():
+        assert (spec.reads not in LLC_READS) == (key in NON_TRACK_FIGURES), key
+        if key in NON_TRACK_FIGURES:
+            assert NON_TRACK_FIGURES[key] == spec.reads, key
+
+
+# ------------------------------------------------------------------------------------- YAML
+
+
+def test_yaml_duplicate_key_names_key_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  p: 7\n  lr: 1.0e-3\n  width: 8\n  lr: 1.0e-2\nstudies: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "'lr'" in msg
+    assert "line 5" in msg and "line 3" in msg
+
+
+def test_yaml_duplicate_top_level_and_flow_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\nb: {x: 1, x: 2}\n")
+    with pytest.raises(ConfigError, match=r"line 2.*duplicate key 'x'"):
+        load_yaml(path)
+    path.write_text("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(ConfigError, match=r"line 3.*duplicate key 'a'"):
+        load_yaml(path)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  p: 7\n  lr: [1.0e-3\nstudies: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "line 4" in msg and "syntax" in msg
+    path.write_text("a: 1\n b: 2\n")
+    with pytest.raises(ConfigError, match=r"line 2, column 3"):
+        load_yaml(path)
+
+
+def test_yaml_reads_what_safe_load_reads(tmp_path):
+    text = TEST_CONFIG.read_text() + "extra: &x {k: 1}\nmerged: {<<: *x, j: 2}\nnan: .nan\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    got, want = load_yaml(path), yaml.safe_load(text)
+    assert math.isnan(got.pop("nan")) and math.isnan(want.pop("nan"))
+    assert got == want and got["merged"] == {"k": 1, "j": 2}
+
+
+def test_yaml_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_yaml(tmp_path / "none.yaml")
