@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -360,3 +361,57 @@ def test_corrupt_or_malformed_checkpoints_file_is_refused(tmp_path, reference):
     torch_save({"steps": torch.tensor([0, 10]), "params": {"W": torch.zeros(3, 3)}}, ragged)
     with pytest.raises(CheckpointFileError, match="one tensor per checkpoint"):
         load_checkpoints(ragged)
+
+
+# ------------------------------------------------------------------ Snakemake's stale lock
+
+
+def _make_unlock(workdir, fakebin):
+    return subprocess.run(
+        ["make", "--no-print-directory", "-s", "-f", str(REPO / "Makefile"), "-C", str(workdir),
+         "unlock", f"BIN={fakebin}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_make_unlock_removes_only_a_stale_lock(tmp_path):
+    """`make unlock` (run before figures and all) calls `snakemake --unlock` exactly when a
+    lock exists and no snakemake process runs in the directory."""
+    if not pathlib.Path("/proc").is_dir() or shutil.which("make") is None:
+        pytest.skip("needs /proc and make")
+    fakebin, work = tmp_path / "bin", tmp_path / "work"
+    fakebin.mkdir()
+    work.mkdir()
+    (fakebin / "python").symlink_to(sys.executable)
+    called = tmp_path / "unlock-called"
+    (fakebin / "snakemake").write_text(f'#!/bin/sh\necho "$@" > {called}\n')
+    (fakebin / "snakemake").chmod(0o755)
+
+    assert _make_unlock(work, fakebin).returncode == 0 and not called.exists()  # no lock
+    (work / ".snakemake" / "locks").mkdir(parents=True)
+    assert _make_unlock(work, fakebin).returncode == 0 and not called.exists()  # empty dir
+    (work / ".snakemake" / "locks" / "0.output.lock").write_text("results/x\n")
+
+    # a live snakemake process in this directory keeps the lock
+    live = tmp_path / "live" / "snakemake"
+    live.parent.mkdir()
+    live.write_text("#!/bin/sh\nsleep 60\n")
+    live.chmod(0o755)
+    proc = subprocess.Popen([str(live)], cwd=work)
+    try:
+        out = _make_unlock(work, fakebin)
+        assert f"pid {proc.pid}" in out.stderr and "lock stays" in out.stderr
+        assert not called.exists()
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        (other / ".snakemake" / "locks").mkdir(parents=True)
+        (other / ".snakemake" / "locks" / "0.input.lock").write_text("x\n")
+        assert _make_unlock(other, fakebin).returncode == 0  # a snakemake elsewhere: unlock
+        assert called.read_text().split() == ["--unlock", "--cores", "1"]
+        called.unlink()
+    finally:
+        proc.kill()
+        proc.wait()
+    out = _make_unlock(work, fakebin)  # the process is gone: the lock is stale
+    assert out.returncode == 0 and "removing the lock" in out.stderr
+    assert called.read_text().split() == ["--unlock", "--cores", "1"]
