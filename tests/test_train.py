@@ -61,9 +61,9 @@ def test_train_run_writes_outputs_and_cleans_up(split, tmp_path):
         CFG, split, log_path=tmp_path / "log.parquet", checkpoints_path=tmp_path / "ck.pt",
         work_dir=work,
     )  # fmt: skip
-    assert not work.exists()
+    assert not work.exists() and not (tmp_path / "partial.discard").exists()
     assert tuple(pd.read_parquet(tmp_path / "log.parquet").columns) == LOG_COLUMNS
-    ck = load_checkpoints(tmp_path / "ck.pt")
+    ck = load_checkpoints(tmp_path / "ck.pt", train_log=tmp_path / "log.parquet")
     assert ck["run_id"] == CFG.run_id and ck["config"] == CFG.to_dict()
     assert not list(tmp_path.glob("*.tmp"))
 
