@@ -14,9 +14,6 @@ from grokking_llc.gsm import (
     IMMEDIATE_GENERALISATION,
     NO_GENERALISATION,
     classify_regime,
-    first_step_reaching,
-    fit_exponential_decay,
-    fit_linear,
     generalisation_delay,
     grokking_severity,
 )
@@ -101,14 +98,6 @@ def test_gsm_bad_threshold_raises():
 
 
 # --------------------------------------------------------------------------- delays
-
-
-def test_first_step_reaching():
-    acc = [0.1, 0.5, 0.99, 0.98, 1.0]
-    steps = [100, 200, 300, 400, 500]
-    assert first_step_reaching(steps, acc, 0.99) == 300.0  # equality counts (>=)
-    assert first_step_reaching(steps, acc, 0.995) == 500.0
-    assert math.isnan(first_step_reaching(steps, [0.1] * 5, 0.99))
 
 
 def test_generalisation_delay_by_hand():
@@ -197,104 +186,6 @@ def test_regime_bad_inputs_raise():
         classify_regime([1.0, 1.0], [1.0, 1.0], steps=[1, 2, 3])
     with pytest.raises(ValueError, match=">= 0"):
         classify_regime([1.0], [1.0], immediate_rel_delay=-1.0)
-
-
-# --------------------------------------------------------------------------- fits
-
-
-def test_exponential_fit_recovers_parameters_with_offset():
-    lr = np.geomspace(1e-4, 1e-2, 9)  # the learning-rate sweep of SPEC section 3
-    y = 0.4 * np.exp(-300.0 * lr) + 0.02
-    fit = fit_exponential_decay(lr, y)
-    assert fit["a"] == pytest.approx(0.4, rel=1e-5)
-    assert fit["b"] == pytest.approx(300.0, rel=1e-5)
-    assert fit["c"] == pytest.approx(0.02, abs=1e-6)
-    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
-    assert fit["n"] == 9
-
-
-def test_exponential_fit_without_offset_and_shifted_x():
-    x = np.linspace(2.0, 7.0, 6)
-    y = 1.5 * np.exp(-0.7 * x)
-    fit = fit_exponential_decay(x, list(y), offset=False)
-    assert fit["a"] == pytest.approx(1.5, rel=1e-5)
-    assert fit["b"] == pytest.approx(0.7, rel=1e-5)
-    assert fit["c"] == 0.0
-    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
-
-
-def test_exponential_fit_with_noise_is_close():
-    rng = np.random.default_rng(0)
-    x = np.linspace(0.0, 4.0, 40)
-    y = 2.0 * np.exp(-1.3 * x) + 0.5 + rng.normal(0.0, 0.01, x.size)
-    fit = fit_exponential_decay(x, y)
-    assert fit["b"] == pytest.approx(1.3, rel=0.05)
-    assert 0.99 < fit["r2"] < 1.0
-
-
-def test_exponential_fit_far_from_origin_stays_finite():
-    # x near 1000: a = A exp(b * 1000) overflows, the shifted amplitude does not
-    x = 1000.0 + np.arange(6.0)
-    y = 3.0 * np.exp(-0.9 * (x - 1000.0)) + 1.0
-    fit = fit_exponential_decay(x, y)
-    assert fit["b"] == pytest.approx(0.9, rel=1e-5)
-    assert fit["a_at_x_min"] == pytest.approx(3.0, rel=1e-5)
-    assert fit["x_min"] == 1000.0
-    assert fit["a"] == math.inf
-    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
-
-
-def test_exponential_fit_flags_a_straight_line():
-    fit = fit_exponential_decay([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0])
-    assert fit["b_at_search_limit"] is True
-    assert fit["r2"] == pytest.approx(1.0, abs=1e-6)
-
-
-def test_exponential_fit_uses_scipy_when_present():
-    pytest.importorskip("scipy")
-    lr = np.geomspace(1e-4, 1e-2, 9)
-    fit = fit_exponential_decay(lr, 0.4 * np.exp(-300.0 * lr) + 0.02)
-    assert fit["method"] in {"curve_fit", "variable_projection"}
-    assert fit["b"] == pytest.approx(300.0, rel=1e-5)
-
-
-def test_exponential_fit_degenerate_inputs_raise():
-    with pytest.raises(ValueError, match="at least 3 distinct"):
-        fit_exponential_decay([1.0, 2.0], [1.0, 0.5])
-    with pytest.raises(ValueError, match="at least 3 distinct"):
-        fit_exponential_decay([1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 0.5, 0.5])
-    with pytest.raises(ValueError, match="at least 2 distinct"):
-        fit_exponential_decay([1.0], [1.0], offset=False)
-    with pytest.raises(ValueError, match="equal lengths"):
-        fit_exponential_decay([1.0, 2.0, 3.0], [1.0, 0.5])
-
-
-def test_linear_fit_recovers_exact_line():
-    llc = np.array([20.0, 25.0, 30.0, 41.0])
-    y = 0.1288 * llc - 2.098  # the paper's GSM-on-LLC line (SPEC section 6)
-    fit = fit_linear(llc, y)
-    assert fit["slope"] == pytest.approx(0.1288, rel=1e-10)
-    assert fit["intercept"] == pytest.approx(-2.098, rel=1e-10)
-    assert fit["r2"] == pytest.approx(1.0, abs=1e-12)
-    assert fit["n"] == 4
-
-
-def test_linear_fit_by_hand_and_degenerate_inputs():
-    # x = 0, 1, 2; y = 0, 0, 3: xbar = 1, ybar = 1, slope = sum (x-1)(y-1) / sum (x-1)^2
-    #   = ((-1)(-1) + 0 + (1)(2)) / 2 = 1.5; intercept = 1 - 1.5 = -0.5
-    # fitted -0.5, 1, 2.5: SSE = 0.25 + 1 + 0.25 = 1.5; SST = 1 + 1 + 4 = 6; r2 = 0.75
-    fit = fit_linear([0.0, 1.0, 2.0], [0.0, 0.0, 3.0])
-    assert fit["slope"] == pytest.approx(1.5)
-    assert fit["intercept"] == pytest.approx(-0.5)
-    assert fit["r2"] == pytest.approx(0.75)
-    # constant y: slope 0, r2 undefined
-    flat = fit_linear([0.0, 1.0, 2.0], [2.0, 2.0, 2.0])
-    assert flat["slope"] == pytest.approx(0.0, abs=1e-12)
-    assert math.isnan(flat["r2"])
-    with pytest.raises(ValueError, match="at least 2 distinct"):
-        fit_linear([1.0, 1.0], [0.0, 1.0])
-    with pytest.raises(ValueError, match="NaN"):
-        fit_linear([0.0, 1.0, float("nan")], [0.0, 1.0, 2.0])
 
 
 def test_summarize_training_and_llc_rows():

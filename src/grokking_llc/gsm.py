@@ -1,11 +1,11 @@
-"""Grokking severity, generalisation delay, regime labels and the fits used beside them.
+"""Grokking severity, generalisation delay and regime labels (SPEC section 6).
 
 SPEC section 6 defines the grokking severity measure (GSM) and asks for the raw delay beside it;
-SPEC section 7 (Figures 4 and 9) needs an exponential-decay fit of GSM against learning rate, linear
-fits (GSM on final LLC, LLC on p) and a per-run label "no generalisation / grokking / immediate
-generalisation". Everything here works on the per-checkpoint accuracy curves of one run (SPEC
-section 3: a checkpoint every 100 steps, accuracies on the full splits) and needs only numpy;
-scipy, when importable, only polishes the exponential fit.
+SPEC section 7 (Figure 9, the paper's Fig. 14) needs a per-run label "no generalisation /
+grokking / immediate generalisation". Everything here works on the per-checkpoint accuracy
+curves of one run (SPEC section 3: a checkpoint every 100 steps, accuracies on the full splits).
+The fits drawn beside these numbers (exponential decay of GSM in lr, GSM on LLC) live in
+:mod:`grokking_llc.analysis`, as does the first-step-reaching helper used here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+
+from grokking_llc.analysis import as_1d, first_step_reaching, same_length
 
 NO_GENERALISATION = "no_generalisation"
 GROKKING = "grokking"
@@ -33,9 +35,6 @@ __all__ = [
     "NO_GENERALISATION",
     "REGIMES",
     "classify_regime",
-    "first_step_reaching",
-    "fit_exponential_decay",
-    "fit_linear",
     "generalisation_delay",
     "grokking_severity",
 ]
@@ -44,23 +43,8 @@ __all__ = [
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
-    """``values`` as a 1-D float array with at least one entry and no NaN or inf."""
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a 1-D sequence of numbers: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: need at least one checkpoint")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
 def _as_accuracy(values: ArrayLike, name: str) -> np.ndarray:
-    arr = _as_1d(values, name)
+    arr = as_1d(values, name)
     if np.any(arr < 0.0) or np.any(arr > 1.0):
         raise ValueError(
             f"{name} must hold accuracies in [0, 1], got values in [{arr.min()}, {arr.max()}]"
@@ -69,17 +53,10 @@ def _as_accuracy(values: ArrayLike, name: str) -> np.ndarray:
 
 
 def _as_steps(values: ArrayLike, name: str = "steps") -> np.ndarray:
-    arr = _as_1d(values, name)
+    arr = as_1d(values, name)
     if arr.size > 1 and not np.all(np.diff(arr) > 0):
         raise ValueError(f"{name} must be strictly increasing")
     return arr
-
-
-def _same_length(**arrays: np.ndarray) -> None:
-    lengths = {name: arr.size for name, arr in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"{name}: {n}" for name, n in lengths.items())
-        raise ValueError(f"inputs must have equal lengths, got {shown}")
 
 
 def _check_threshold(threshold: float, name: str = "threshold") -> float:
@@ -121,24 +98,11 @@ def grokking_severity(
     """
     train = _as_accuracy(train_acc, "train_acc")
     val = _as_accuracy(val_acc, "val_acc")
-    _same_length(train_acc=train, val_acc=val)
+    same_length(train_acc=train, val_acc=val)
     thr = _check_threshold(threshold)
     if not (val[-1] > thr and train[-1] > thr):
         return 0.0
     return float(np.mean(train - val))
-
-
-def first_step_reaching(steps: ArrayLike, acc: ArrayLike, threshold: float) -> float:
-    """The first ``steps[i]`` with ``acc[i] >= threshold``; NaN if ``acc`` never gets there.
-
-    ``steps`` must be strictly increasing and as long as ``acc``; accuracies lie in [0, 1].
-    """
-    s = _as_steps(steps)
-    a = _as_accuracy(acc, "acc")
-    _same_length(steps=s, acc=a)
-    thr = _check_threshold(threshold)
-    hits = np.flatnonzero(a >= thr)
-    return float(s[hits[0]]) if hits.size else math.nan
 
 
 def generalisation_delay(
@@ -159,7 +123,7 @@ def generalisation_delay(
     s = _as_steps(steps)
     train = _as_accuracy(train_acc, "train_acc")
     val = _as_accuracy(val_acc, "val_acc")
-    _same_length(steps=s, train_acc=train, val_acc=val)
+    same_length(steps=s, train_acc=train, val_acc=val)
     t_train = first_step_reaching(s, train, threshold)
     t_val = first_step_reaching(s, val, threshold)
     return t_val - t_train  # NaN propagates
@@ -204,9 +168,9 @@ def classify_regime(
     """
     train = _as_accuracy(train_acc, "train_acc")
     val = _as_accuracy(val_acc, "val_acc")
-    _same_length(train_acc=train, val_acc=val)
+    same_length(train_acc=train, val_acc=val)
     s = np.arange(1.0, train.size + 1.0) if steps is None else _as_steps(steps)
-    _same_length(train_acc=train, steps=s)
+    same_length(train_acc=train, steps=s)
     thr = _check_threshold(gen_threshold, "gen_threshold")
     if immediate_rel_delay < 0 or immediate_gap_checkpoints < 0:
         raise ValueError("immediate_rel_delay and immediate_gap_checkpoints must be >= 0")
@@ -219,172 +183,6 @@ def classify_regime(
     dt = float(np.median(np.diff(s))) if s.size > 1 else 0.0
     allowed = max(immediate_rel_delay * abs(t_train), immediate_gap_checkpoints * dt)
     return IMMEDIATE_GENERALISATION if t_val - t_train <= allowed else GROKKING
-
-
-# --------------------------------------------------------------------------- fits
-
-
-def _r_squared(y: np.ndarray, fitted: np.ndarray) -> float:
-    """Coefficient of determination ``1 - SSE/SST``; NaN when ``y`` is constant (SST = 0)."""
-    sst = float(np.sum((y - y.mean()) ** 2))
-    if sst == 0.0:
-        return math.nan
-    return 1.0 - float(np.sum((y - fitted) ** 2)) / sst
-
-
-def _xy(x: ArrayLike, y: ArrayLike, n_params: int) -> tuple[np.ndarray, np.ndarray]:
-    xa = _as_1d(x, "x")
-    ya = _as_1d(y, "y")
-    _same_length(x=xa, y=ya)
-    n_distinct = np.unique(xa).size
-    if n_distinct < n_params:
-        raise ValueError(
-            f"need at least {n_params} distinct x values to fit {n_params} parameters, "
-            f"got {n_distinct} (from {xa.size} points)"
-        )
-    return xa, ya
-
-
-def fit_linear(x: ArrayLike, y: ArrayLike) -> dict[str, float | int]:
-    """Ordinary least-squares line ``y = slope * x + intercept`` (SPEC sections 6 and 7).
-
-    Used for GSM on final LLC (the paper reports GSM = 0.1288 * LLC - 2.098, R^2 = 0.955) and for
-    LLC on p (Figure 1). Returns ``slope``, ``intercept``, ``r2`` (``1 - SSE/SST``, the same as the
-    paper's ``1 - SSE / (n var y)``; NaN for constant ``y``) and ``n``.
-
-    Raises:
-        ValueError: unequal lengths, NaN/inf, or fewer than 2 distinct x values.
-    """
-    xa, ya = _xy(x, y, 2)
-    design = np.column_stack([xa, np.ones_like(xa)])
-    (slope, intercept), *_ = np.linalg.lstsq(design, ya, rcond=None)
-    fitted = slope * xa + intercept
-    return {
-        "slope": float(slope),
-        "intercept": float(intercept),
-        "r2": _r_squared(ya, fitted),
-        "n": int(xa.size),
-    }
-
-
-def _exp_profile(k: float, u: np.ndarray, y: np.ndarray, offset: bool) -> tuple[float, np.ndarray]:
-    """For a fixed scaled rate ``k``: SSE and linear coefficients of ``y ~ A e^{-k u} (+ c)``."""
-    basis = np.exp(-k * u)
-    design = np.column_stack([basis, np.ones_like(u)]) if offset else basis[:, None]
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    sse = float(np.sum((y - design @ coef) ** 2))
-    return sse, coef
-
-
-def fit_exponential_decay(
-    x: ArrayLike, y: ArrayLike, *, offset: bool = True
-) -> dict[str, float | int | str]:
-    """Least-squares fit of ``y = a * exp(-b * x) + c`` with ``b > 0`` (SPEC section 6, Figure 4).
-
-    The paper fits GSM against learning rate with "an exponential decay". We fit the offset form
-    by default: GSM need not decay to 0 at large learning rates (the signed train-minus-validation
-    gap stays positive while both accuracies rise, and the accuracies can settle below 1, SPEC
-    section 9), and forcing ``c = 0`` would bend ``b`` to absorb that floor. ``offset=False`` fits
-    ``y = a * exp(-b * x)`` (then ``c`` is reported as 0.0).
-
-    Method (variable projection): for a fixed ``b`` the model is linear in ``a`` and ``c``, so they
-    come from linear least squares and only the sum of squared errors ``SSE(b)`` remains to be
-    minimised: over a log grid of ``b * (max x - min x)`` in [1e-4, 1e3] and then by golden-section
-    search between the grid neighbours of the best point. This needs only numpy and, unlike a
-    log-linear fit of ``log(y - c)``, needs no guess of ``c``, no positive ``y`` and weights all
-    points alike. When scipy is importable its ``curve_fit`` polishes that solution (kept only if
-    it lowers the SSE). ``method`` in the result says which one produced the numbers.
-
-    Returns:
-        dict with ``a``, ``b``, ``c``, ``r2`` (``1 - SSE/SST``; NaN for constant ``y``), ``sse``,
-        ``n``, ``method``, ``x_min`` and ``a_at_x_min = a * exp(-b * x_min)`` (the decaying part at
-        the smallest x; finite even where ``a`` overflows to +-inf for large ``b * x_min``), and
-        ``b_at_search_limit`` (True when the search ended at an end of its ``b`` range: the data
-        show no exponential curvature, e.g. they lie on a line, or drop faster than the x spacing
-        resolves; do not quote ``b`` then).
-
-    Raises:
-        ValueError: unequal lengths, NaN/inf, or fewer distinct x values than parameters (3 with
-            the offset, 2 without).
-    """
-    n_params = 3 if offset else 2
-    xa, ya = _xy(x, y, n_params)
-    x0 = float(xa.min())
-    span = float(xa.max() - x0)
-    u = (xa - x0) / span  # in [0, 1]: the rate search is scale-free
-
-    def sse_of(log_k: float) -> float:
-        return _exp_profile(math.exp(log_k), u, ya, offset)[0]
-
-    grid = np.linspace(math.log(1e-4), math.log(1e3), 281)
-    sses = np.array([sse_of(g) for g in grid])
-    i = int(np.argmin(sses))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    c1, c2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    f1, f2 = sse_of(c1), sse_of(c2)
-    for _ in range(200):
-        if hi - lo < 1e-12:
-            break
-        if f1 <= f2:
-            hi, c2, f2 = c2, c1, f1
-            c1 = hi - ratio * (hi - lo)
-            f1 = sse_of(c1)
-        else:
-            lo, c1, f1 = c1, c2, f2
-            c2 = lo + ratio * (hi - lo)
-            f2 = sse_of(c2)
-    log_k = 0.5 * (lo + hi)
-    if sses[i] < sse_of(log_k):  # the grid point itself was better (flat or boundary case)
-        log_k = float(grid[i])
-    k_min, k_max = math.exp(grid[0]), math.exp(grid[-1])
-    k = math.exp(log_k)
-    sse, coef = _exp_profile(k, u, ya, offset)
-    # Work in the shifted form  y = A exp(-b (x - x0)) + c  (A = a exp(-b x0)), which stays finite
-    # whatever x0 is; a itself is only converted at the end.
-    b = k / span
-    amp = float(coef[0])
-    c = float(coef[1]) if offset else 0.0
-    method = "variable_projection"
-
-    try:
-        from scipy.optimize import curve_fit
-    except ImportError:
-        curve_fit = None
-    if curve_fit is not None:
-
-        def shifted(xx, aa, bb, cc=0.0):
-            return aa * np.exp(-bb * (xx - x0)) + cc
-
-        p0 = [amp, b, c][:n_params]
-        lower = [-np.inf, 0.0, -np.inf][:n_params]
-        try:
-            popt, _ = curve_fit(shifted, xa, ya, p0=p0, bounds=(lower, np.inf), maxfev=10000)
-            sse_polished = float(np.sum((ya - shifted(xa, *popt)) ** 2))
-            if np.all(np.isfinite(popt)) and sse_polished < sse:
-                amp, b = float(popt[0]), float(popt[1])
-                c = float(popt[2]) if offset else 0.0
-                sse, method = sse_polished, "curve_fit"
-        except (RuntimeError, ValueError):
-            pass
-
-    fitted = amp * np.exp(-b * (xa - x0)) + c
-    log_scale = b * x0  # a = A exp(b x0); inf (with A's sign) if that overflows a float
-    a = amp * math.exp(log_scale) if log_scale < 700.0 else math.copysign(math.inf, amp)
-    return {
-        "a": a,
-        "b": b,
-        "c": c,
-        "r2": _r_squared(ya, fitted),
-        "sse": float(sse),
-        "n": int(xa.size),
-        "method": method,
-        "x_min": x0,
-        "a_at_x_min": amp,
-        "b_at_search_limit": bool(
-            method == "variable_projection" and not k_min * 1.0001 < k < k_max / 1.0001
-        ),
-    }
 
 
 # --------------------------------------------------------------------------------------------
