@@ -1,0 +1,255 @@
+"""Drawing helpers shared by the figure modules: colours, the notes panel, seed means with error
+bars, valid (filled) and invalid (hollow) points. Nothing here fits or decides a number.
+
+Artists that tests read back carry a ``gid``:
+
+* ``"means"``: the data line of a seed-mean error bar (its container is in ``ax.containers``);
+* ``"runs_valid"`` / ``"runs_invalid"``: one marker per run, filled / hollow
+  (``markerfacecolor == "none"``);
+* ``"fit"``: a fitted curve; ``"notes"``: the notes panel's text.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from grokking_llc.analysis import fmt  # noqa: E402
+
+LOSS_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
+LLC_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+DATA_COLOUR = "black"
+FIT_COLOUR = "tab:red"
+THEORY_COLOUR = "tab:blue"
+BOUND_COLOUR = "tab:purple"
+NOTE_FONTSIZE = 7.0
+_NOTE_LINE_IN = NOTE_FONTSIZE * 1.45 / 72.0  # height of one note line, inches
+
+__all__ = [
+    "BOUND_COLOUR",
+    "DATA_COLOUR",
+    "FIT_COLOUR",
+    "LLC_COLOURS",
+    "LOSS_COLOURS",
+    "THEORY_COLOUR",
+    "draw_means",
+    "draw_runs",
+    "fmt",
+    "new_figure",
+    "no_data",
+    "n_text",
+    "palette",
+    "set_style",
+    "wrap",
+]
+
+
+def set_style(style: str = "whitegrid") -> None:
+    sns.set_theme(style=style, context="paper")
+
+
+def palette(n: int, name: str = "viridis") -> list:
+    return list(sns.color_palette(name, max(n, 1)))[:n]
+
+
+def wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (its own line breaks kept)."""
+    lines = [
+        "\n".join(textwrap.wrap(part, width=width, break_long_words=False)) or part
+        for part in str(text).split("\n")
+    ]
+    return "\n".join(lines)
+
+
+def _note_lines(notes: Iterable[str | None], width: int) -> list[str]:
+    out: list[str] = []
+    for n in notes:
+        if n:
+            out.extend(textwrap.wrap(str(n), width=width, subsequent_indent="   ") or [""])
+    return out
+
+
+def new_figure(
+    nrows: int,
+    ncols: int,
+    notes: Iterable[str | None],
+    *,
+    panel_w: float,
+    panel_h: float,
+    dpi: int = 150,
+    height_ratios: Sequence[float] | None = None,
+    sharex: bool = False,
+    sharey: bool = False,
+) -> tuple[Figure, np.ndarray]:
+    """A figure with an ``nrows x ncols`` grid of axes and, below it, a notes panel holding the
+    ``notes`` (one line each, wrapped to the figure's width; None and "" skipped).
+
+    The notes never cover data: their panel is a row of its own, sized to their line count
+    (constrained layout). Returns the figure and the 2-D array of plotting axes.
+    """
+    width = panel_w * ncols
+    lines = _note_lines(notes, width=max(40, int((width - 0.6) * 72 / (NOTE_FONTSIZE * 0.6))))
+    note_h = _NOTE_LINE_IN * len(lines) + 0.08 if lines else 0.0
+    ratios = list(height_ratios) if height_ratios is not None else [1.0] * nrows
+    plot_h = panel_h * nrows
+    fig = plt.figure(figsize=(width, plot_h + note_h), dpi=dpi, layout="constrained")
+    rows = [plot_h * r / sum(ratios) for r in ratios] + ([note_h] if lines else [])
+    gs = fig.add_gridspec(len(rows), ncols, height_ratios=rows)
+    axes = np.empty((nrows, ncols), dtype=object)
+    for i in range(nrows):
+        for j in range(ncols):
+            kw = {}
+            if sharex and (i, j) != (0, 0):
+                kw["sharex"] = axes[0, 0]
+            if sharey and (i, j) != (0, 0):
+                kw["sharey"] = axes[0, 0]
+            axes[i, j] = fig.add_subplot(gs[i, j], **kw)
+    if lines:
+        note_ax = fig.add_subplot(gs[nrows, :])
+        note_ax.set_axis_off()
+        note_ax.set_gid("notes_panel")
+        note_ax.text(
+            0.0,
+            1.0,
+            "\n".join(lines),
+            transform=note_ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=NOTE_FONTSIZE,
+            color="0.2",
+            gid="notes",
+        )
+    return fig, axes
+
+
+def plotting_axes(fig: Figure) -> list:
+    """The figure's axes other than its notes panel."""
+    return [ax for ax in fig.axes if ax.get_gid() != "notes_panel"]
+
+
+def no_data(ax, message: str) -> None:
+    ax.text(
+        0.5, 0.5, wrap(message, 50), transform=ax.transAxes, ha="center", va="center", fontsize=9
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_means(ax, agg: pd.DataFrame, x: str, *, color, label=None, marker="o", ls="-", gid=None):
+    """Seed means (column ``mean``) with std error bars (``std``; none where NaN, a single run)
+    against column ``x``; returns the data line (``gid`` "means" unless given)."""
+    if agg.empty:
+        return None
+    std = agg["std"].to_numpy(dtype=float)
+    yerr = std if np.any(np.isfinite(std)) else None
+    cont = ax.errorbar(
+        agg[x].to_numpy(dtype=float),
+        agg["mean"].to_numpy(dtype=float),
+        yerr=yerr,
+        color=color,
+        marker=marker,
+        ms=4.5,
+        ls=ls,
+        lw=1.2,
+        capsize=2.5,
+        label=label,
+        zorder=3,
+    )
+    cont.lines[0].set_gid(gid or "means")
+    return cont.lines[0]
+
+
+def draw_runs(
+    ax,
+    x,
+    y,
+    valid,
+    *,
+    color,
+    ms: float = 3.5,
+    alpha: float = 0.45,
+    label_invalid: str | None = None,
+):
+    """One marker per run: filled where ``valid`` (gid ``runs_valid``), hollow where not (gid
+    ``runs_invalid``). Returns the two lines (either may be None when empty)."""
+    xa = np.asarray(x, dtype=float)
+    ya = np.asarray(y, dtype=float)
+    v = np.asarray(valid, dtype=bool)
+    ok = bad = None
+    if v.any():
+        (ok,) = ax.plot(
+            xa[v],
+            ya[v],
+            ls="",
+            marker="o",
+            ms=ms,
+            color=color,
+            alpha=alpha,
+            mec=color,
+            mfc=color,
+            gid="runs_valid",
+            zorder=2,
+        )
+    if (~v).any():
+        (bad,) = ax.plot(
+            xa[~v],
+            ya[~v],
+            ls="",
+            marker="o",
+            ms=ms + 1.0,
+            color=color,
+            mfc="none",
+            mec=color,
+            mew=1.0,
+            gid="runs_invalid",
+            zorder=2,
+            label=label_invalid,
+        )
+    return ok, bad
+
+
+def n_text(agg: pd.DataFrame, what: str = "valid runs (seeds)") -> str | None:
+    """The runs-per-point sentence: one count, or the range of counts."""
+    counts = agg["n"].to_numpy(dtype=int) if len(agg) else np.zeros(0, dtype=int)
+    if counts.size == 0:
+        return None
+    lo, hi = int(counts.min()), int(counts.max())
+    if lo == hi == 1:
+        return f"each point: 1 {what.replace('runs', 'run')}, no error bar"
+    span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"points: mean ± std (ddof=1) over {span} {what}; small dots: single runs"
+
+
+def log_axis_ok(values, min_ratio: float = 1.0) -> bool:
+    """Every value finite and positive, spanning at least ``min_ratio`` (max / min)."""
+    v = np.asarray(values, dtype=float)
+    if not (v.size and np.all(np.isfinite(v)) and np.all(v > 0)):
+        return False
+    return bool(v.max() / v.min() >= min_ratio)
+
+
+def dpi_of(params: dict) -> int:
+    return int((params.get("plots") or {}).get("dpi", 150))
+
+
+def sampler_suffix(params: dict) -> str:
+    s = params.get("sampler")
+    return f" (sampler: {s})" if s else ""
+
+
+def finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

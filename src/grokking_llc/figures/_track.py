@@ -1,0 +1,111 @@
+"""Drawing one run's curves: losses against the training step and an LLC track (Figure 3's
+panel, reused by Figures 3 and 13 and the H.2 panels).
+
+An LLC track is drawn as a thin line through every estimate (gid ``llc_line:<sampler>``, its
+y data the per-checkpoint ``llc_mean``), filled markers at valid estimates
+(``llc_valid:<sampler>``), hollow markers at invalid ones (``llc_invalid:<sampler>``) and a band
+of +- the chains' standard deviation around valid estimates (``llc_band:<sampler>``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from grokking_llc.analysis import llc_validity, track_statistics
+from grokking_llc.figures._common import LOSS_COLOURS
+
+
+def draw_losses(ax, train_log: pd.DataFrame, *, loss_label: str | None = None) -> None:
+    """Train and validation loss against the training step, log y axis."""
+    ax.plot(
+        train_log["step"],
+        train_log["train_loss"],
+        color=LOSS_COLOURS["train"],
+        label="train loss",
+        gid="train_loss",
+    )
+    ax.plot(
+        train_log["step"],
+        train_log["val_loss"],
+        color=LOSS_COLOURS["val"],
+        label="validation loss",
+        gid="val_loss",
+    )
+    ax.set_yscale("log")
+    if loss_label is None:
+        loss_label = "loss (centred MSE)"
+    ax.set_ylabel(loss_label)
+
+
+def mark_accuracy_steps(ax, stats: dict, *, label: bool = True) -> None:
+    """Dotted vertical lines where train / validation accuracy first reach 0.99."""
+    for t, lab in ((stats["t_mem"], "train acc 0.99"), (stats["t_gen"], "val acc 0.99")):
+        if math.isfinite(t):
+            ax.axvline(t, color="grey", ls=":", lw=1, gid=f"mark:{lab}")
+            if label:
+                ax.text(
+                    t,
+                    0.02,
+                    f" {lab}",
+                    rotation=90,
+                    va="bottom",
+                    ha="right",
+                    fontsize=6,
+                    color="grey",
+                    transform=ax.get_xaxis_transform(),
+                )
+
+
+def draw_llc(ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0) -> dict[str, int]:
+    """The LLC track of one sampler; returns ``{"n": estimates, "n_valid": valid ones}``."""
+    df = llc.sort_values("step")
+    valid, _ = llc_validity(df)
+    step = df["step"].to_numpy(dtype=float)
+    mean = pd.to_numeric(df["llc_mean"], errors="coerce").to_numpy(dtype=float)
+    std = pd.to_numeric(df.get("llc_std", np.nan), errors="coerce")
+    std = np.nan_to_num(np.asarray(std, dtype=float) * np.ones_like(mean), nan=0.0)
+    ax.plot(step, mean, color=color, lw=0.9, alpha=0.6, gid=f"llc_line:{name}")
+    if valid.any():
+        ax.fill_between(
+            step[valid],
+            (mean - std)[valid],
+            (mean + std)[valid],
+            color=color,
+            alpha=0.18,
+            lw=0,
+            gid=f"llc_band:{name}",
+        )
+        ax.plot(
+            step[valid],
+            mean[valid],
+            ls="",
+            marker="o",
+            ms=ms,
+            color=color,
+            mfc=color,
+            gid=f"llc_valid:{name}",
+            label=f"LLC, {name}: valid",
+        )
+    if (~valid).any():
+        ax.plot(
+            step[~valid],
+            mean[~valid],
+            ls="",
+            marker="o",
+            ms=ms + 0.8,
+            color=color,
+            mfc="none",
+            mew=0.9,
+            gid=f"llc_invalid:{name}",
+            label=f"LLC, {name}: not valid (hollow)",
+        )
+    return {"n": int(len(df)), "n_valid": int(valid.sum())}
+
+
+def run_statistics(train_log: pd.DataFrame, llc: pd.DataFrame | None = None) -> dict:
+    """:func:`grokking_llc.analysis.track_statistics` (memorisation / generalisation steps)."""
+    empty = pd.DataFrame({"step": [], "llc_mean": []})
+    return track_statistics(train_log, llc if llc is not None else empty)

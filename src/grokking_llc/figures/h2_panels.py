@@ -1,0 +1,80 @@
+"""Appendix H.2 (SPEC section 7 item 7): Figure 3's panel repeated over runs (p, width, lr,
+weight decay, batch size), for one named sampler.
+
+Each panel: train / validation loss (log) and, on a second y axis, the LLC track (valid filled,
+invalid hollow). Panel titles are wrapped to the panel's width so that they neither run into
+each other nor get cut off; one legend for the whole figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+from grokking_llc.figures._common import LLC_COLOURS, dpi_of, new_figure, no_data, wrap
+from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps, run_statistics
+from grokking_llc.figures.registry import register
+
+NCOLS = 3
+
+
+@register(
+    "h2",
+    stem="fig_h2_panels",
+    reads="panels",
+    per_sampler=True,
+    caption="Appendix H.2: Figure 3's panel for each run of the studies listed under figures.h2 "
+    "(first seed of each setting), one named sampler: losses (log) and the LLC on a second "
+    "axis, invalid estimates hollow.",
+)
+def draw_h2(panels: list, params: dict):
+    panels = list(panels)
+    sampler = params.get("sampler") or "LLC"
+    n_est = n_valid = 0
+    for _, _, llc in panels:
+        n_est += len(llc)
+        n_valid += int(llc["valid"].fillna(False).astype(bool).sum()) if "valid" in llc else 0
+    notes = [
+        f"sampler {sampler}: {n_valid} of {n_est} estimates valid (filled); "
+        "hollow markers failed the validity checks",
+        None
+        if all("valid" in llc for _, _, llc in panels)
+        else "some LLC tables have no validity column: their estimates count as not valid",
+        "dotted lines: train / validation accuracy first reach 0.99",
+    ]
+    if not panels:
+        fig, axes = new_figure(1, 1, [], panel_w=5.0, panel_h=3.0, dpi=dpi_of(params))
+        no_data(axes[0, 0], "no runs to show")
+        return fig
+    ncols = min(NCOLS, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = new_figure(nrows, ncols, notes, panel_w=4.4, panel_h=3.0, dpi=dpi_of(params))
+    flat = axes.ravel()
+    colour = LLC_COLOURS[0]
+    for ax, (title, log, llc) in zip(flat, panels, strict=False):
+        draw_losses(ax, log, loss_label="loss")
+        mark_accuracy_steps(ax, run_statistics(log), label=False)
+        ax.set_xlabel("training step", fontsize=7)
+        ax.tick_params(labelsize=6.5)
+        ax.set_title(wrap(title, 52), fontsize=7)
+        twin = ax.twinx()
+        twin.grid(False)
+        draw_llc(twin, llc, color=colour, name=sampler, ms=2.2)
+        twin.set_ylabel("estimated LLC", color=colour, fontsize=7)
+        twin.tick_params(axis="y", colors=colour, labelsize=6.5)
+    for ax in flat[len(panels) :]:
+        ax.set_axis_off()
+    handles, labels = [], []
+    for a in fig.axes:
+        for h, lab in zip(*a.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside upper center",
+        ncols=min(4, len(labels)),
+        fontsize=7,
+        frameon=False,
+    )
+    return fig

@@ -1,0 +1,58 @@
+"""Appendix H.3 (SPEC section 7 item 6): the maximum of each run's LLC curve against learning
+rate, a line per weight decay (valid maxima: mean ± std over seeds; invalid ones hollow).
+Numbers: :func:`grokking_llc.analysis.lr_vs_max_llc`."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from grokking_llc import analysis
+from grokking_llc.figures._common import (
+    dpi_of,
+    draw_means,
+    draw_runs,
+    fmt,
+    n_text,
+    new_figure,
+    no_data,
+    palette,
+    sampler_suffix,
+)
+from grokking_llc.figures.registry import register
+
+
+@register(
+    "lr_vs_max_llc",
+    stem="fig_lr_vs_max_llc",
+    reads="runs",
+    per_sampler=True,
+    caption="Appendix H.3: maximum of the LLC curve over training against the learning rate, a "
+    "line per weight decay (valid estimates: mean ± std over seeds; invalid ones hollow, left "
+    "out).",
+)
+def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
+    res = analysis.lr_vs_max_llc(runs)
+    notes = [f"{res['n_runs']} runs, {res['n_valid']} with a valid maximum"]
+    for wd, d in res["per_wd"].items():
+        notes.append(
+            f"wd {fmt(wd)}: {d['n_valid']} of {d['n']} valid; Spearman(lr, max LLC) = "
+            f"{fmt(d['spearman'], 3)}; {n_text(d['means']) or 'no valid point'}"
+        )
+    notes += res["notes"]
+    fig, axes = new_figure(1, 1, notes, panel_w=6.4, panel_h=3.9, dpi=dpi_of(params))
+    ax = axes[0, 0]
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("maximum estimated LLC over training")
+    ax.set_title("Maximum of the LLC curve vs learning rate" + sampler_suffix(params), fontsize=9)
+    pts = res["points"]
+    if pts.empty:
+        no_data(ax, "no runs with finite lr, maximum LLC and weight decay")
+        return fig
+    ax.set_xscale("log")
+    wds = list(res["per_wd"])
+    for wd, col in zip(wds, palette(len(wds)), strict=True):
+        sub = pts[pts["weight_decay"] == wd]
+        draw_runs(ax, sub["lr"], sub["llc"], sub["llc_valid"], color=col)
+        draw_means(ax, res["per_wd"][wd]["means"], "lr", color=col, label=f"weight decay {fmt(wd)}")
+    ax.legend(fontsize=6.5, loc="best")
+    return fig

@@ -1,0 +1,105 @@
+"""Figures 3 and 13 (SPEC section 7 items 3 and 8): one run's train and validation loss (log
+scale) and, in a panel per named sampler below it on the same step axis, its LLC curve.
+
+Every sampler's curve is shown (issue 10): valid estimates filled with the chains' spread as a
+band, invalid ones hollow. Dotted lines mark train and validation accuracy reaching 0.99. The
+notes give, per sampler, how many estimates are valid and how the valid ones move with the
+validation loss (:func:`grokking_llc.analysis.track_statistics`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from grokking_llc import analysis
+from grokking_llc.figures._common import LLC_COLOURS, dpi_of, fmt, new_figure, wrap
+from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps
+from grokking_llc.figures.registry import register
+
+
+def _stat_line(name: str, st: dict, window: str) -> str:
+    where = "over the grokking window" if window == "grokking" else "over the run"
+    head = f"{name}: {st['n_valid']} of {st['n_estimates']} estimates valid"
+    if st["n_window"] < 3:
+        return f"{head}; fewer than 3 valid estimates {where}: no rank correlation"
+    return (
+        f"{head}; Spearman(LLC, val loss) {where} = {fmt(st['spearman'], 3)} "
+        f"(95% CI {fmt(st['ci_low'], 2)}..{fmt(st['ci_high'], 2)}, {st['n_window']} estimates)"
+        f"; highest valid LLC at step {fmt(st['peak_step'], 8)} ({st['peak_position']})"
+    )
+
+
+def draw_track_figure(
+    data: tuple[pd.DataFrame, dict[str, pd.DataFrame]],
+    params: dict,
+    *,
+    loss_label: str,
+    window: str,
+):
+    """Losses on top, one LLC panel per sampler below (shared step axis)."""
+    train_log, llcs = data
+    stats = {
+        name: analysis.track_statistics(train_log, llc, window=window) for name, llc in llcs.items()
+    }
+    base = analysis.track_statistics(train_log, pd.DataFrame({"step": [], "llc_mean": []}))
+    notes = [
+        f"train acc reaches 0.99 at step {fmt(base['t_mem'], 8)}, "
+        f"validation acc at step {fmt(base['t_gen'], 8)}",
+        *[_stat_line(n, s, window) for n, s in stats.items()],
+        *sorted({note for s in stats.values() for note in s["notes"]}),
+        "filled: valid estimates (band: ± std over chains); hollow: failed the validity checks",
+    ]
+    n = len(llcs)
+    fig, axes = new_figure(
+        1 + n,
+        1,
+        notes,
+        panel_w=7.2,
+        panel_h=1.7,
+        dpi=dpi_of(params),
+        height_ratios=[1.3] + [1.0] * n,
+        sharex=True,
+    )
+    ax = axes[0, 0]
+    draw_losses(ax, train_log, loss_label=loss_label)
+    mark_accuracy_steps(ax, base)
+    ax.legend(fontsize=6.5, loc="upper right")
+    ax.set_title(wrap(params.get("title") or "", 110), fontsize=9)
+    for i, (name, llc) in enumerate(llcs.items()):
+        lax = axes[1 + i, 0]
+        colour = LLC_COLOURS[i % len(LLC_COLOURS)]
+        draw_llc(lax, llc, color=colour, name=name)
+        mark_accuracy_steps(lax, base, label=False)
+        lax.set_ylabel(f"LLC\n({name})", color=colour)
+        lax.tick_params(axis="y", colors=colour)
+        lax.legend(fontsize=6, loc="upper right")
+    for a in axes[:-1, 0]:
+        a.tick_params(labelbottom=False)
+    axes[-1, 0].set_xlabel("training step")
+    return fig
+
+
+@register(
+    "fig3",
+    stem="fig3_llc_tracks_generalisation",
+    reads="track",
+    per_sampler=False,
+    caption="Figure 3: one run's training and validation loss (log scale) and, below, the "
+    "estimated LLC under every named sampler against the training step: valid estimates filled "
+    "with the spread over chains, invalid ones hollow; dotted lines mark train and validation "
+    "accuracy reaching 0.99.",
+)
+def draw_fig3(data, params: dict):
+    return draw_track_figure(data, params, loss_label="loss (centred MSE)", window="grokking")
+
+
+@register(
+    "fig13",
+    stem="fig13_transformer",
+    reads="track",
+    per_sampler=False,
+    caption="Figure 13 (transformer): losses (cross-entropy, log scale) and the estimated LLC "
+    "under every named sampler against the training step; invalid estimates hollow.",
+)
+def draw_fig13(data, params: dict):
+    return draw_track_figure(data, params, loss_label="loss (cross-entropy)", window="all")
