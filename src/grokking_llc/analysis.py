@@ -391,8 +391,8 @@ def describe_exponential(fit: Mapping[str, Any]) -> str:
     if status == FIT_OK:
         return f"{params}, R² = {fmt(fit['r2'], 3)}"
     why = {
-        FIT_NO_CURVATURE: "no exponential curvature in the data (rate at the search's lower limit)",
-        FIT_TOO_FAST: "decay faster than the lr spacing resolves (rate at the search's limit)",
+        FIT_NO_CURVATURE: "no exponential curvature resolved (within 1.25% of a straight line)",
+        FIT_TOO_FAST: "the fall happens within the first x spacing (rate not resolved)",
         FIT_ABSURD: "absurd parameters",
     }.get(status, str(status))
     return f"exponential fit not usable: {why} ({params}); curve not drawn"

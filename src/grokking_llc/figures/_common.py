@@ -219,7 +219,7 @@ def draw_runs(
     return ok, bad
 
 
-def n_text(agg: pd.DataFrame, what: str = "valid runs (seeds)") -> str | None:
+def n_text(agg: pd.DataFrame, what: str = "valid runs (seeds)", dots: bool = True) -> str | None:
     """The runs-per-point sentence: one count, or the range of counts."""
     counts = agg["n"].to_numpy(dtype=int) if len(agg) else np.zeros(0, dtype=int)
     if counts.size == 0:
@@ -228,7 +228,8 @@ def n_text(agg: pd.DataFrame, what: str = "valid runs (seeds)") -> str | None:
     if lo == hi == 1:
         return f"each point: 1 {what.replace('runs', 'run')}, no error bar"
     span = f"{lo}" if lo == hi else f"{lo}-{hi}"
-    return f"points: mean ± std (ddof=1) over {span} {what}; small dots: single runs"
+    tail = "; small dots: single runs" if dots else ""
+    return f"points: mean ± std (ddof=1) over {span} {what}{tail}"
 
 
 def log_axis_ok(values, min_ratio: float = 1.0) -> bool:

@@ -58,7 +58,7 @@ def draw_fig14(training: pd.DataFrame, params: dict):
     per_p = [_bracket_text(r) for r in bnd["per_p"].itertuples()]
     notes = [
         f"{len(df)} runs, {len(ps)} values of p; x = n_train / (p ln p)",
-        n_text(pd.concat(aggs.values()), "runs (seeds)") if aggs else None,
+        n_text(pd.concat(aggs.values()), "runs (seeds)", dots=False) if aggs else None,
         *per_p,
         f"boundary bracket (mean over p): {fmt(bnd['lower'], 3)} .. {fmt(bnd['upper'], 3)}"
         if math.isfinite(bnd["lower"])
