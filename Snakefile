@@ -38,9 +38,11 @@ rule all:
     input:
         PLAN.figure_targets(),
         PLAN.table_targets(),
+        PLAN.intermediate_targets(),
 
 
 rule figures:
     input:
         PLAN.figure_targets(),
         get_scorecard_targets(),
+        PLAN.intermediate_targets(),

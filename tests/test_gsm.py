@@ -188,8 +188,8 @@ def test_regime_bad_inputs_raise():
         classify_regime([1.0], [1.0], immediate_rel_delay=-1.0)
 
 
-def test_summarize_training_and_llc_rows():
-    from grokking_llc.gsm import summarize_llc, summarize_training
+def test_summarize_training_row():
+    from grokking_llc.gsm import summarize_training
 
     log = pd.DataFrame(
         {
@@ -209,10 +209,3 @@ def test_summarize_training_and_llc_rows():
     # val reaches 0.9 two checkpoints (200 steps) after train: within the allowance
     # max(0.5 * 100, 2 * 100) = 200 of classify_regime, so "immediate"
     assert row["regime"] == "immediate_generalisation"
-    llc = pd.DataFrame(
-        {"step": [0, 100, 300], "llc_mean": [1.0, 5.0, 3.0], "llc_std": [0.1, 0.2, 0.3]}
-    )
-    s = summarize_llc(llc, "sid")
-    got = (s["llc_final"], s["llc_final_std"], s["llc_max"], s["llc_max_step"])
-    assert got == (3.0, 0.3, 5.0, 100.0)
-    assert math.isnan(summarize_llc(None)["llc_max"])

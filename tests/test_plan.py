@@ -21,13 +21,20 @@ def plan_of(cfg: dict):
     return build_plan(validate_config(cfg))
 
 
+def only_figures(cfg: dict, **figures) -> dict:
+    """``cfg`` drawing just ``figures`` (the schema's default figures name `baseline`)."""
+    cfg["figures"] = {"fig3": {"study": None}, "traces": {"study": None}, **figures}
+    cfg["llc"]["samplers"] = {"paper": cfg["llc"]["samplers"]["paper"]}
+    return cfg
+
+
 def test_studies_expand_to_a_cross_product_and_shared_runs_are_trained_once():
     cfg = base_config()
     cfg["studies"] = {
         "a": {"p": [7, 11], "seed": [0, 1]},
         "b": {"p": 7},  # the same run as a's (p=7, seed 0)
     }
-    plan = plan_of(cfg)
+    plan = plan_of(only_figures(cfg, fig14={"study": "a"}))
     assert len(plan.study_runs["a"]) == 4
     shared = TrainConfig(**{**validate_config(cfg)["train"], "p": 7}).run_id
     assert plan.study_runs["b"] == [shared]
@@ -53,7 +60,7 @@ def test_select_checkpoints_every_kth_plus_last_and_chunks_partition_them():
 def test_stride_takes_the_finest_study_and_sampler_overrides():
     cfg = base_config()
     cfg["studies"] = {"s1": {"p": 7}, "s2": {"p": 7, "seed": 0}, "s3": {"p": 11}}
-    cfg["figures"] = {"fig1": {"study": "s1"}, "h2": {"studies": ["s2", "s3"]}}
+    only_figures(cfg, fig1={"study": "s1"}, h2={"studies": ["s2", "s3"]})
     cfg["llc"]["every"] = 4
     cfg["llc"]["every_by_study"] = {"s2": 3}
     cfg["llc"]["samplers"] = {
@@ -92,14 +99,16 @@ def test_llc_tracks_only_for_studies_with_llc_figures_and_sampler_coverage():
     assert runs_paper == {r for s in plan.llc_studies for r in plan.study_runs[s]}
     # a calibrated track reads its calibration table
     job = next(j for j in plan.llc_jobs.values() if j.sampler.name == "calibrated")
-    assert job.calibration is not None and job.calibration.path.endswith("calibration/baseline.parquet")
+    assert job.calibration is not None and job.calibration.path.endswith(
+        "calibration/baseline.parquet"
+    )
     assert job.params()["sampler"] is None
 
 
 def test_first_seed_runs_pick_the_smallest_seed_of_each_setting():
     cfg = base_config()
     cfg["studies"] = {"s": {"lr": [1e-3, 1e-2], "seed": [2, 1]}}
-    plan = plan_of(cfg)
+    plan = plan_of(only_figures(cfg, fig4={"study": "s"}))
     runs = plan.first_seed_runs("s")
     assert sorted(r.train.lr for r in runs) == [1e-3, 1e-2]
     assert all(r.train.seed == 1 for r in runs)
@@ -161,7 +170,7 @@ def test_figures_are_drawn_per_sampler_where_they_show_llc_values():
     assert "fig4_lr_vs_gsm" in names  # training only: one figure
     fig3 = next(f for f in plan.figures.values() if f.key == "fig3")
     inputs = fig3.input_files()
-    assert fig3.params()["samplers"] == ["paper", "calibrated"]
+    assert fig3.params()["samplers"] == ["calibrated", "paper"]  # sorted: order is not meaning
     assert len(inputs["llc"]) == 2 and inputs["train_log"].endswith("train_log.parquet")
     assert "fig_calibration_baseline" in names
     for fig in plan.figures.values():
@@ -173,7 +182,7 @@ def test_scorecard_reads_the_tables_and_both_samplers_tracks():
     inputs = plan.claims_inputs()
     assert inputs["runs"] == plan.runs_table_path
     assert len(inputs["fig3_llc"]) == 2
-    assert plan.claims_params()["samplers"] == ["paper", "calibrated"]
+    assert plan.claims_params()["samplers"] == ["calibrated", "paper"]
     assert plan.claims_path in plan.table_targets()
 
 
@@ -185,7 +194,11 @@ def test_paper_config_is_taken_as_written_not_merged_into_the_default():
     cfg = load_workflow_config([REPO / "config" / "paper.yaml"])
     plan = build_plan(cfg)
     widths = {r.train.width for r in plan.runs.values() if r.train.model == "quadratic"}
-    swept = set(yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["studies"]["over_width"]["width"])
+    swept = set(
+        yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["studies"]["over_width"][
+            "width"
+        ]
+    )
     assert widths <= swept | {1024}
     not_width_sweep = [
         r for r in plan.runs.values()
@@ -201,3 +214,14 @@ def test_cli_overrides_apply_on_top_of_the_users_file(tmp_path):
     path.write_text(yaml.safe_dump(base_config()))
     cfg = load_workflow_config([path], {"plots": {"dpi": "61"}, "device": "cpu"})
     assert cfg["plots"]["dpi"] == 61 and cfg["studies"] == validate_config(base_config())["studies"]
+
+
+def test_figure_catalog_read_from_the_modules_matches_the_registry():
+    from grokking_llc.figures import REGISTRY
+    from grokking_llc.plan import figure_catalog
+
+    catalog = figure_catalog()
+    assert set(catalog) == set(REGISTRY)
+    for key, spec in REGISTRY.items():
+        info = catalog[key]
+        assert (info.stem, info.reads, info.per_sampler) == (spec.stem, spec.reads, spec.per_sampler)

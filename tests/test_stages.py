@@ -89,11 +89,13 @@ def test_summarize_track_final_max_and_validity():
     )
     s = summarize_track(track)
     assert (s["final_llc"], s["final_llc_std"], s["final_llc_valid"]) == (5.0, 0.5, True)
-    assert (s["max_llc"], s["max_llc_step"], s["max_llc_valid"]) == (7.0, 20.0, False)
+    # the maximum is over valid estimates when there are any: 7.0 at step 20 is not valid
+    assert (s["max_llc"], s["max_llc_step"], s["max_llc_valid"]) == (5.0, 30.0, True)
     assert (s["n_llc"], s["n_llc_valid"], s["final_step_llc"]) == (4, 1, 30)
     # a table without validity columns is "not validated", never valid
     legacy = summarize_track(track.drop(columns="valid"))
     assert legacy["n_llc_valid"] == 0 and legacy["final_llc_valid"] is False
+    assert (legacy["max_llc"], legacy["max_llc_step"], legacy["max_llc_valid"]) == (7.0, 20.0, False)
 
 
 def test_runs_table_has_one_row_per_run_and_sampler(tmp_path):
@@ -104,11 +106,23 @@ def test_runs_table_has_one_row_per_run_and_sampler(tmp_path):
             {"step": [0, 10], "llc_mean": values, "llc_std": [0.0, 0.0], "valid": [True, True]}
         ).to_parquet(tmp_path / f"{name}.parquet")
     tracks = [
-        {"run_id": "r1", "sampler": "paper", "sampler_id": "x", "path": str(tmp_path / "t1.parquet")},
-        {"run_id": "r2", "sampler": "paper", "sampler_id": "x", "path": str(tmp_path / "t2.parquet")},
+        {
+            "run_id": "r1",
+            "sampler": "paper",
+            "sampler_id": "x",
+            "path": str(tmp_path / "t1.parquet"),
+        },
+        {
+            "run_id": "r2",
+            "sampler": "paper",
+            "sampler_id": "x",
+            "path": str(tmp_path / "t2.parquet"),
+        },
         {"run_id": "r1", "sampler": "cal", "sampler_id": "y", "path": str(tmp_path / "t3.parquet")},
     ]
-    df = run_summarize_runs(str(tmp_path / "training.parquet"), tracks, str(tmp_path / "runs.parquet"))
+    df = run_summarize_runs(
+        str(tmp_path / "training.parquet"), tracks, str(tmp_path / "runs.parquet")
+    )
     assert len(df) == 3
     row = df[(df.run_id == "r1") & (df.sampler == "cal")].iloc[0]
     assert row.final_llc == 6.0 and row.gsm == 0.1 and row.sampler_id == "y"

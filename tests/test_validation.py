@@ -14,7 +14,7 @@ import yaml
 
 from grokking_llc import config as config_mod
 from grokking_llc.config import ConfigError, load_schema, validate_config
-from grokking_llc.validation import NON_TRACK_FIGURES, check_config, load_yaml
+from grokking_llc.validation import check_config, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
@@ -190,16 +190,6 @@ def test_edges_are_accepted(base):
         ],
     )
     check_config(filled(ok))
-
-
-def test_non_track_figures_agree_with_the_registry():
-    from grokking_llc.figures import REGISTRY
-    from grokking_llc.plan import LLC_READS
-
-    for key, spec in REGISTRY.items():
-        assert (spec.reads not in LLC_READS) == (key in NON_TRACK_FIGURES), key
-        if key in NON_TRACK_FIGURES:
-            assert NON_TRACK_FIGURES[key] == spec.reads, key
 
 
 # ------------------------------------------------------------------------------------- YAML

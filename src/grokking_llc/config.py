@@ -306,7 +306,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
     if errors:
         err = errors[0]
         raise ConfigError(f"config error at {_format_path(err.absolute_path)}: {err.message}")
-    validation.check_config(cfg)
+    validation.check_config(cfg, schema)
     return _sorted_keys(cfg)
 
 

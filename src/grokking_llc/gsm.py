@@ -11,7 +11,6 @@ The fits drawn beside these numbers (exponential decay of GSM in lr, GSM on LLC)
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -217,24 +216,3 @@ def summarize_training(
         "t_generalise": first_step_reaching(steps, va, DELAY_THRESHOLD),
         "regime": classify_regime(tr, va, steps),
     }
-
-
-LLC_SUMMARY_COLUMNS = ("llc_final", "llc_final_std", "llc_max", "llc_max_step", "sampler_id")
-
-
-def summarize_llc(llc: pd.DataFrame | None, sampler_id: str | None = None) -> dict:
-    """Final and maximum LLC of a run's LLC track (and the step of the maximum); NaN without one.
-
-    The maximum is over the per-checkpoint means of chains that did not diverge.
-    """
-    row = dict.fromkeys(LLC_SUMMARY_COLUMNS[:-1], math.nan) | {"sampler_id": sampler_id}
-    if llc is not None and len(llc):
-        final = llc.iloc[int(llc["step"].argmax())]
-        best = llc.iloc[int(llc["llc_mean"].fillna(-math.inf).argmax())]
-        row.update(
-            llc_final=float(final["llc_mean"]),
-            llc_final_std=float(final["llc_std"]),
-            llc_max=float(best["llc_mean"]),
-            llc_max_step=float(best["step"]),
-        )
-    return row

@@ -28,9 +28,11 @@ This module imports neither torch nor matplotlib: a dry run stays fast.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
+from pathlib import Path
 from typing import Any
 
 from grokking_llc.config import (
@@ -47,6 +49,38 @@ RESULTS = "results"
 # Figure kinds (grokking_llc.figures.FigureSpec.reads) that need LLC tracks of their runs.
 LLC_READS = ("runs", "track", "panels", "traces")
 
+FIGURES_DIR = Path(__file__).resolve().parent / "figures"
+
+
+@dataclass(frozen=True)
+class FigureInfo:
+    """What the plan needs of a registered figure (its ``register(...)`` arguments)."""
+
+    key: str
+    stem: str
+    reads: str
+    per_sampler: bool
+
+
+@cache
+def figure_catalog() -> dict[str, FigureInfo]:
+    """Every figure the modules of ``grokking_llc/figures`` register, read from their
+    ``@register("key", stem=..., reads=..., per_sampler=...)`` decorators without importing
+    them (matplotlib and seaborn cost seconds that a dry run should not pay). A test checks it
+    against the registry the imports build."""
+    out: dict[str, FigureInfo] = {}
+    for path in sorted(FIGURES_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if not (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"):
+                    continue
+                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg != "caption"}
+                key = ast.literal_eval(deco.args[0])
+                out[key] = FigureInfo(key, kw["stem"], kw["reads"], bool(kw["per_sampler"]))
+    return dict(sorted(out.items()))
+
 
 def _frozen(value: Any) -> Any:
     """A hashable, order-stable copy of plain config data (for frozen dataclass fields)."""
@@ -57,7 +91,9 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def select_checkpoints(num_checkpoints: int, every: int, chunk: int = 0, chunks: int = 1) -> list[int]:
+def select_checkpoints(
+    num_checkpoints: int, every: int, chunk: int = 0, chunks: int = 1
+) -> list[int]:
     """Checkpoint indices for one LLC job: every ``every``-th and the last (``every = 0``: the
     last only), dealt round-robin into ``chunks`` jobs; this job takes number ``chunk``."""
     if not 0 <= chunk < chunks:
@@ -181,8 +217,10 @@ class CalibrationJob:
 
 
 def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple) and value and all(
-        isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
+    if (
+        isinstance(value, tuple)
+        and value
+        and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value)
     ):
         return {k: _thaw(v) for k, v in value}
     if isinstance(value, tuple):
@@ -341,7 +379,9 @@ class Plan:
         jobs: dict[str, CalibrationJob] = {}
         for s in self.samplers.values():
             if s.calibrated:
-                jobs.setdefault(s.calibration, self._calibration_job(s.calibration, s.backend, s.settings))
+                jobs.setdefault(
+                    s.calibration, self._calibration_job(s.calibration, s.backend, s.settings)
+                )
         for study in self.config["llc"]["calibration"]["studies"]:
             jobs.setdefault(study, self._calibration_job(study, "fast", SamplerConfig()))
         return dict(sorted(jobs.items()))
@@ -357,11 +397,9 @@ class Plan:
         seed = min(r.train.seed for r in runs)
         return [r for r in runs if r.train.seed == seed]
 
-    @cached_property
-    def figure_specs(self) -> dict:
-        from grokking_llc.figures import REGISTRY
-
-        return REGISTRY
+    @property
+    def figure_specs(self) -> dict[str, FigureInfo]:
+        return figure_catalog()
 
     def _figure_study(self, key: str) -> str | None:
         return self.config["figures"].get(key, {}).get("study")
@@ -473,7 +511,9 @@ class Plan:
     claims_path = f"{RESULTS}/tables/claims.parquet"
 
     def training_summary_params(self) -> dict[str, Any]:
-        return {rid: {"run": r.params(), "studies": list(r.studies)} for rid, r in self.runs.items()}
+        return {
+            rid: {"run": r.params(), "studies": list(r.studies)} for rid, r in self.runs.items()
+        }
 
     def runs_table_entries(self) -> list[dict[str, Any]]:
         """(run, sampler name) -> the track that gives its final and maximum LLC."""
@@ -500,9 +540,9 @@ class Plan:
         out: dict[str, FigureJob] = {}
         figs, plots = self.config["figures"], self.config["plots"]
 
-        def add(key, spec, sampler, inputs, **options):
+        def add(key, spec, per_sampler, inputs, **options):
             job = FigureJob(
-                key, spec.stem, sampler, _frozen(inputs), _frozen({"plots": plots, **options})
+                key, spec.stem, per_sampler, _frozen(inputs), _frozen({"plots": plots, **options})
             )
             out[job.name] = job
 
@@ -543,7 +583,9 @@ class Plan:
                         study=study, sampler=s.name, options=options)  # fmt: skip
             elif spec.reads == "panels" and entry.get("studies"):
                 runs = list(
-                    {r.run_id: r for st in entry["studies"] for r in self.first_seed_runs(st)}.values()
+                    {
+                        r.run_id: r for st in entry["studies"] for r in self.first_seed_runs(st)
+                    }.values()
                 )
                 for s in self.samplers.values():
                     if not all(self.sampler_covers(s, st) for st in entry["studies"]):
@@ -559,8 +601,8 @@ class Plan:
     # ---------------------------------------------------------------- claims
 
     def claims_inputs(self) -> dict[str, Any]:
-        """Files the scorecard reads: the summary tables, Figure 3's and Figure 13's runs
-        (training log and every sampler's track) and the baseline's theory table."""
+        """Files the scorecard reads: the summary tables, and Figure 3's and Figure 13's runs
+        (training log and every sampler's track)."""
         inputs: dict[str, Any] = {
             "runs": self.runs_table_path,
             "training": self.training_summary_path,
@@ -568,27 +610,32 @@ class Plan:
         for key in ("fig3", "fig13"):
             study = self._figure_study(key)
             if study and self.samplers_of(study):
-                inputs.update(
-                    {f"{key}_{k}": v for k, v in self._track_inputs(
-                        self.first_run(study), self.samplers_of(study)).items()}
-                )  # fmt: skip
-        study = self._figure_study("fig3")
-        if study and self.first_run(study) in self.theory_runs:
-            inputs["theory"] = self.theory_path(self.first_run(study))
+                run = self.first_run(study)
+                tracks = self._track_inputs(run, self.samplers_of(study))
+                inputs.update({f"{key}_{role}": path for role, path in tracks.items()})
         return inputs
 
     def claims_params(self) -> dict[str, Any]:
+        """What the scorecard's rows depend on besides its input files: the samplers, each
+        claim's study, the track samplers, and the baseline (Figure 3's run) for the theory
+        count."""
         figs = self.config["figures"]
-        return {
+        params: dict[str, Any] = {
             "samplers": list(self.samplers),
-            "studies": {k: v.get("study") for k, v in figs.items() if "study" in v},
-            "fig3_samplers": [s.name for s in self.samplers_of(self._figure_study("fig3"))]
-            if self._figure_study("fig3")
-            else [],
-            "fig13_samplers": [s.name for s in self.samplers_of(self._figure_study("fig13"))]
-            if self._figure_study("fig13")
-            else [],
+            "studies": {k: v.get("study") for k, v in figs.items() if v.get("study")},
+            "seed": 0,
         }
+        for key in ("fig3", "fig13"):
+            study = self._figure_study(key)
+            params[f"{key}_samplers"] = [s.name for s in self.samplers_of(study)] if study else []
+        study = self._figure_study("fig3")
+        baseline = self.first_run(study).train if study else None
+        params["theory_baseline"] = (
+            {k: getattr(baseline, k) for k in ("p", "width", "train_frac", "data_seed")}
+            if baseline is not None and baseline.model == "quadratic"
+            else None
+        )
+        return params
 
     # ---------------------------------------------------------------- targets
 
@@ -602,6 +649,19 @@ class Plan:
 
     def figure_targets(self) -> list[str]:
         return [job.path for job in self.figures.values()]
+
+    def intermediate_targets(self) -> list[str]:
+        """Every file the figures and tables are built from. Snakemake rebuilds a missing file
+        only when it is a target's input (a missing intermediate whose consumers are up to date
+        is otherwise left missing), so the targets list them: deleting a split, a training log,
+        an LLC chunk or a grid table and running ``figures`` again rebuilds it."""
+        files = [s.path for s in self.splits.values()]
+        files += [p for r in self.runs.values() for p in (r.checkpoints, r.train_log)]
+        for job in self.llc_jobs.values():
+            files += [*job.chunk_paths(), job.path]
+        files += [g.path for g in self.grid_jobs.values()]
+        files += [c.path for c in self.calibrations.values()]
+        return files
 
     def table_targets(self) -> list[str]:
         tables = [self.training_summary_path]

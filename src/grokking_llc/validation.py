@@ -39,25 +39,24 @@ import yaml
 
 from grokking_llc.config import ConfigError, TrainConfig, expand_study, load_schema
 from grokking_llc.data import is_prime, n_train
+from grokking_llc.plan import LLC_READS, figure_catalog
 
 Problem = tuple[str, str]  # (key path, rule broken)
 
 INT64_MAX = 2**63 - 1
 P_MAX = 2**15 - 1  # the split stores a, b and c as int16 (grokking_llc.data.make_split)
 
-# Figures (keys under ``figures:``) whose study gets no LLC tracks from the named samplers: the
-# training-only figures, the sampler grids (the first run's final checkpoint, with the figure's
-# own ``sampler``) and the calibration figure. Every other figure that names a study or studies
-# draws LLC tracks of all their runs. tests/test_validation.py checks this against the figure
-# registry (a figure reads LLC tracks exactly when its ``reads`` is runs/track/panels/traces).
-NON_TRACK_FIGURES = {
-    "fig4": "training",
-    "fig14": "training",
-    "b2": "grid",
-    "bias_reduced": "grid",
-    "calibration": "calibration",
-}
-GRID_FIGURES = ("b2", "bias_reduced")
+
+
+def _track_figure(key: str) -> bool:
+    """Does figure ``key`` draw LLC tracks of its study's runs? Asked of the plan's catalogue
+    of registered figures (the one place that knows), not a list kept here."""
+    info = figure_catalog().get(key)
+    return info is not None and info.reads in LLC_READS
+
+
+def _grid_figures() -> list[str]:
+    return [k for k, info in figure_catalog().items() if info.reads == "grid"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ class _Context:
         """Studies drawn with LLC tracks (a named sampler whose ``studies`` is null covers them)."""
         out: list[str] = []
         for key, entry in _dict(self.cfg.get("figures")).items():
-            if key in NON_TRACK_FIGURES or not isinstance(entry, dict):
+            if not _track_figure(key) or not isinstance(entry, dict):
                 continue
             names = [entry.get("study")] + list(entry.get("studies") or [])
             out += [s for s in names if isinstance(s, str) and s not in out]
@@ -220,7 +219,7 @@ class _Context:
             ):
                 for run in self.study_runs.get(study, [])[:n_cal]:
                     yield "llc.calibration.studies", {}, f"a calibration run of study {study}", run
-        for fig in GRID_FIGURES:
+        for fig in _grid_figures():
             entry = _dict(_dict(self.cfg.get("figures")).get(fig))
             runs = self.study_runs.get(entry.get("study"), [])
             spec = self.samplers.get(entry.get("sampler"))

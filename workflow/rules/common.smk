@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from grokking_llc.config import ConfigError, load_workflow_config  # noqa: E402
-from grokking_llc.plan import build_plan  # noqa: E402
+from grokking_llc.plan import RESULTS, build_plan  # noqa: E402
 from grokking_llc.versions import code_version  # noqa: E402
 
 # Jobs inherit the environment: silence devinterp's per-chain progress bars in job logs.
@@ -17,13 +17,12 @@ try:
     _validated = load_workflow_config(
         workflow.config_settings.configfiles, workflow.config_settings.config
     )
+    PLAN = build_plan(_validated)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
 config.update(_validated)
 
-PLAN = build_plan(config)
-RESULTS = "results"
 DEVICE = config["device"]
 
 

@@ -43,13 +43,15 @@ def _valid(track: pd.DataFrame) -> np.ndarray:
 
 
 def summarize_track(track: pd.DataFrame) -> dict[str, Any]:
-    """Final and maximum LLC of one track (the maximum over finite estimates), each with its
-    validity, and how many of the track's estimates are valid."""
+    """Final and maximum LLC of one track, each with its validity, and how many of the track's
+    estimates are valid. The maximum is over the valid estimates when any is valid."""
     valid = _valid(track)
     values = track["llc_mean"].to_numpy(dtype=np.float64)
     last = int(np.argmax(track["step"].to_numpy()))
-    finite = np.isfinite(values)
-    best = int(np.argmax(np.where(finite, values, -np.inf))) if finite.any() else None
+    # The maximum over valid estimates where there are any (an invalid peak is not a result),
+    # else over every finite one, flagged not valid.
+    pool = np.isfinite(values) & (valid if valid.any() else True)
+    best = int(np.argmax(np.where(pool, values, -np.inf))) if pool.any() else None
     return {
         "final_llc": float(values[last]),
         "final_llc_std": float(track["llc_std"].iloc[last]),

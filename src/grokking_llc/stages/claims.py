@@ -1,0 +1,49 @@
+"""Stage entry point of ``score_claims``: the paper's claims as a table, one row per claim and
+named sampler (:mod:`grokking_llc.claims` holds every claim and its verdict rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from grokking_llc.claims import compute_claims
+from grokking_llc.io import write_parquet
+
+
+def _as_list(value: Any) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"fig3": {"train_log", "llc": {sampler: table}}, "fig13": ...}`` from the input roles
+    ``<key>_train_log`` and ``<key>_llc`` (one LLC table per name in ``<key>_samplers``)."""
+    tracks: dict[str, Any] = {}
+    for key in ("fig3", "fig13"):
+        if f"{key}_train_log" not in inputs:
+            continue
+        names = params[f"{key}_samplers"]
+        paths = _as_list(inputs[f"{key}_llc"])
+        tracks[key] = {
+            "train_log": pd.read_parquet(inputs[f"{key}_train_log"]),
+            "llc": {n: pd.read_parquet(p) for n, p in zip(names, paths, strict=True)},
+        }
+    return tracks
+
+
+def run_score_claims(
+    inputs: Mapping[str, Any], params: Mapping[str, Any], out_path: str
+) -> pd.DataFrame:
+    """Write ``claims.parquet`` from the summary tables and Figure 3's and 13's tracks."""
+    df = compute_claims(
+        pd.read_parquet(inputs["runs"]),
+        pd.read_parquet(inputs["training"]),
+        load_tracks(inputs, params),
+        params.get("theory_baseline"),
+        samplers=params["samplers"],
+        studies=params["studies"],
+        seed=params.get("seed", 0),
+    )
+    write_parquet(df, out_path)
+    return df
