@@ -224,4 +224,8 @@ def test_figure_catalog_read_from_the_modules_matches_the_registry():
     assert set(catalog) == set(REGISTRY)
     for key, spec in REGISTRY.items():
         info = catalog[key]
-        assert (info.stem, info.reads, info.per_sampler) == (spec.stem, spec.reads, spec.per_sampler)
+        assert (info.stem, info.reads, info.per_sampler) == (
+            spec.stem,
+            spec.reads,
+            spec.per_sampler,
+        )

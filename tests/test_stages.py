@@ -95,7 +95,11 @@ def test_summarize_track_final_max_and_validity():
     # a table without validity columns is "not validated", never valid
     legacy = summarize_track(track.drop(columns="valid"))
     assert legacy["n_llc_valid"] == 0 and legacy["final_llc_valid"] is False
-    assert (legacy["max_llc"], legacy["max_llc_step"], legacy["max_llc_valid"]) == (7.0, 20.0, False)
+    assert (legacy["max_llc"], legacy["max_llc_step"], legacy["max_llc_valid"]) == (
+        7.0,
+        20.0,
+        False,
+    )
 
 
 def test_runs_table_has_one_row_per_run_and_sampler(tmp_path):

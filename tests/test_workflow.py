@@ -151,9 +151,7 @@ LLC_PLOTS = {"plot_figure", "summarize_runs", "score_claims", "figures"}
 
 
 def test_paper_sampler_edit_reruns_its_tracks_grids_and_plots_only(done_run):
-    name = write_config(
-        done_run, lambda c: c["llc"]["samplers"]["paper"].update(lr=2.0e-4)
-    )
+    name = write_config(done_run, lambda c: c["llc"]["samplers"]["paper"].update(lr=2.0e-4))
     jobs = planned_jobs(done_run, name)
     assert set(jobs) == {"estimate_llc", "gather_llc", "estimate_llc_grid"} | LLC_PLOTS
     assert "calibrate_sampler" not in jobs and "train_model" not in jobs
@@ -174,7 +172,9 @@ def test_plot_edit_reruns_only_plots(done_run):
 
 
 def test_stride_entry_for_another_study_reruns_nothing(done_run):
-    name = write_config(done_run, lambda c: c["llc"].setdefault("every_by_study", {}).update(scaling=3))
+    name = write_config(
+        done_run, lambda c: c["llc"].setdefault("every_by_study", {}).update(scaling=3)
+    )
     assert planned_jobs(done_run, name) == {}
 
 

@@ -74,7 +74,9 @@ def figure_catalog() -> dict[str, FigureInfo]:
             if not isinstance(node, ast.FunctionDef):
                 continue
             for deco in node.decorator_list:
-                if not (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"):
+                if not (
+                    isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"
+                ):
                     continue
                 kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg != "caption"}
                 key = ast.literal_eval(deco.args[0])
@@ -590,10 +592,12 @@ class Plan:
                 for s in self.samplers.values():
                     if not all(self.sampler_covers(s, st) for st in entry["studies"]):
                         continue
-                    add(key, spec, s.name,
-                        {"logs": [r.train_log for r in runs],
-                         "llcs": [self.track(r, s).path for r in runs]},
-                        sampler=s.name, titles=[r.label for r in runs], options=options)  # fmt: skip
+                    inputs = {
+                        "logs": [r.train_log for r in runs],
+                        "llcs": [self.track(r, s).path for r in runs],
+                    }
+                    titles = [r.label for r in runs]
+                    add(key, spec, s.name, inputs, sampler=s.name, titles=titles, options=options)
             elif spec.reads == "grid" and key in self.grid_jobs:
                 add(key, spec, None, {"grid": self.grid_jobs[key].path}, options=options)
         return dict(sorted(out.items()))

@@ -1,8 +1,9 @@
 """Rule calibrate_sampler: a grid of SGLD settings at a few checkpoints of a study's runs, each
 with its validity checks, and one setting chosen for all of them (SPEC section 10)."""
 
-from grokking_llc.stages import setup_job
 from grokking_llc.stages.calibrate import run_calibrate_sampler
+
+from grokking_llc.stages import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)
 run_calibrate_sampler(

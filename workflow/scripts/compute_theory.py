@@ -5,5 +5,8 @@ from grokking_llc.stages.theory import run_compute_theory
 
 setup_job(snakemake.log[0], snakemake.threads)
 run_compute_theory(
-    snakemake.input.checkpoints, snakemake.input.train_log, snakemake.output[0], snakemake.params.job
+    snakemake.input.checkpoints,
+    snakemake.input.train_log,
+    snakemake.output[0],
+    snakemake.params.job,
 )

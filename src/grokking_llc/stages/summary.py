@@ -75,7 +75,9 @@ def run_summarize_runs(
     for entry in tracks:
         summary = summarize_track(pd.read_parquet(entry["path"]))
         base = training.loc[entry["run_id"]].to_dict()
-        rows.append(base | {"sampler": entry["sampler"], "sampler_id": entry["sampler_id"]} | summary)
+        rows.append(
+            base | {"sampler": entry["sampler"], "sampler_id": entry["sampler_id"]} | summary
+        )
     columns = list(training.columns) + list(LLC_SUMMARY_COLUMNS)
     df = pd.DataFrame(rows, columns=columns).sort_values(["sampler", "run_id"], ignore_index=True)
     write_parquet(df, out_path)
