@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from grokking_llc.config import SamplerConfig
+from grokking_llc.sgld import SamplerOptions
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,47 @@ def sample_loss_traces(
     device: str,
 ) -> tuple[np.ndarray, float]:
     """Run devinterp's SGLD; return the (chain, step) loss traces and its init loss at w*."""
+    out = sample_chains(model, x, y, loss_fn, cfg, seed=seed, device=device, save_metrics=False)
+    return out["trace"], out["init_loss"]
+
+
+def sample_chains(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn,
+    cfg: SamplerConfig,
+    *,
+    seed: int,
+    device: str,
+    options: SamplerOptions | None = None,
+    save_metrics: bool = True,
+) -> dict:
+    """devinterp's sampler of ``options.kind`` (``"sgld"`` or ``"rmsprop"``, its
+    ``rmsprop_sgld``); returns ``trace`` (chain, step), ``init_loss``, ``num_params`` and, with
+    ``save_metrics``, the per-step diagnostics that devinterp records, in the fast backend's
+    names (:class:`grokking_llc.sgld.ChainSamples`), all (chain, step):
+
+    * ``distance``: its ``metrics_distance``, ``|w_t - w*|`` before the update of step t;
+    * ``grad_norm``: ``|nbeta grad L_B(w_t)|`` = its ``metrics_unscaled_grad / (eps / 2)``
+      (the raw gradient term, before any preconditioner);
+    * ``loc_norm``: ``gamma * distance``.
+
+    devinterp 2.0.1 has no MALA acceptance (its 1.x callback is gone), so there is no
+    ``log_accept``: the estimate's ``step_ok`` is then False (unknown is not ok).
+    """
     from devinterp.slt.sampling import sample
 
+    opts = options or SamplerOptions()
+    if opts.kind not in ("sgld", "rmsprop"):
+        raise ValueError(f"devinterp has no sampler kind {opts.kind!r}; use backend 'fast'")
+    method: dict = {}
+    if opts.kind == "rmsprop":
+        method = dict(
+            sampling_method="rmsprop_sgld",
+            rmsprop_alpha=opts.rmsprop_alpha,
+            rmsprop_eps=opts.rmsprop_eps,
+        )
     dataset, per_token_loss = as_devinterp_problem(x.to(device), y.to(device), loss_fn)
     with (
         tempfile.TemporaryDirectory(prefix="devinterp-") as tmp,
@@ -82,10 +122,21 @@ def sample_loss_traces(
             device=device,
             output_path=Path(tmp) / "samples.zarr",
             loss_fn=per_token_loss,
+            save_metrics=save_metrics,
+            **method,
         )
         ds = samples.dataset
         trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values
         init_loss = float(ds.init_loss.values.mean())
+        out: dict = {"num_params": sum(p.numel() for p in model.parameters())}
+        if save_metrics:
+            distance = np.asarray(ds.metrics_distance.values, dtype=np.float64)
+            grad = np.asarray(ds.metrics_unscaled_grad.values, dtype=np.float64)
+            out |= {
+                "distance": distance,
+                "grad_norm": grad / (0.5 * cfg.lr),
+                "loc_norm": cfg.localization * distance,
+            }
     trace = np.asarray(trace, dtype=np.float64)
     # devinterp stops a chain whose loss turns NaN/inf with a warning and leaves the rest of its
     # trace at the store's fill value: mark such chains as non-finite so they count as diverged.
@@ -95,4 +146,4 @@ def sample_loss_traces(
             chain = int(msg.split("Chain ")[2].split()[0])
             trace[chain] = np.nan
             log.warning("devinterp: %s", msg)
-    return trace, init_loss
+    return out | {"trace": trace, "init_loss": init_loss}

@@ -40,12 +40,27 @@ def default_nbeta(batch_size: int) -> float:
 
 @dataclass
 class LLCResult:
-    """One LLC estimate with its diagnostics.
+    """One LLC estimate with its diagnostics and validity (SPEC sections 4 and 10).
 
-    ``loss_trace`` has shape (num_chains, num_burnin_steps + num_draws): the minibatch loss at
-    every SGLD step, burn-in included, so a trace plot shows it; the estimate uses draws only.
-    ``llc_mean`` and ``llc_std`` (sample std across chains, ddof=1; 0 for one chain) use the
-    chains that did not diverge; NaN with ``reason`` set when none is left.
+    ``loss_trace`` has shape (num_chains, steps run): the minibatch loss at every SGLD step,
+    burn-in included, so a trace plot shows it; the estimate uses the draws after ``burn_in``
+    steps only. ``llc_mean`` and ``llc_std`` (sample std across chains, ddof=1; 0 for one
+    chain) use the chains that did not diverge; NaN with ``reason`` set when none is left.
+    ``llc_se`` is the standard error of ``llc_mean`` from the effective sample size:
+    ``nbeta * sqrt(var(draws) / ess)``.
+
+    Validity (:mod:`grokking_llc.validity` holds the thresholds): ``r_hat`` and ``r_hat_tail``
+    (split-R-hat of the loss on the draws and on their last half), ``r_hat_distance`` (split-R-hat
+    of ``|w - w*|`` over the draws: the loss alone misses slowly relaxing near-flat directions,
+    see :mod:`grokking_llc.validity`), ``drift_z`` (first- vs last-quarter drift
+    in standard errors), ``ess``, ``mala_acceptance`` (mean MALA acceptance probability of the
+    steps, SPEC section 10), ``mean_distance`` (mean ``|w - w*|`` over the draws) beside
+    ``prior_radius`` = ``sqrt(d / gamma)``, ``grad_loc_ratio`` (mean ``|nbeta grad L|`` over
+    mean ``|gamma (w - w*)|``, draws only), ``burn_in`` (steps dropped: the configured
+    ``num_burnin_steps`` or more, where the trace reaches its plateau), ``num_steps`` (steps
+    run per chain), and the booleans ``stationary``, ``localisation_dominated``, ``step_ok``,
+    ``valid`` with ``invalid_reason`` ("" when valid). ``diagnostics`` keeps the per-chain,
+    per-step arrays the scalars come from (not part of :meth:`summary`).
     """
 
     llc_mean: float
@@ -59,59 +74,229 @@ class LLCResult:
     reason: str = ""
     r_hat: float = math.nan
     ess: float = math.nan
+    llc_se: float = math.nan
+    r_hat_tail: float = math.nan
+    r_hat_distance: float = math.nan
+    drift_z: float = math.nan
+    mala_acceptance: float = math.nan
+    mean_distance: float = math.nan
+    prior_radius: float = math.nan
+    grad_loc_ratio: float = math.nan
+    burn_in: int = 0
+    num_steps: int = 0
+    sampler_kind: str = "sgld"
+    stationary: bool = False
+    localisation_dominated: bool = True
+    step_ok: bool = False
+    valid: bool = False
+    invalid_reason: str = ""
+    diagnostics: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_chains(self) -> int:
         return int(self.loss_trace.shape[0])
 
     def summary(self) -> dict[str, Any]:
-        """Scalar fields for a results table."""
+        """The scalar columns of an LLC results row (the one source of them): every field but
+        the arrays (``llc_per_chain``, ``loss_trace``, ``diverged``, ``diagnostics``), plus
+        ``num_diverged``."""
         return {
-            "llc_mean": self.llc_mean,
-            "llc_std": self.llc_std,
-            "init_loss": self.init_loss,
-            "nbeta": self.nbeta,
-            "num_burnin_steps": self.num_burnin_steps,
-            "num_diverged": int(self.diverged.sum()),
+            "llc_mean": float(self.llc_mean),
+            "llc_std": float(self.llc_std),
+            "llc_se": float(self.llc_se),
+            "init_loss": float(self.init_loss),
+            "nbeta": float(self.nbeta),
+            "num_burnin_steps": int(self.num_burnin_steps),
+            "burn_in": int(self.burn_in),
+            "num_steps": int(self.num_steps),
+            "num_diverged": int(np.sum(self.diverged)),
             "reason": self.reason,
-            "r_hat": self.r_hat,
-            "ess": self.ess,
+            "r_hat": float(self.r_hat),
+            "r_hat_tail": float(self.r_hat_tail),
+            "r_hat_distance": float(self.r_hat_distance),
+            "drift_z": float(self.drift_z),
+            "ess": float(self.ess),
+            "mala_acceptance": float(self.mala_acceptance),
+            "mean_distance": float(self.mean_distance),
+            "prior_radius": float(self.prior_radius),
+            "grad_loc_ratio": float(self.grad_loc_ratio),
+            "sampler_kind": self.sampler_kind,
+            "stationary": bool(self.stationary),
+            "localisation_dominated": bool(self.localisation_dominated),
+            "step_ok": bool(self.step_ok),
+            "valid": bool(self.valid),
+            "invalid_reason": self.invalid_reason,
         }
 
 
+SUMMARY_COLUMNS = (
+    "llc_mean", "llc_std", "llc_se", "init_loss", "nbeta", "num_burnin_steps", "burn_in",
+    "num_steps", "num_diverged", "reason", "r_hat", "r_hat_tail", "r_hat_distance", "drift_z",
+    "ess", "mala_acceptance", "mean_distance", "prior_radius", "grad_loc_ratio", "sampler_kind",
+    "stationary", "localisation_dominated", "step_ok", "valid", "invalid_reason",
+)  # fmt: skip
+
+
+def _split_draws(trace: np.ndarray, num_burnin_steps: int, burn_in: str, diagnostics=None):
+    """(burn-in used, non-finite chains). ``"auto"``: where the finite chains' mean loss trace,
+    and their mean distance ``|w - w*|`` when the diagnostics hold it, reach their plateaus
+    (SPEC section 10; the later of the two), at least ``num_burnin_steps``; ``"fixed"``:
+    exactly ``num_burnin_steps``."""
+    from grokking_llc.diagnostics import plateau_burn_in
+
+    finite = np.isfinite(trace).all(axis=1)
+    if burn_in == "fixed" or not finite.any():
+        return int(num_burnin_steps), ~finite
+    if burn_in != "auto":
+        raise ValueError(f"burn_in {burn_in!r}: choose 'auto' or 'fixed'")
+    burn = plateau_burn_in(trace[finite], minimum=num_burnin_steps)
+    distance, steps = _distance_series(diagnostics)
+    if distance is not None and distance.shape[1] >= 20:
+        rows = finite[: len(distance)] if len(distance) == len(finite) else slice(None)
+        series = distance[rows]
+        if np.isfinite(series).all() and len(series):
+            cut = plateau_burn_in(series)  # in diagnostic points
+            if cut > 0:
+                limit = max(num_burnin_steps, trace.shape[1] // 2)
+                burn = max(burn, min(int(steps[cut - 1]) + 1, limit))
+    return int(burn), ~finite
+
+
+def _distance_series(diagnostics):
+    """(distance (chains, D), steps (D,)) of the diagnostics, or (None, None): the per-step
+    ``distance_trace`` when recorded, else the diagnostic steps' ``distance``."""
+    if diagnostics and np.size(diagnostics.get("distance_trace", ())):
+        distance = np.asarray(diagnostics["distance_trace"], dtype=np.float64)
+        return distance, np.arange(distance.shape[1])
+    if not diagnostics or "distance" not in diagnostics:
+        return None, None
+    distance = np.asarray(diagnostics["distance"], dtype=np.float64)
+    if distance.ndim != 2 or distance.shape[1] == 0:
+        return None, None
+    steps = np.asarray(diagnostics.get("steps", np.arange(distance.shape[1])))
+    return distance, steps
+
+
+def _draws_are_enough(
+    trace: np.ndarray,
+    diagnostics: Mapping[str, np.ndarray] | None,
+    num_burnin_steps: int,
+    burn_in: str,
+    target_ess: float,
+) -> bool:
+    """Stop rule of an adaptive run: every chain finite, the draws stationary (loss R-hat on
+    draws and tail, distance R-hat when recorded, drift; SPEC section 10) and an ESS of at least
+    ``target_ess``; or no finite chain left (more steps cannot help)."""
+    from grokking_llc.diagnostics import drift_z, effective_sample_size, r_hat, r_hat_tail
+    from grokking_llc.validity import DRIFT_Z_MAX, MIN_CHAINS, R_HAT_MAX
+
+    burn, bad = _split_draws(trace, num_burnin_steps, burn_in, diagnostics)
+    if bad.all():
+        return True
+    if bad.any() or trace.shape[1] - burn < 16:
+        return False
+    draws = trace[:, burn:]
+    distance, steps = _distance_series(diagnostics)
+    if distance is not None and not r_hat(distance[:, steps >= burn]) < R_HAT_MAX:
+        return False
+    return bool(
+        len(draws) >= MIN_CHAINS
+        and r_hat(draws) < R_HAT_MAX
+        and r_hat_tail(draws) < R_HAT_MAX
+        and abs(drift_z(draws)) <= DRIFT_Z_MAX
+        and effective_sample_size(draws) >= target_ess
+    )
+
+
 def llc_from_traces(
-    loss_trace: np.ndarray, init_loss: float, nbeta: float, num_burnin_steps: int
+    loss_trace: np.ndarray,
+    init_loss: float,
+    nbeta: float,
+    num_burnin_steps: int,
+    *,
+    burn_in: str = "auto",
+    localization: float = math.nan,
+    num_params: int | None = None,
+    diagnostics: Mapping[str, np.ndarray] | None = None,
+    sampler_kind: str = "sgld",
+    mala_note: str = "",
 ) -> LLCResult:
-    """LLC per chain ``n_beta * (mean_draws L - L(w*))`` with burn-in excluded (SPEC section 4).
+    """LLC per chain ``n_beta * (mean_draws L - L(w*))`` with burn-in excluded (SPEC section 4),
+    and its validity (SPEC section 10, :mod:`grokking_llc.validity`).
+
+    Burn-in: ``burn_in="auto"`` drops where the finite chains' mean trace reaches its plateau
+    (:func:`grokking_llc.diagnostics.plateau_burn_in`, at least ``num_burnin_steps`` and at most
+    half the steps beyond it); ``"fixed"`` drops exactly ``num_burnin_steps``.
 
     A chain is marked diverged when any of its losses is NaN or infinite, or when its mean
     loss over the draws exceeds ``init_loss`` by more than ``RUNAWAY_FACTOR * max(1, |init_loss|)``.
-    Diverged chains are left out of the mean and std, never averaged in silently; R-hat and
-    the effective sample size (:mod:`grokking_llc.diagnostics`) are computed on the draws of
-    the chains that remain.
+    Diverged chains are left out of the mean and std, never averaged in silently; R-hat, the
+    ESS and the drift are computed on the draws of the chains that remain.
+
+    ``diagnostics`` (optional): per-step arrays of the sampler, each (chains, D) at the steps
+    ``diagnostics["steps"]`` (D,): ``distance``, ``grad_norm``, ``loc_norm`` and optionally
+    ``log_accept`` (:class:`grokking_llc.sgld.ChainSamples`, or the same keys with one column per
+    step and no ``steps``). Only steps after the burn-in and chains that did not diverge count:
+    ``mala_acceptance`` is the mean of ``min(1, exp(log_accept))``, ``mean_distance`` the mean
+    distance, ``grad_loc_ratio = mean(grad_norm) / mean(loc_norm)``. Without them these are NaN
+    and the estimate is not valid. ``prior_radius = sqrt(num_params / localization)``.
+    ``mala_note`` says why MALA is missing, when it is.
     """
-    from grokking_llc.diagnostics import effective_sample_size, r_hat
+    from grokking_llc.diagnostics import (
+        drift_z,
+        effective_sample_size,
+        r_hat,
+        r_hat_tail,
+        standard_error,
+    )
+    from grokking_llc.validity import assess
 
     trace = np.asarray(loss_trace, dtype=np.float64)
     if trace.ndim != 2 or trace.shape[1] <= num_burnin_steps:
         raise ValueError(
             f"loss_trace of shape {trace.shape} has no draws after {num_burnin_steps} burn-in steps"
         )
-    draws = trace[:, num_burnin_steps:]
-    finite = np.isfinite(trace).all(axis=1)
+    burn, nonfinite = _split_draws(trace, num_burnin_steps, burn_in, diagnostics)
+    draws = trace[:, burn:]
     with np.errstate(invalid="ignore", over="ignore"):
         mean_loss = draws.mean(axis=1)
         per_chain = nbeta * (mean_loss - init_loss)
-    runaway = finite & (mean_loss - init_loss > RUNAWAY_FACTOR * max(1.0, abs(init_loss)))
-    diverged = ~finite | runaway
+    runaway = ~nonfinite & (mean_loss - init_loss > RUNAWAY_FACTOR * max(1.0, abs(init_loss)))
+    diverged = nonfinite | runaway
     good = per_chain[~diverged]
     reason = ""
     if not math.isfinite(init_loss):
         reason, good = "non-finite loss at the checkpoint itself", good[:0]
     elif good.size == 0:
         reason = "all chains diverged (NaN/inf or runaway loss)"
+    kept = draws[~diverged]
+    stats = {
+        "r_hat": r_hat(kept) if len(kept) > 1 else math.nan,
+        "r_hat_tail": r_hat_tail(kept) if len(kept) > 1 else math.nan,
+        "drift_z": drift_z(kept) if len(kept) else math.nan,
+        "ess": effective_sample_size(kept) if len(kept) else math.nan,
+    }
+    llc_se = nbeta * standard_error(kept) if len(kept) else math.nan
+    mala, distance, ratio, rhat_dist = _diagnostic_means(diagnostics, burn, ~diverged)
+    if num_params is not None and localization > 0:
+        prior_radius = math.sqrt(num_params / localization)
+    elif num_params is not None and localization == 0:
+        prior_radius = math.inf
+    else:
+        prior_radius = math.nan
+    llc_mean = float(good.mean()) if good.size else math.nan
+    verdict = assess(
+        llc_mean=llc_mean,
+        num_good_chains=int(good.size),
+        num_diverged=int(diverged.sum()),
+        mala_acceptance=mala,
+        grad_loc_ratio=ratio,
+        r_hat_distance=rhat_dist,
+        mala_note=mala_note,
+        **stats,
+    )
     return LLCResult(
-        llc_mean=float(good.mean()) if good.size else math.nan,
+        llc_mean=llc_mean,
         llc_std=float(good.std(ddof=1)) if good.size > 1 else (0.0 if good.size else math.nan),
         llc_per_chain=per_chain,
         loss_trace=trace,
@@ -120,9 +305,60 @@ def llc_from_traces(
         num_burnin_steps=int(num_burnin_steps),
         diverged=diverged,
         reason=reason,
-        r_hat=r_hat(draws[~diverged]) if (~diverged).sum() > 1 else math.nan,
-        ess=effective_sample_size(draws[~diverged]) if (~diverged).any() else math.nan,
+        llc_se=float(llc_se),
+        mala_acceptance=mala,
+        r_hat_distance=rhat_dist,
+        mean_distance=distance,
+        prior_radius=prior_radius,
+        grad_loc_ratio=ratio,
+        burn_in=int(burn),
+        num_steps=int(trace.shape[1]),
+        sampler_kind=sampler_kind,
+        stationary=verdict.stationary,
+        localisation_dominated=verdict.localisation_dominated,
+        step_ok=verdict.step_ok,
+        valid=verdict.valid,
+        invalid_reason=verdict.invalid_reason,
+        diagnostics=dict(diagnostics or {}),
+        **stats,
     )
+
+
+def _diagnostic_means(diagnostics, burn: int, keep: np.ndarray):
+    """(mean MALA acceptance, mean distance, force ratio, distance R-hat) over the draws of the
+    kept chains; NaN where the diagnostics do not say."""
+    nan4 = (math.nan,) * 4
+    series, series_steps = _distance_series(diagnostics)
+    if series is None or "distance" not in diagnostics:
+        return nan4
+    steps = np.asarray(diagnostics.get("steps", np.arange(np.shape(diagnostics["distance"])[1])))
+    cols = steps >= burn
+    if not cols.any() or not keep.any():
+        return nan4
+
+    def part(key):
+        return np.asarray(diagnostics[key], dtype=np.float64)[keep][:, cols]
+
+    from grokking_llc.diagnostics import r_hat
+
+    mala = math.nan
+    if "log_accept" in diagnostics and np.size(diagnostics["log_accept"]):
+        with np.errstate(over="ignore", invalid="ignore"):
+            mala = float(np.minimum(1.0, np.exp(part("log_accept"))).mean())
+    grad_mean, loc_mean = float(part("grad_norm").mean()), float(part("loc_norm").mean())
+    if loc_mean > 0:
+        ratio = grad_mean / loc_mean
+    else:
+        ratio = math.inf if grad_mean > 0 else math.nan
+    dist = series[keep][:, series_steps >= burn]
+    rhat_dist = r_hat(dist) if len(dist) > 1 else math.nan
+    return mala, float(part("distance").mean()), float(ratio), float(rhat_dist)
+
+
+def default_diag_every(num_steps: int) -> int:
+    """Diagnostic-step spacing: ~60 diagnostic steps per run, every 10th to 100th step, so the
+    two extra gradient evaluations of each cost at most ~20% of the run."""
+    return int(min(100, max(10, num_steps // 60)))
 
 
 def estimate_llc(
@@ -135,37 +371,77 @@ def estimate_llc(
     seed: int = 0,
     backend: str = "devinterp",
     device: str | torch.device | None = None,
+    diag_every: int | None = None,
 ) -> LLCResult:
-    """Estimate the LLC of ``model`` at its current parameters w* (SPEC section 4).
+    """Estimate the LLC of ``model`` at its current parameters w* (SPEC section 4), with the
+    validity checks of SPEC section 10.
 
     ``x`` and ``y`` are the full training inputs and targets (any shapes ``model`` and
     ``loss_fn`` accept, first dimension n); SGLD draws minibatches of ``sampler.batch_size``.
     ``sampler`` is a :class:`SamplerConfig` or a mapping with its keys (lr, nbeta, localization,
-    num_chains, num_burnin_steps, num_draws, batch_size, ...). ``seed`` fixes every random draw
-    (noise and minibatches). The model's parameters are left unchanged.
+    num_chains, num_burnin_steps, num_draws, batch_size, ...) and optionally those of
+    :class:`grokking_llc.sgld.SamplerOptions` (``kind``, ``burn_in``, ``max_steps``,
+    ``target_ess``, ...). ``seed`` fixes every random draw (noise and minibatches). The model's
+    parameters are left unchanged.
+
+    With ``max_steps`` above ``num_burnin_steps + num_draws`` the fast backend runs adaptively:
+    after that many steps, and then whenever the run has grown by half, it stops once the chains
+    are stationary with an ESS of at least ``target_ess`` (or all diverged), else at
+    ``max_steps``; ``num_steps`` of the result records the steps used. The devinterp backend
+    always runs ``num_burnin_steps + num_draws`` steps.
+
+    ``diag_every``: spacing of the fast backend's diagnostic steps (MALA acceptance, distances,
+    forces); None: :func:`default_diag_every`; 0: none (the estimate is then not valid).
     """
-    cfg = SamplerConfig.from_mapping(sampler)
+    from grokking_llc.sgld import split_sampler
+
+    cfg, opts = split_sampler(sampler)
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
     if cfg.batch_size > len(x):
         raise ValueError(f"sampler batch_size {cfg.batch_size} exceeds the {len(x)} samples")
     if device is None:
         device = next(model.parameters()).device
+    nbeta = cfg.resolved_nbeta
+    common = dict(burn_in=opts.burn_in, localization=cfg.localization, sampler_kind=opts.kind)
     if backend == "devinterp":
         from grokking_llc import devinterp_backend
 
-        trace, init_loss = devinterp_backend.sample_loss_traces(
-            model, x, y, loss_fn, cfg, seed=seed, device=str(device)
+        if opts.max_steps is not None and opts.max_steps > cfg.num_steps:
+            log.warning("devinterp backend: fixed length %d steps (no adaptive length)",
+                        cfg.num_steps)  # fmt: skip
+        out = devinterp_backend.sample_chains(
+            model, x, y, loss_fn, cfg, seed=seed, device=str(device), options=opts
         )
-    elif backend == "fast":
-        from grokking_llc import sgld
-
-        trace, init_loss = sgld.sample_loss_traces(
-            model, x, y, loss_fn, cfg, seed=seed, device=device
-        )
-    else:
+        diag = {k: out[k] for k in ("distance", "grad_norm", "loc_norm")}
+        return llc_from_traces(
+            out["trace"], out["init_loss"], nbeta, cfg.num_burnin_steps,
+            num_params=out["num_params"], diagnostics=diag,
+            mala_note="no MALA acceptance from devinterp 2.0.1", **common,
+        )  # fmt: skip
+    if backend != "fast":
         raise ValueError(f"unknown LLC backend {backend!r}; choose one of {BACKENDS}")
-    return llc_from_traces(trace, init_loss, cfg.resolved_nbeta, cfg.num_burnin_steps)
+    from grokking_llc import sgld
+
+    def enough(_s: int, trace: np.ndarray, diag: Mapping[str, np.ndarray]) -> bool:
+        return _draws_are_enough(trace, diag, cfg.num_burnin_steps, opts.burn_in, opts.target_ess)
+
+    adaptive = opts.max_steps is not None and opts.max_steps > cfg.num_steps
+    cap = opts.max_steps if adaptive else cfg.num_steps
+
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    every = default_diag_every(cfg.num_steps) if diag_every is None else int(diag_every)
+    [res] = sgld.sample_chains_many(
+        model, [state], x, y, loss_fn, cfg, seeds=[seed], device=device, options=opts,
+        diag_every=every, max_steps=cap, stop=enough if adaptive else None,
+    )  # fmt: skip
+    diag = {"steps": res.diag_steps, "log_accept": res.log_accept, "distance": res.distance,
+            "grad_norm": res.grad_norm, "loc_norm": res.loc_norm,
+            "distance_trace": res.distance_trace}  # fmt: skip
+    return llc_from_traces(
+        res.trace, res.init_loss, nbeta, cfg.num_burnin_steps, num_params=res.num_params,
+        diagnostics=diag, **common,
+    )  # fmt: skip
 
 
 def bias_reduced_llc(nbeta, llc) -> dict[str, float]:

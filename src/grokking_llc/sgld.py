@@ -12,7 +12,58 @@ uses, which is what devinterp records; ``init_loss`` is the mean minibatch loss 
 ``cfg.num_init_loss_batches`` minibatches. The LLC itself (SPEC section 4, burn-in dropped) is
 computed from these by :func:`grokking_llc.llc.llc_from_traces`, shared with the devinterp backend.
 
-Two implementations of the step, chosen by ``path``:
+Sampler kinds (:class:`SamplerOptions` ``kind``; the posterior sampled is the same, only the
+proposal differs). With a diagonal preconditioner ``G`` the step is
+
+    w <- w - (eps/2) * G * [ nbeta * grad L_batch(w) + gamma * (w - w*) + lambda_wd * w ]
+           + sqrt(eps) * sqrt(G) * N(0, I)
+
+* ``"sgld"``: ``G = 1`` (the update above).
+* ``"rmsprop"``: devinterp's ``rmsprop_sgld`` (Li et al. 2016): per chain and parameter,
+  ``v <- alpha v + (1 - alpha) g^2`` with ``g = grad L_batch(w)`` (``v_0 = 0``), then
+  ``G = 1 / (sqrt(v) + delta)`` (``rmsprop_alpha``, ``rmsprop_eps``; devinterp's defaults 0.99
+  and 0.1). No correction term for the varying ``G``, as in devinterp.
+* ``"gn_diag"``: ``G = 1 / (diag(GN) + damping * mean(diag(GN)))``, fixed for the whole chain,
+  with ``GN = J^T H_f J`` the Gauss-Newton matrix of the full-batch loss at ``w*`` (``J`` the
+  Jacobian of the model's outputs on the training inputs, ``H_f`` the loss's Hessian in the
+  outputs) and the mean taken per parameter tensor (:func:`gauss_newton_diagonal`). Under a
+  function-preserving rescaling ``W -> cW, V -> V/c^2`` the diagonal scales as ``c^-2`` on W and
+  ``c^4`` on V, so ``G`` scales as the squared parameter scale and the chain in rescaled
+  coordinates is the rescaled chain: the estimate is invariant (SPEC section 10), which SGLD
+  and RMSprop-SGLD are not.
+
+The preconditioned kinds take the generic gradient (below) whatever ``path`` says.
+
+Diagnostics (``diag_every > 0``), for SPEC section 10's validity checks: at every
+``diag_every``-th step t (t = k - 1, 2k - 1, ...) the sampler evaluates, in float64 and on the
+step's own minibatch ``B_t``, the loss and its gradient at ``w_t`` (before the update) and at
+``w_{t+1}`` (after it), and records per chain
+
+* ``log_accept``: the log MALA acceptance probability of the step for the minibatch potential
+  ``U(w) = nbeta L_{B_t}(w) + (gamma/2)|w - w*|^2 + (lambda_wd/2)|w|^2`` (SPEC section 10's
+  formula, with ``lambda_wd`` included since the sampler uses it). With the step's own noise
+  ``xi``, ``S = grad U(w_t) + grad U(w_{t+1})`` and ``dU = U(w_t) - U(w_{t+1})``, that formula
+  equals ``dU - (eps/8) S.G S + (sqrt(eps)/2) xi.(sqrt(G) S)`` exactly (``G = 1`` for SGLD;
+  the reverse move uses the same ``G``, which for RMSprop is the approximation that ``G`` does
+  not change within one step), and this form avoids the cancellation of two ``|xi|^2 ~ d``
+  terms. Both ends of the step use the same minibatch, so it measures the discretisation
+  error of the step, not minibatch noise. It costs two extra gradient evaluations per
+  diagnostic step (so ~2/diag_every of the run); the trace and the random numbers are the same
+  with diagnostics on or off.
+* ``distance``: ``|w_t - w*|``; ``grad_norm``: ``|nbeta grad L_{B_t}(w_t)|``; ``loc_norm``:
+  ``|gamma (w_t - w*)|``.
+
+With diagnostics on, ``|w_t - w*|`` is also recorded at every step (``distance_trace``, a
+cheap pass over the parameters): its R-hat and plateau catch near-flat directions that relax
+slowly although the loss trace looks stationary (:mod:`grokking_llc.validity`).
+
+Adaptive length (``max_steps`` and ``stop`` of :func:`sample_chains_many`): the batch schedule is
+drawn for ``max_steps`` steps up front, the chains run ``cfg.num_steps`` steps, then ``stop`` is
+asked per checkpoint whether its trace so far suffices; if not, the run grows by half its
+length, up to ``max_steps``. Every stream of random numbers is the one of the fixed-length run
+at ``max_steps``, so an adaptive run's output is exactly a prefix of that run's (tested).
+
+Two implementations of the plain SGLD step, chosen by ``path``:
 
 * ``"generic"``: any ``nn.Module`` and any ``loss_fn(pred, target) -> scalar mean loss`` that
   ``torch.func`` can transform (no data-dependent Python control flow on parameters). The
@@ -74,20 +125,116 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vjp, vmap
 
 from grokking_llc.config import SamplerConfig
 from grokking_llc.model import QuadraticNet, centred_mse
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, dict[str, torch.Tensor]], None]
+StopFn = Callable[[int, np.ndarray, dict[str, np.ndarray]], bool]
 
 PATHS = ("auto", "generic", "quadratic")
 EPOCH_MODES = ("reshuffle", "cycle")
+KINDS = ("sgld", "rmsprop", "gn_diag")
+BURN_IN_MODES = ("auto", "fixed")
+GROWTH = 1.5  # an adaptive run grows by this factor between checks
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Sampler settings that :class:`grokking_llc.config.SamplerConfig` does not (yet) hold.
+
+    * ``kind``: ``"sgld"`` | ``"rmsprop"`` | ``"gn_diag"`` (module docstring).
+    * ``rmsprop_alpha`` in (0, 1), ``rmsprop_eps`` > 0: RMSprop-SGLD's decay and ``delta``.
+    * ``gn_damping`` > 0: ``gn_diag``'s damping, relative to the tensor's mean diagonal;
+      ``gn_probes`` >= 1: random probes of :func:`gauss_newton_diagonal`.
+    * ``burn_in``: ``"auto"`` (drop ``max(num_burnin_steps, measured relaxation)``, see
+      :func:`grokking_llc.diagnostics.plateau_burn_in`) or ``"fixed"`` (``num_burnin_steps``).
+    * ``max_steps``: ``None`` for a fixed-length run of ``num_burnin_steps + num_draws`` steps;
+      otherwise the cap of an adaptive run that starts with that many steps and stops once the
+      chains are stationary with an ESS of at least ``target_ess`` (> 0).
+    """
+
+    kind: str = "sgld"
+    rmsprop_alpha: float = 0.99
+    rmsprop_eps: float = 0.1
+    gn_damping: float = 0.01
+    gn_probes: int = 64
+    burn_in: str = "auto"
+    max_steps: int | None = None
+    target_ess: float = 400.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"sampler kind {self.kind!r}: choose one of {KINDS}")
+        if self.burn_in not in BURN_IN_MODES:
+            raise ValueError(f"burn_in {self.burn_in!r}: choose one of {BURN_IN_MODES}")
+        if not 0.0 < self.rmsprop_alpha < 1.0 or not self.rmsprop_eps > 0:
+            raise ValueError("rmsprop_alpha must lie in (0, 1) and rmsprop_eps be > 0")
+        if not self.gn_damping > 0 or self.gn_probes < 1:
+            raise ValueError("gn_damping must be > 0 and gn_probes >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if not self.target_ess > 0:
+            raise ValueError(f"target_ess must be > 0, got {self.target_ess}")
+
+    def non_default(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (what a settings dict needs to carry)."""
+        default = SamplerOptions()
+        return {k: v for k, v in asdict(self).items() if v != getattr(default, k)}
+
+
+OPTION_KEYS = tuple(f.name for f in fields(SamplerOptions))
+
+
+def split_sampler(
+    sampler: Mapping[str, Any] | SamplerConfig,
+) -> tuple[SamplerConfig, SamplerOptions]:
+    """``(SamplerConfig, SamplerOptions)`` from a settings mapping or a SamplerConfig.
+
+    A mapping's :data:`OPTION_KEYS` go to the options and the rest to
+    :meth:`SamplerConfig.from_mapping` (which rejects unknown keys); an option that
+    SamplerConfig also defines is read from it, so fields added to SamplerConfig later flow
+    through unchanged.
+    """
+    cfg_keys = set(SamplerConfig.__dataclass_fields__)
+    if isinstance(sampler, SamplerConfig):
+        extra = {k: getattr(sampler, k) for k in OPTION_KEYS if k in cfg_keys}
+        return sampler, SamplerOptions(**extra)
+    mapping = dict(sampler)
+    extra = {k: mapping[k] for k in OPTION_KEYS if k in mapping}
+    for k in OPTION_KEYS:
+        if k not in cfg_keys:
+            mapping.pop(k, None)
+    return SamplerConfig.from_mapping(mapping), SamplerOptions(**extra)
+
+
+@dataclass
+class ChainSamples:
+    """What the fast sampler returns for one checkpoint (module docstring).
+
+    ``trace``: float64 (chains, steps run); ``init_loss``: mean minibatch loss at ``w*``;
+    ``num_params``: d. Diagnostics (float64, (chains, D), empty when off) at the steps
+    ``diag_steps`` (D,): ``log_accept``, ``distance``, ``grad_norm``, ``loc_norm``; and
+    ``distance_trace`` (chains, steps run; empty when off): ``|w_t - w*|`` before every step,
+    aligned with ``trace`` (one pass over the parameters per step, no gradient).
+    """
+
+    trace: np.ndarray
+    init_loss: float
+    num_params: int
+    diag_steps: np.ndarray
+    log_accept: np.ndarray
+    distance: np.ndarray
+    grad_norm: np.ndarray
+    loc_norm: np.ndarray
+    distance_trace: np.ndarray
 
 
 def sample_loss_traces(
@@ -139,7 +286,8 @@ def sample_loss_traces_many(
     (a ``state_dict`` will do; other keys are ignored, buffers are taken from ``model``);
     checkpoint s is sampled with ``seeds[s]``. Returns one ``(trace, init_loss)`` per checkpoint,
     the same as :func:`sample_loss_traces` with that seed. Memory grows linearly with
-    ``len(states) * cfg.num_chains``.
+    ``len(states) * cfg.num_chains``. Plain SGLD of the given length, no diagnostics; see
+    :func:`sample_chains_many` for the rest.
 
     ``path``: ``"auto"``, ``"generic"`` or ``"quadratic"`` (see the module docstring).
 
@@ -156,7 +304,45 @@ def sample_loss_traces_many(
     ``epoch_mode``: ``"reshuffle"`` (default) or ``"cycle"`` (devinterp's minibatch order), see
     :func:`batch_schedule`.
     """
-    cfg = SamplerConfig.from_mapping(cfg)
+    out = sample_chains_many(
+        model, states, x, y, loss_fn, SamplerConfig.from_mapping(cfg), seeds=seeds,
+        device=device, path=path, on_step=on_step, overlap_noise=overlap_noise,
+        epoch_mode=epoch_mode,
+    )  # fmt: skip
+    return [(res.trace, res.init_loss) for res in out]
+
+
+def sample_chains_many(
+    model: torch.nn.Module,
+    states: Sequence[Mapping[str, torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    cfg: SamplerConfig,
+    *,
+    seeds: Sequence[int],
+    device: str | torch.device,
+    options: SamplerOptions | None = None,
+    diag_every: int = 0,
+    max_steps: int | None = None,
+    stop: StopFn | None = None,
+    path: str = "auto",
+    on_step: StepCallback | None = None,
+    overlap_noise: bool | str = "auto",
+    epoch_mode: str = "reshuffle",
+) -> list[ChainSamples]:
+    """The sampler of ``options.kind`` at each checkpoint, with diagnostics and adaptive length.
+
+    As :func:`sample_loss_traces_many` (same arguments, same numbers for plain SGLD), plus:
+    ``options`` (kind and its constants; ``None``: plain SGLD); ``diag_every`` (0: off; else
+    the MALA / distance / force diagnostics of the module docstring every that many steps);
+    ``max_steps`` (cap of an adaptive run, >= ``cfg.num_steps``; ``None``: ``cfg.num_steps``);
+    ``stop(s, trace, diagnostics)`` (called with checkpoint s's trace so far, shape
+    (chains, t), and its diagnostics so far (``steps`` and the :class:`ChainSamples` arrays)
+    after ``cfg.num_steps`` steps and then each time the run has grown by a factor 1.5; True
+    ends that checkpoint's chains there). Without ``stop`` every chain runs to the cap.
+    """
+    opts = options or SamplerOptions()
     if path not in PATHS:
         raise ValueError(f"unknown SGLD path {path!r}; choose one of {PATHS}")
     if len(seeds) != len(states):
@@ -167,6 +353,11 @@ def sample_loss_traces_many(
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
     if cfg.batch_size > len(x):
         raise ValueError(f"sampler batch_size {cfg.batch_size} exceeds the {len(x)} samples")
+    if diag_every < 0:
+        raise ValueError(f"diag_every must be >= 0, got {diag_every}")
+    cap = cfg.num_steps if max_steps is None else int(max_steps)
+    if cap < cfg.num_steps:
+        raise ValueError(f"max_steps {cap} is below the {cfg.num_steps} steps of one run")
     device = torch.device(device)
     if path == "auto":
         path = "quadratic" if _is_plain_quadratic(model) else "generic"
@@ -174,28 +365,117 @@ def sample_loss_traces_many(
         raise ValueError("path='quadratic' needs a grokking_llc.model.QuadraticNet")
 
     sampler = _Sampler(
-        model, states, x.to(device), y.to(device), loss_fn, cfg, seeds, device, epoch_mode
-    )
+        model, states, x.to(device), y.to(device), loss_fn, cfg, seeds, device, epoch_mode,
+        opts, cap, diag_every,
+    )  # fmt: skip
     init_losses = sampler.init_losses()
-    step = sampler.quadratic_step if path == "quadratic" else sampler.generic_step
-    num_steps = cfg.num_steps
-    trace = torch.empty(num_steps, sampler.num_rows, dtype=sampler.flat.dtype, device=device)
+    if opts.kind != "sgld":
+        step = sampler.precond_step
+    else:
+        step = sampler.quadratic_step if path == "quadratic" else sampler.generic_step
+    trace = torch.empty(cap, sampler.num_rows, dtype=sampler.flat.dtype, device=device)
+    dist_trace = torch.empty(cap if diag_every else 0, sampler.num_rows, dtype=torch.float64,
+                             device=device)  # fmt: skip
     if overlap_noise == "auto":
         overlap_noise = device.type == "cpu" and torch.get_num_threads() < _usable_cpus()
     if overlap_noise:
-        sampler._prefetch = _NoisePrefetcher(sampler, num_steps)
+        sampler._prefetch = _NoisePrefetcher(sampler, cap)
+    S, C = sampler.S, sampler.C
+    stopped_at: list[int | None] = [None] * S
+    t, boundary = 0, cfg.num_steps if stop is not None else cap
     try:
         with torch.no_grad():
-            for t in range(num_steps):
-                step(t, trace[t])
-                if on_step is not None:
-                    on_step(t, sampler.params)
+            while True:
+                while t < boundary:
+                    if diag_every:
+                        sampler.distance(dist_trace[t])
+                    sampler.advance(t, trace[t], step)
+                    if on_step is not None:
+                        on_step(t, sampler.params)
+                    t += 1
+                if stop is None or t >= cap:
+                    break
+                so_far = trace[:t].T.to(device="cpu", dtype=torch.float64).numpy()
+                so_far = so_far.reshape(S, C, t)
+                diag = sampler.diagnostics()
+                dist_so_far = dist_trace[:t].T.cpu().numpy()
+                for s in range(S):
+                    rows = slice(s * C, (s + 1) * C)
+                    diag_s = {"steps": diag["steps"], **{k: diag[k][rows] for k in _DIAG_KEYS}}
+                    if diag_every:
+                        diag_s["distance_trace"] = dist_so_far[rows]
+                    if stopped_at[s] is None and stop(s, so_far[s], diag_s):
+                        stopped_at[s] = t
+                if all(v is not None for v in stopped_at):
+                    break
+                boundary = min(cap, max(t + 1, math.ceil(t * GROWTH)))
     finally:
         if sampler._prefetch is not None:
             sampler._prefetch.close()
-    out = trace.T.to(device="cpu", dtype=torch.float64).numpy()
-    out = out.reshape(len(states), cfg.num_chains, num_steps)
-    return [(out[s].copy(), init_losses[s]) for s in range(len(states))]
+    out = trace[:t].T.to(device="cpu", dtype=torch.float64).numpy().reshape(S, C, t)
+    dist_out = dist_trace[:t].T.cpu().numpy().reshape(S, C, -1)
+    diag = sampler.diagnostics()
+    results = []
+    for s in range(S):
+        used = stopped_at[s] if stopped_at[s] is not None else t
+        keep = diag["steps"] < used
+        rows = slice(s * C, (s + 1) * C)
+        results.append(
+            ChainSamples(
+                trace=out[s, :, :used].copy(),
+                init_loss=init_losses[s],
+                num_params=sampler.num_params,
+                diag_steps=diag["steps"][keep],
+                distance_trace=dist_out[s, :, :used].copy(),
+                **{k: diag[k][rows][:, keep].copy() for k in _DIAG_KEYS},
+            )
+        )
+    return results
+
+
+_DIAG_KEYS = ("log_accept", "distance", "grad_norm", "loc_norm")
+
+
+def gauss_newton_diagonal(
+    model: torch.nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    num_probes: int = 64,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Diagonal of the Gauss-Newton matrix ``J^T H_f J`` of the loss on ``(x, y)`` at ``params``.
+
+    ``J`` is the Jacobian of the model's outputs ``f`` on all of ``x``, ``H_f`` the Hessian of
+    ``loss_fn(f, y)`` in ``f``. Estimated without forming either: for probes ``u`` with
+    independent +-1 entries, ``E[(J^T u) * (J^T H_f u)] = diag(J^T H_f J)`` (since E[u u^T] =
+    I), with ``J^T v`` a vector-Jacobian product and ``H_f u`` a Jacobian-vector product of the
+    loss's gradient in ``f``. Averaged over ``num_probes`` probes drawn from ``seed``; negative
+    entries of the estimate (noise; GN is positive semi-definite for a convex loss) are set to 0.
+    Used by the ``gn_diag`` sampler kind (module docstring).
+    """
+    names = list(params)
+    buffers = dict(model.named_buffers())
+
+    def outputs(p):
+        return functional_call(model, (p, buffers), (x,))
+
+    with torch.enable_grad():
+        pred, pull_back = vjp(outputs, dict(params))
+        grad_f = grad(lambda f: loss_fn(f, y))
+        gen = torch.Generator(device=pred.device).manual_seed(int(seed))
+        acc = {name: torch.zeros_like(params[name]) for name in names}
+        for _ in range(num_probes):
+            u = torch.randint(0, 2, pred.shape, generator=gen, device=pred.device)
+            u = u.to(pred.dtype).mul_(2).sub_(1)
+            _, hu = jvp(grad_f, (pred.detach(),), (u,))
+            (ju,) = pull_back(u)
+            (jhu,) = pull_back(hu)
+            for name in names:
+                acc[name] += ju[name].detach() * jhu[name].detach()
+    return {name: (acc[name] / num_probes).clamp_(min=0.0) for name in names}
 
 
 def _usable_cpus() -> int:
@@ -275,12 +555,17 @@ class _Sampler:
         w <- (1 - (eps/2)(gamma + lambda_wd)) w + (eps/2) gamma w* + sqrt(eps) xi,
 
     is then two in-place passes over that buffer, and the gradient term
-    ``-(eps/2) nbeta grad L_batch(w)`` is added per parameter.
+    ``-(eps/2) nbeta grad L_batch(w)`` is added per parameter. Preconditioned kinds keep the
+    gradient, ``G`` and ``sqrt(G)`` in buffers of the same layout.
     """
 
-    def __init__(self, model, states, x, y, loss_fn, cfg: SamplerConfig, seeds, device, epoch_mode):
+    def __init__(
+        self, model, states, x, y, loss_fn, cfg: SamplerConfig, seeds, device, epoch_mode,
+        opts: SamplerOptions, total_steps: int, diag_every: int,
+    ):  # fmt: skip
         self.model, self.x, self.y, self.loss_fn, self.cfg = model, x, y, loss_fn, cfg
         self.device = device
+        self.opts = opts
         self.S, self.C = len(states), cfg.num_chains
         self.M = self.num_rows = self.S * self.C
         self.B = cfg.batch_size
@@ -288,6 +573,7 @@ class _Sampler:
         self.nbeta = float(cfg.resolved_nbeta)
         self.gamma = float(cfg.localization)
         self.wd = float(cfg.weight_decay)
+        self.diag_every = int(diag_every)
 
         named = list(model.named_parameters())
         self.names = [name for name, _ in named]
@@ -305,33 +591,49 @@ class _Sampler:
             for name in self.names
         }
         numel = [self.center[name][0].numel() for name in self.names]
-        self.flat = torch.empty(self.M * sum(numel), dtype=dtype, device=device)
-        self.noise = [torch.empty_like(self.flat) for _ in range(2)]
-        self.params: dict[str, torch.Tensor] = {}
-        self._noise_blocks = [[[] for _ in range(self.S)] for _ in self.noise]
-        self._prefetch = None
+        self.num_params = int(sum(numel))
+        self.layout = []  # (name, offset, numel, shape)
         offset = 0
         for name, k in zip(self.names, numel, strict=True):
-            shape = self.center[name].shape[1:]
-            block = self.flat[offset : offset + self.M * k].view(self.M, *shape)
-            block.view(self.S, self.C, *shape).copy_(self.center[name].unsqueeze(1))
-            self.params[name] = block
-            for buf, noise in enumerate(self.noise):
-                noise = noise[offset : offset + self.M * k].view(self.S, self.C, *shape)
-                for s in range(self.S):
-                    self._noise_blocks[buf][s].append(noise[s])
+            self.layout.append((name, offset, k, self.center[name].shape[1:]))
             offset += self.M * k
+        self.flat = torch.empty(offset, dtype=dtype, device=device)
+        self.noise = [torch.empty_like(self.flat) for _ in range(2)]
+        self.params = self.views(self.flat)
+        self._noise_blocks = [[[] for _ in range(self.S)] for _ in self.noise]
+        self._prefetch = None
+        for name, block in self.params.items():
+            shape = block.shape[1:]
+            block.view(self.S, self.C, *shape).copy_(self.center[name].unsqueeze(1))
+        for buf, noise in enumerate(self.noise):
+            for block in self.views(noise).values():
+                per_s = block.view(self.S, self.C, *block.shape[1:])
+                for s in range(self.S):
+                    self._noise_blocks[buf][s].append(per_s[s])
+        self.center_flat = self.flat.clone()  # w* of every chain, laid out like ``flat``
         # (eps/2) * gamma * w*, laid out like ``flat`` (SPEC section 4 localisation term).
         self.pull = self.flat.mul(0.5 * self.eps * self.gamma)
         self.decay = 1.0 - 0.5 * self.eps * (self.gamma + self.wd)
 
         gens = [_generators(seed, device) for seed in seeds]
         self.gen_noise = [g for _, g in gens]
-        num_batches = max(cfg.num_steps, cfg.num_init_loss_batches)
+        num_batches = max(total_steps, cfg.num_init_loss_batches)
         # (S, num_batches, B) row indices into x, y.
         self.schedule = torch.stack(
             [batch_schedule(len(x), self.B, num_batches, g, device, epoch_mode) for g, _ in gens]
         )
+        self.G = self.sqrt_G = None
+        if opts.kind != "sgld":
+            self._setup_preconditioner()
+        self._keep_noise, self._noise_copy = False, None
+        self._diag: dict[str, list] = {"steps": [], **{k: [] for k in _DIAG_KEYS}}
+
+    def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: (M, *shape)}`` views of a buffer laid out like ``flat``."""
+        return {
+            name: buf[off : off + self.M * k].view(self.M, *shape)
+            for name, off, k, shape in self.layout
+        }
 
     # ---------------------------------------------------------------- shared pieces
 
@@ -363,27 +665,131 @@ class _Sampler:
             return self.noise[0]
         return self._prefetch.get()
 
+    def _release(self, noise: torch.Tensor) -> None:
+        if self._keep_noise:
+            self._noise_copy = noise.clone()
+        if self._prefetch is not None:
+            self._prefetch.release(noise)
+
     def _langevin_linear_part(self) -> None:
         """``w <- decay * w + (eps/2) gamma w* + sqrt(eps) xi`` in place (SPEC section 4)."""
         noise = self.next_noise()
         if self.decay != 1.0:
             torch.add(self.pull, self.flat, alpha=self.decay, out=self.flat)
         self.flat.add_(noise, alpha=math.sqrt(self.eps))
-        if self._prefetch is not None:
-            self._prefetch.release(noise)
+        self._release(noise)
 
     def _chains(self, s: int) -> slice:
         """Rows of checkpoint s's chains in the stacked state."""
         return slice(s * self.C, (s + 1) * self.C)
 
+    def advance(self, t: int, loss_out: torch.Tensor, step) -> None:
+        """Step t, with the diagnostics of the module docstring when t is a diagnostic step."""
+        diag = self.diag_every > 0 and (t + 1) % self.diag_every == 0
+        if diag:
+            before = self._evaluate64(t)
+            self._keep_noise = True
+        step(t, loss_out)
+        if diag:
+            self._keep_noise = False
+            self._record(t, before, self._evaluate64(t))
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def _evaluate64(self, t: int):
+        """Current parameters (float64), their loss and gradient on minibatch ``B_t``."""
+        if not hasattr(self, "_grad_fn64"):
+            self._x64 = self.x.double() if self.x.is_floating_point() else self.x
+            self._y64 = self.y.double() if self.y.is_floating_point() else self.y
+            buffers64 = {
+                k: b.double() if b.is_floating_point() else b for k, b in self.buffers.items()
+            }
+
+            def loss64(params, xb, yb):
+                return self.loss_fn(functional_call(self.model, (params, buffers64), (xb,)), yb)
+
+            self._grad_fn64 = vmap(grad_and_value(loss64), in_dims=(0, None, None))
+            self._center64 = {k: v.double() for k, v in self.views(self.center_flat).items()}
+        w = {name: p.double() for name, p in self.params.items()}
+        losses = torch.empty(self.M, dtype=torch.float64, device=self.device)
+        grads = {name: torch.empty_like(v) for name, v in w.items()}
+        for s in range(self.S):
+            rows, chains = self.schedule[s, t], self._chains(s)
+            with torch.enable_grad():
+                g, loss = self._grad_fn64(
+                    {name: w[name][chains] for name in self.names},
+                    self._x64[rows],
+                    self._y64[rows],
+                )
+            losses[chains] = loss
+            for name in self.names:
+                grads[name][chains] = g[name]
+        return w, losses, grads
+
+    def _record(self, t: int, before, after) -> None:
+        """Per-chain log MALA acceptance, distance and force norms of step t (docstring)."""
+        (w0, loss0, g0), (w1, loss1, g1) = before, after
+        M, eps, nbeta, gamma, wd = self.M, self.eps, self.nbeta, self.gamma, self.wd
+
+        def sq(a):
+            return a.reshape(M, -1).square().sum(dim=1)
+
+        def dot(a, b):
+            return (a * b).reshape(M, -1).sum(dim=1)
+
+        xi = self.views(self._noise_copy.double())
+        G = self.views(self.G.double()) if self.G is not None else None
+        dist0 = torch.zeros(M, dtype=torch.float64, device=self.device)
+        dist1, norm0, norm1, gsq = dist0.clone(), dist0.clone(), dist0.clone(), dist0.clone()
+        cross, quad = dist0.clone(), dist0.clone()
+        for name in self.names:
+            c = self._center64[name]
+            dist0 += sq(w0[name] - c)
+            dist1 += sq(w1[name] - c)
+            norm0 += sq(w0[name])
+            norm1 += sq(w1[name])
+            gsq += sq(g0[name])
+            # S = grad U(w_t) + grad U(w_{t+1}), U = nbeta L_B + gamma/2 |w - w*|^2 + wd/2 |w|^2
+            s_sum = (
+                nbeta * (g0[name] + g1[name])
+                + gamma * (w0[name] + w1[name] - 2.0 * c)
+                + wd * (w0[name] + w1[name])
+            )
+            if G is None:
+                cross += dot(xi[name], s_sum)
+                quad += sq(s_sum)
+            else:
+                cross += dot(xi[name], G[name].sqrt() * s_sum)
+                quad += dot(s_sum, G[name] * s_sum)
+        d_u = nbeta * (loss0 - loss1) + 0.5 * gamma * (dist0 - dist1) + 0.5 * wd * (norm0 - norm1)
+        log_accept = d_u - eps / 8.0 * quad + 0.5 * math.sqrt(eps) * cross
+        d = self._diag
+        d["steps"].append(t)
+        d["log_accept"].append(log_accept.cpu())
+        d["distance"].append(dist0.sqrt().cpu())
+        d["grad_norm"].append(nbeta * gsq.sqrt().cpu())
+        d["loc_norm"].append(gamma * dist0.sqrt().cpu())
+
+    def distance(self, out: torch.Tensor) -> None:
+        """``|w - w*|`` of every chain into ``out`` (M,), float64."""
+        diff = torch.sub(self.flat, self.center_flat)
+        total = torch.zeros(self.M, dtype=torch.float64, device=self.device)
+        for block in self.views(diff).values():
+            total += block.reshape(self.M, -1).double().square().sum(dim=1)
+        out.copy_(total.sqrt_())
+
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        """Recorded diagnostics: ``steps`` (D,) and each of ``_DIAG_KEYS`` as (M, D)."""
+        out = {"steps": np.asarray(self._diag["steps"], dtype=np.int64)}
+        for k in _DIAG_KEYS:
+            rows = self._diag[k]
+            out[k] = torch.stack(rows, dim=1).numpy() if rows else np.zeros((self.M, 0), np.float64)
+        return out
+
     # ---------------------------------------------------------------- generic path
 
-    def generic_step(self, t: int, loss_out: torch.Tensor) -> None:
-        """One SGLD step for any model: vmap(grad) over the chains (SPEC section 4).
-
-        One vmap call per checkpoint, over its chains, with that checkpoint's minibatch shared
-        (not batched: some losses, e.g. ``F.one_hot`` targets, cannot be vmapped over data).
-        """
+    def _grad_values(self, t: int, loss_out: torch.Tensor):
+        """Every chain's loss (into ``loss_out``) and gradient on minibatch t (vmap(grad))."""
         if not hasattr(self, "_grad_fn"):
             self._grad_fn = vmap(grad_and_value(self._loss_at), in_dims=(0, None, None))
         grads = {name: [] for name in self.names}
@@ -396,6 +802,15 @@ class _Sampler:
             loss_out[chains] = loss
             for name in self.names:
                 grads[name].append(g[name])
+        return grads
+
+    def generic_step(self, t: int, loss_out: torch.Tensor) -> None:
+        """One SGLD step for any model: vmap(grad) over the chains (SPEC section 4).
+
+        One vmap call per checkpoint, over its chains, with that checkpoint's minibatch shared
+        (not batched: some losses, e.g. ``F.one_hot`` targets, cannot be vmapped over data).
+        """
+        grads = self._grad_values(t, loss_out)
         self._langevin_linear_part()
         for name in self.names:
             torch._foreach_add_(
@@ -404,19 +819,60 @@ class _Sampler:
                 alpha=-0.5 * self.eps * self.nbeta,
             )
 
+    # ---------------------------------------------------------------- preconditioned kinds
+
+    def _setup_preconditioner(self) -> None:
+        """Buffers of the preconditioned kinds; ``G`` at w* for ``gn_diag`` (module docstring)."""
+        self.grad_flat = torch.empty_like(self.flat)
+        self.grad_blocks = self.views(self.grad_flat)
+        self.G = torch.ones_like(self.flat)
+        self.sqrt_G = torch.ones_like(self.flat)
+        if self.opts.kind == "rmsprop":
+            self.square_avg = torch.zeros_like(self.flat)
+            return
+        blocks = self.views(self.G)
+        for s in range(self.S):
+            diag = gauss_newton_diagonal(
+                self.model, {name: self.center[name][s] for name in self.names}, self.x,
+                self.y, self.loss_fn, num_probes=self.opts.gn_probes, seed=s,
+            )  # fmt: skip
+            for name in self.names:
+                h = diag[name]
+                floor = self.opts.gn_damping * float(h.mean())
+                if not floor > 0:  # a tensor the loss does not see: unit scale
+                    floor = 1.0
+                blocks[name][self._chains(s)] = (1.0 / (h + floor)).unsqueeze(0)
+        torch.sqrt(self.G, out=self.sqrt_G)
+
+    def precond_step(self, t: int, loss_out: torch.Tensor) -> None:
+        """One preconditioned step: ``w -= (eps/2) G drift; w += sqrt(eps G) xi`` (docstring)."""
+        grads = self._grad_values(t, loss_out)
+        for name in self.names:
+            for s in range(self.S):
+                self.grad_blocks[name][self._chains(s)].copy_(grads[name][s])
+        g = self.grad_flat
+        if self.opts.kind == "rmsprop":
+            alpha = self.opts.rmsprop_alpha
+            self.square_avg.mul_(alpha).addcmul_(g, g, value=1.0 - alpha)
+            torch.sqrt(self.square_avg, out=self.G)
+            self.G.add_(self.opts.rmsprop_eps).reciprocal_()
+            torch.sqrt(self.G, out=self.sqrt_G)
+        # drift = nbeta g + gamma (w - w*) + wd w, in place of g
+        g.mul_(self.nbeta).add_(self.flat, alpha=self.gamma + self.wd)
+        g.sub_(self.center_flat, alpha=self.gamma)
+        noise = self.next_noise()
+        self.flat.addcmul_(self.G, g, value=-0.5 * self.eps)
+        self.flat.addcmul_(self.sqrt_G, noise, value=math.sqrt(self.eps))
+        self._release(noise)
+
     # ---------------------------------------------------------------- quadratic path
 
     def _setup_quadratic(self) -> None:
         model: QuadraticNet = self.model
         p, K, M, B, S, C = model.p, model.width, self.M, self.B, self.S, self.C
         dev, dtype = self.device, self.flat.dtype
-        # Rows of the (M * 2p, K) stacked W hit by step t: chain m's copy of W[a] and W[p + b].
-        base = (torch.arange(M, device=dev) * (2 * p)).view(1, S, C, 1)
-        a = self.x[:, 0][self.schedule].transpose(0, 1).unsqueeze(2)  # (T, S, 1, B)
-        b = (self.x[:, 1] + p)[self.schedule].transpose(0, 1).unsqueeze(2)
-        self._rows_a = (base + a).reshape(-1, M * B)
-        self._rows_b = (base + b).reshape(-1, M * B)
-        self._rows_ab = torch.stack([self._rows_a, self._rows_b], dim=2)  # (T, M * B, 2)
+        # Chain m's copy of W starts at row m * 2p of the (M * 2p, K) stacked W.
+        self._base = (torch.arange(M, device=dev) * (2 * p)).view(S, C, 1)
         self._W = self.params["W"]  # (M, 2p, K)
         self._V = self.params["V"]  # (M, K, p)
         self._W_rows = self._W.view(M * 2 * p, K)
@@ -433,6 +889,15 @@ class _Sampler:
         if self._one_hot_scatter:
             self._xt = torch.zeros(S, 2 * p, B, dtype=dtype, device=dev)
 
+    def _stacked_rows(self, t: int):
+        """Rows of the stacked W hit by step t: chain m's copy of W[a] and W[p + b]."""
+        sched = self.schedule[:, t]  # (S, B)
+        a = self.x[sched, 0].unsqueeze(1)  # (S, 1, B)
+        b = (self.x[sched, 1] + self.model.p).unsqueeze(1)
+        rows_a = (self._base + a).reshape(-1)  # (M * B,)
+        rows_b = (self._base + b).reshape(-1)
+        return rows_a, rows_b, torch.stack([rows_a, rows_b], dim=1)
+
     def quadratic_step(self, t: int, loss_out: torch.Tensor) -> None:
         """One SGLD step of QuadraticNet with the hand-written backward (SPEC sections 2, 4).
 
@@ -445,9 +910,9 @@ class _Sampler:
             self._setup_quadratic()
         M, B, S, C = self.M, self.B, self.S, self.C
         W, V, h2 = self._W, self._V, self._h2
-        rows_a, rows_b = self._rows_a[t], self._rows_b[t]
+        rows_a, rows_b, rows_ab = self._stacked_rows(t)
         # h = W[a] + W[p + b] for every chain: one gather-and-sum over the stacked rows.
-        h = torch.nn.functional.embedding_bag(self._rows_ab[t], self._W_rows, mode="sum")
+        h = torch.nn.functional.embedding_bag(rows_ab, self._W_rows, mode="sum")
         torch.mul(h, h, out=h2)
         pred = torch.bmm(h2.view(M, B, -1), V, out=self._pred)  # (M, B, p)
         coef = -0.5 * self.eps * self.nbeta  # -(eps/2) nbeta, SPEC section 4
