@@ -6,7 +6,7 @@ CORES  ?= 8
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv figures all report test test-fast lint format bench clean unlock
+.PHONY: venv figures all report results test test-fast lint format bench clean unlock
 
 # Snakemake's lock (.snakemake/locks) outlives a kill of its whole process group (kill -9, a
 # closed terminal, a node lost) and then refuses every run. `make unlock` (run before figures,
@@ -60,6 +60,10 @@ all: $(STAMP) unlock
 
 report: figures         ## HTML report with every figure captioned: results/report.html
 	$(BIN)/snakemake --report results/report.html figures
+
+results: figures        ## README's results section from the scorecard (docs/claims.parquet keeps the copy the README quotes)
+	cp results/tables/claims.parquet docs/claims.parquet
+	$(BIN)/python -m grokking_llc.report README.md docs/claims.parquet
 
 unlock:                  ## remove a lock left by a killed run (only if no snakemake runs here)
 	@if $(PY) -c "$$STALE_LOCK_PY"; then $(BIN)/snakemake --unlock --cores 1; fi

@@ -60,6 +60,7 @@ class FigureInfo:
     stem: str
     reads: str
     per_sampler: bool
+    caption: str = ""
 
 
 @cache
@@ -78,9 +79,11 @@ def figure_catalog() -> dict[str, FigureInfo]:
                     isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"
                 ):
                     continue
-                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg != "caption"}
+                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords}
                 key = ast.literal_eval(deco.args[0])
-                out[key] = FigureInfo(key, kw["stem"], kw["reads"], bool(kw["per_sampler"]))
+                out[key] = FigureInfo(
+                    key, kw["stem"], kw["reads"], bool(kw["per_sampler"]), kw.get("caption", "")
+                )
     return dict(sorted(out.items()))
 
 
@@ -543,9 +546,8 @@ class Plan:
         figs, plots = self.config["figures"], self.config["plots"]
 
         def add(key, spec, per_sampler, inputs, **options):
-            job = FigureJob(
-                key, spec.stem, per_sampler, _frozen(inputs), _frozen({"plots": plots, **options})
-            )
+            params = {"plots": plots, "caption": spec.caption, **options}
+            job = FigureJob(key, spec.stem, per_sampler, _frozen(inputs), _frozen(params))
             out[job.name] = job
 
         for key, spec in self.figure_specs.items():
@@ -556,7 +558,7 @@ class Plan:
                         f"fig_calibration_{study}",
                         None,
                         _frozen({"calibration": cal.path}),
-                        _frozen({"plots": plots, "study": study}),
+                        _frozen({"plots": plots, "study": study, "caption": spec.caption}),
                     )
                     out[job.name] = job
                 continue

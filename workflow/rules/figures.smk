@@ -10,7 +10,7 @@ rule plot_figure:
         report(
             f"{RESULTS}/figures/{{figure}}.png",
             caption="../report/figure.rst",
-            category="Figures",
+            category="2. Figures",
         ),
     params:
         figure=get_figure_params,

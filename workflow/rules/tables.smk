@@ -72,7 +72,12 @@ rule score_claims:
     input:
         **PLAN.claims_inputs(),
     output:
-        PLAN.claims_path,
+        claims=PLAN.claims_path,
+        html=report(
+            f"{RESULTS}/report/scorecard.html",
+            caption="../report/scorecard.rst",
+            category="1. Scorecard",
+        ),
     params:
         job=PLAN.claims_params(),
         code=code_version("claims"),

@@ -4,4 +4,9 @@ from grokking_llc.stages import setup_job
 from grokking_llc.stages.claims import run_score_claims
 
 setup_job(snakemake.log[0], snakemake.threads)
-run_score_claims(dict(snakemake.input.items()), snakemake.params.job, snakemake.output[0])
+run_score_claims(
+    dict(snakemake.input.items()),
+    snakemake.params.job,
+    snakemake.output.claims,
+    snakemake.output.html,
+)

@@ -33,9 +33,10 @@ def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
 
 
 def run_score_claims(
-    inputs: Mapping[str, Any], params: Mapping[str, Any], out_path: str
+    inputs: Mapping[str, Any], params: Mapping[str, Any], out_path: str, html_path: str | None = None
 ) -> pd.DataFrame:
-    """Write ``claims.parquet`` from the summary tables and Figure 3's and 13's tracks."""
+    """Write ``claims.parquet`` from the summary tables and Figure 3's and 13's tracks (and the
+    scorecard as an HTML table for the Snakemake report)."""
     df = compute_claims(
         pd.read_parquet(inputs["runs"]),
         pd.read_parquet(inputs["training"]),
@@ -46,4 +47,10 @@ def run_score_claims(
         seed=params.get("seed", 0),
     )
     write_parquet(df, out_path)
+    if html_path is not None:
+        from grokking_llc.io import atomic_path
+        from grokking_llc.report import claims_html
+
+        with atomic_path(html_path) as tmp:
+            tmp.write_text(claims_html(df))
     return df
