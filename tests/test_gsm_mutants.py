@@ -1,0 +1,246 @@
+"""Tests of grokking_llc.gsm that small deliberate bugs cannot slip past (issue 15).
+
+Each test names the bug it catches. The curves are hand-made and every expected number is worked
+out in the comments (SPEC section 6 for the GSM and the delay; the regime rule is
+:func:`grokking_llc.gsm.classify_regime`'s docstring).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokking_llc.gsm import (
+    GROKKING,
+    IMMEDIATE_GENERALISATION,
+    NO_GENERALISATION,
+    classify_regime,
+    generalisation_delay,
+    grokking_severity,
+    summarize_training,
+)
+
+STEPS = np.arange(1, 11) * 100.0
+# Curves on which the thresholds 0.99 (SPEC section 6) and 0.9 give different delays:
+#   train >= 0.9 first at step 200 (0.95), >= 0.99 first at step 300 (0.995)
+#   val   >= 0.9 first at step 400 (0.92), >= 0.99 first at step 800 (0.993)
+TRAIN = [0.50, 0.95, 0.995, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+VAL = [0.10, 0.30, 0.50, 0.92, 0.95, 0.97, 0.985, 0.993, 1.0, 1.0]
+
+
+# --------------------------------------------------------------------------- delay threshold
+
+
+def test_delay_default_threshold_is_099_not_09():
+    # 0.99: 800 - 300 = 500; a threshold of 0.9 would give 400 - 200 = 200
+    assert generalisation_delay(STEPS, TRAIN, VAL) == 500.0
+    assert generalisation_delay(STEPS, TRAIN, VAL, threshold=0.9) == 200.0
+
+
+def test_summary_row_reads_memorisation_and_generalisation_at_099():
+    log = pd.DataFrame(
+        {
+            "step": STEPS.astype(int),
+            "train_loss": np.linspace(1.0, 0.1, 10),
+            "val_loss": np.linspace(2.0, 0.2, 10),
+            "train_acc": TRAIN,
+            "val_acc": VAL,
+        }
+    )
+    row = summarize_training({"p": 7, "train_frac": 0.5}, log)
+    # at 0.9 these would be 200, 400 and 200
+    assert (row["t_memorise"], row["t_generalise"], row["delay"]) == (300.0, 800.0, 500.0)
+
+
+# --------------------------------------------------------------------------- messages name inputs
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: grokking_severity([0.1, 1.2], [0.1, 1.0]), r"^train_acc must hold accuracies"),
+        (lambda: grokking_severity([0.1, 1.0], [0.1, -0.2]), r"^val_acc must hold accuracies"),
+        (lambda: grokking_severity([], [0.5]), r"^train_acc is empty"),
+        (lambda: grokking_severity([0.5], []), r"^val_acc is empty"),
+        (lambda: grokking_severity([1.0], [1.0], threshold=-0.1), r"^threshold must lie in"),
+        (lambda: generalisation_delay([], [], []), r"^steps is empty"),
+        (lambda: generalisation_delay([1, 2], [0.5, 1.5], [0.5, 1.0]), r"^train_acc must hold"),
+        (lambda: generalisation_delay([1, 2], [0.5, 1.0], [0.5, 1.5]), r"^val_acc must hold"),
+        (lambda: generalisation_delay([2, 1], [0.5, 1.0], [0.5, 1.0]), r"^steps must be strictly"),
+        (lambda: classify_regime([0.5, 1.5], [0.5, 1.0]), r"^train_acc must hold"),
+        (lambda: classify_regime([0.5, 1.0], [-0.5, 1.0]), r"^val_acc must hold"),
+        (lambda: classify_regime([1.0], [1.0], gen_threshold=1.5), r"^gen_threshold must lie in"),
+        (lambda: classify_regime([1.0], [1.0], steps=[]), r"^steps is empty"),
+        (
+            lambda: classify_regime([1.0], [1.0], immediate_gap_checkpoints=-1.0),
+            r"^immediate_rel_delay and immediate_gap_checkpoints must be >= 0$",
+        ),
+    ],
+)
+def test_error_messages_name_the_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "shown"),
+    [
+        (lambda: grokking_severity([1.0] * 3, [1.0] * 2), "train_acc: 3, val_acc: 2"),
+        (
+            lambda: generalisation_delay([1, 2, 3], [1.0] * 2, [1.0] * 2),
+            "steps: 3, train_acc: 2, val_acc: 2",
+        ),
+        (
+            lambda: generalisation_delay([1, 2], [1.0] * 3, [1.0] * 2),
+            "steps: 2, train_acc: 3, val_acc: 2",
+        ),
+        (
+            lambda: generalisation_delay([1, 2], [1.0] * 2, [1.0] * 3),
+            "steps: 2, train_acc: 2, val_acc: 3",
+        ),
+        (lambda: classify_regime([1.0] * 3, [1.0] * 2), "train_acc: 3, val_acc: 2"),
+        (lambda: classify_regime([1.0] * 2, [1.0] * 3), "train_acc: 2, val_acc: 3"),
+        (lambda: classify_regime([1.0] * 2, [1.0] * 2, [1, 2, 3]), "train_acc: 2, steps: 3"),
+    ],
+)
+def test_every_pair_of_inputs_is_length_checked(call, shown):
+    # the message lists every input of the function with its length
+    with pytest.raises(ValueError, match=rf"^inputs must have equal lengths, got {shown}$"):
+        call()
+
+
+@pytest.mark.parametrize("steps", [[200, 100], [100, 100]])
+def test_two_steps_out_of_order_refused_even_when_the_run_never_generalises(steps):
+    # the run never generalises (final val 0.1), so nothing downstream looks at the steps
+    with pytest.raises(ValueError, match="steps must be strictly increasing"):
+        classify_regime([0.5, 1.0], [0.1, 0.1], steps=steps)
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def test_thresholds_zero_and_one_are_allowed():
+    # threshold 0: both finals (1.0, 0.9) exceed 0 -> mean gap (0.3 + 0.1) / 2 = 0.2
+    assert grokking_severity([0.5, 1.0], [0.2, 0.9], threshold=0.0) == pytest.approx(0.2)
+    # threshold 1: nothing exceeds 1 strictly -> 0
+    assert grokking_severity([1.0, 1.0], [1.0, 1.0], threshold=1.0) == 0.0
+    # delay at threshold 1.0: train first == 1.0 at step 400, val at step 900
+    assert generalisation_delay(STEPS, TRAIN, VAL, threshold=1.0) == 500.0
+    assert classify_regime([1.0], [1.0], gen_threshold=1.0) == NO_GENERALISATION
+
+
+# --------------------------------------------------------------------------- regimes
+
+
+def _run(t_train_idx: int, t_val_idx: int, n: int = 10):
+    train = [0.3] * t_train_idx + [1.0] * (n - t_train_idx)
+    val = [0.05] * t_val_idx + [1.0] * (n - t_val_idx)
+    return train, val
+
+
+def test_regime_gap_allowance_is_two_checkpoints():
+    # train reaches 0.9 at step 100; allowed = max(0.5 * 100, 2 * 100) = 200
+    train, val = _run(0, 2)  # val at step 300: delay 200 <= 200
+    assert classify_regime(train, val, STEPS) == IMMEDIATE_GENERALISATION
+    train, val = _run(0, 3)  # val at step 400: delay 300 > 200 (three checkpoints would allow it)
+    assert classify_regime(train, val, STEPS) == GROKKING
+
+
+def test_regime_relative_allowance_is_half_of_t_train():
+    # train at step 600: allowed = max(0.5 * 600, 200) = 300
+    train, val = _run(5, 8)  # val at 900: delay 300 -> immediate
+    assert classify_regime(train, val, STEPS) == IMMEDIATE_GENERALISATION
+    train, val = _run(5, 9)  # val at 1000: delay 400 -> grokking
+    assert classify_regime(train, val, STEPS) == GROKKING
+    # knobs are used as given: rel 1.0 allows 600
+    assert classify_regime(train, val, STEPS, immediate_rel_delay=1.0) == IMMEDIATE_GENERALISATION
+
+
+def test_regime_needs_the_final_training_accuracy_above_threshold():
+    # training accuracy collapses at the last checkpoint: not generalised, whatever came before
+    train = [0.3, 1.0, 1.0, 0.5]
+    val = [0.0, 0.2, 1.0, 1.0]
+    assert classify_regime(train, val) == NO_GENERALISATION
+    # exactly at the threshold is not above it (strict, as the GSM)
+    assert classify_regime([0.3, 0.9], [0.95, 0.95]) == NO_GENERALISATION
+    assert grokking_severity([0.3, 0.9], [0.95, 0.95]) == 0.0
+
+
+def test_regime_with_two_checkpoints_uses_their_spacing():
+    # t_train = 100, t_val = 200: delay 100 <= max(50, 2 * 100) = 200 -> immediate
+    assert classify_regime([1.0, 1.0], [0.5, 1.0], [100, 200]) == IMMEDIATE_GENERALISATION
+
+
+def test_regime_of_a_single_checkpoint_warns_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no median of an empty spacing list
+        assert classify_regime([1.0], [1.0], [500]) == IMMEDIATE_GENERALISATION
+        assert classify_regime([1.0], [0.5], [500]) == NO_GENERALISATION
+
+
+# --------------------------------------------------------------------------- summary row
+
+
+def _log(steps, train_acc, val_acc):
+    n = len(steps)
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "train_loss": np.arange(n, 0, -1) / 10.0,  # n/10, ..., 0.1
+            "val_loss": np.arange(n, 0, -1) / 5.0,  # n/5, ..., 0.2
+            "train_acc": train_acc,
+            "val_acc": val_acc,
+        }
+    )
+
+
+def test_summary_row_exact_contents():
+    log = _log([0, 100, 200, 300], [0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.95])
+    run = {"p": 7, "train_frac": 0.5, "lr": 1e-3, "model_options": {"b": 1, "a": 2}}
+    row = summarize_training(run, log, run_id="r1", studies=["s1", "s2"])
+    expected = {
+        "run_id": "r1",
+        "studies": ["s1", "s2"],
+        "p": 7,
+        "train_frac": 0.5,
+        "lr": 1e-3,
+        "model_options": '{"a": 2, "b": 1}',  # sorted keys: one text per options dict
+        "n_train": 24,  # round(0.5 * 49) = round(24.5) = 24 (banker's rounding)
+        "final_step": 300,
+        "final_train_acc": 1.0,
+        "final_val_acc": 0.95,
+        "final_train_loss": 0.1,
+        "final_val_loss": 0.2,
+        # gaps 0, 1, 0.5, 0.05 -> mean 1.55 / 4
+        "gsm": pytest.approx(1.55 / 4),
+        # train >= 0.99 at 100, val never reaches 0.99 -> NaN
+        "t_memorise": 100.0,
+        # regime at 0.9: train at 100, val at 300: delay 200 <= max(50, 200) -> immediate
+        "regime": IMMEDIATE_GENERALISATION,
+    }
+    nan_keys = {"delay", "t_generalise"}
+    assert set(row) == set(expected) | nan_keys
+    assert all(math.isnan(row[k]) for k in nan_keys)
+    assert {k: row[k] for k in expected} == expected
+    assert isinstance(row["final_step"], int)
+
+
+def test_summary_row_defaults_and_missing_options():
+    log = _log([0, 100], [1.0, 1.0], [1.0, 1.0])
+    row = summarize_training({"p": 7, "train_frac": 0.5}, log)
+    assert row["run_id"] == "" and row["studies"] == [] and row["model_options"] == "{}"
+
+
+def test_summary_regime_uses_the_logged_steps():
+    # a log that starts at step 10000 (checkpoints every 100): train at 10000, val at 11000:
+    # delay 1000 <= max(0.5 * 10000, 200) -> immediate. Counting checkpoints 1, 2, ... instead
+    # would give delay 10 > max(0.5, 2) -> grokking.
+    steps = 10000 + 100 * np.arange(12)
+    log = _log(steps, [1.0] * 12, [0.1] * 10 + [1.0, 1.0])
+    row = summarize_training({"p": 7, "train_frac": 0.5}, log)
+    assert row["regime"] == IMMEDIATE_GENERALISATION
+    assert classify_regime(log["train_acc"], log["val_acc"]) == GROKKING
