@@ -8,6 +8,8 @@ observed value and the reason (see the docstring of ``jacobian_rank_llc``).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -328,7 +330,8 @@ def test_ntk_llc_centred_equals_data_restricted_count():
 # data-restricted count
 # --------------------------------------------------------------------------------------------
 def test_training_pairs_match_make_split():
-    data = pytest.importorskip("grokking_llc.data")
+    from grokking_llc import data
+
     for p, tf, seed in [(5, 0.4, 0), (7, 0.4, 3), (11, 0.25, 1)]:
         df = data.make_split(p, tf, seed)
         expect = df[df["split"] == "train"][["a", "b"]].to_numpy(dtype=np.int64)
@@ -495,3 +498,331 @@ def test_theory_table_tracks_effective_width():
     assert (df["llc_closed_form"] == min(K * (3 * p - 1), p * 2 * p * (2 * p + 1) / 2) / 2).all()
     n = round(0.6 * p * p)
     assert (df["lazy_high"] == p / 2 * min(K, n)).all()
+
+
+# --------------------------------------------------------------------------------------------
+# mutation-proofing (issue 15): each test below fails for a small deliberate bug in theory.py
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: llc_quadratic(0, 3), "p must be an integer >= 1, got 0"),
+        (lambda: llc_quadratic(2.5, 3), "p must be an integer >= 1, got 2.5"),
+        (lambda: llc_quadratic(3, 0), "K must be an integer >= 1, got 0"),
+        (lambda: llc_quadratic(3, 4, d=0), "d must be an integer >= 1, got 0"),
+        (lambda: llc_single_output(0, 3), "d must be an integer >= 1, got 0"),
+        (lambda: llc_single_output(3, 0), "K must be an integer >= 1, got 0"),
+        (lambda: llc_lazy_bounds(0, 3), "p must be an integer >= 1, got 0"),
+        (lambda: llc_feature_stage(0, 1), "p must be an integer >= 1, got 0"),
+        (lambda: jacobian_rank_llc(0, 1, 1), "d must be an integer >= 1, got 0"),
+        (lambda: jacobian_rank_llc(1, 0, 1), "q must be an integer >= 1, got 0"),
+        (lambda: jacobian_rank_llc_single_output(0, 1), "d must be an integer >= 1, got 0"),
+        (lambda: jacobian_rank_llc_single_output(1, 0), "K must be an integer >= 1, got 0"),
+        (lambda: training_pairs(1), "p must be an integer >= 2, got 1"),
+        (lambda: training_pairs(3, train_frac=0.0), r"train_frac must lie in (0, 1], got 0.0"),
+        (lambda: training_pairs(3, n=10), "n=10 exceeds the p^2=9 available pairs"),
+        (lambda: data_restricted_llc(1, 1), "p must be an integer >= 2, got 1"),
+        (lambda: data_restricted_llc(2, 0), "K must be an integer >= 1, got 0"),
+        (
+            lambda: data_restricted_llc(3, 1, method="fast"),
+            "method must be 'auto', 'direct' or 'blocks', got 'fast'",
+        ),
+        (
+            lambda: T.data_restricted_bound_pairs(1, 1, np.array([[0, 0], [0, 1]])),
+            "p must be an integer >= 2, got 1",
+        ),
+        (
+            lambda: T.data_restricted_bound_pairs(2, 0, np.array([[0, 0], [0, 1]])),
+            "K must be an integer >= 1, got 0",
+        ),
+        (
+            lambda: T.data_restricted_bound_pairs(2, 1, np.array([[0, 0]])),
+            "need at least 2 training pairs",
+        ),
+        (
+            lambda: effective_width(np.full((2, 2), np.nan), np.ones((2, 2))),
+            "W contains NaN or inf",
+        ),
+        (
+            lambda: effective_width(np.ones((2, 2)), np.full((2, 2), np.inf)),
+            "V contains NaN or inf",
+        ),
+        (
+            lambda: effective_width(np.ones((3, 4)), np.ones((5, 2))),
+            r"W must have shape (d, K) and V shape (K, p): got W (3, 4), V (5, 2)",
+        ),
+        (
+            lambda: quadratic_forms_jacobian(np.full((2, 2), np.nan), np.ones((2, 2))),
+            "W contains NaN or inf",
+        ),
+        (
+            lambda: quadratic_forms_jacobian(np.ones((2, 2)), np.full((2, 2), np.nan)),
+            "V contains NaN or inf",
+        ),
+        (
+            lambda: quadratic_forms_jacobian(np.ones((3, 4)), np.ones((5, 2))),
+            r"need W (d, K) and V (K, q), got (3, 4) and (5, 2)",
+        ),
+        (
+            lambda: quadratic_forms_jacobian(np.ones(3), np.ones((3, 2))),
+            r"need W (d, K) and V (K, q), got (3,) and (3, 2)",
+        ),
+        (
+            lambda: quadratic_forms_jacobian(np.ones((3, 4)), np.ones(4)),
+            r"need W (d, K) and V (K, q), got (3, 4) and (4,)",
+        ),
+        (lambda: ntk_llc(nn.Identity(), torch.ones(3, 2)), "model has no trainable parameters"),
+        (
+            lambda: ntk_llc(nn.Linear(2, 1), torch.ones(1, 2), centred=True),
+            "centred=True needs outputs with a sample dimension of size >= 2",
+        ),
+    ],
+)
+def test_error_messages_name_the_argument(call, message):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert str(err.value) == message
+
+
+def test_smallest_allowed_arguments():
+    # p = 2 is allowed wherever p >= 2 is asked for; n = p^2 draws the whole grid
+    np.testing.assert_array_equal(training_pairs(2), [[0, 0], [0, 1], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(training_pairs(3, n=9, seed=5), training_pairs(3))
+    assert training_pairs(3, train_frac=1.0).shape == (9, 2)
+    assert training_pairs(5, train_frac=0.4).dtype == np.int64
+    # two pairs (0, 0), (1, 1) at p = 2, K = 1: two single-pair components ->
+    # R_W = K (p - 1) + 2 min(K, p) = 3; r = min(K, n - 1, p) = 1: min(3, p (n-1) = 2, 1 * 2) = 2
+    assert T.data_restricted_bound_pairs(2, 1, np.array([[0, 0], [1, 1]])) == 1.0
+
+
+def test_rank_helpers_on_hand_matrices():
+    # singular values: float64, descending, empty for an empty matrix
+    s = T.singular_values(np.diag(np.array([1.0, 3.0], dtype=np.float32)))
+    assert s.dtype == np.float64 and s.tolist() == [3.0, 1.0]
+    assert T.singular_values(np.zeros((0, 3))).shape == (0,)
+    # empty and zero matrices have rank 0
+    assert numerical_rank(np.zeros((0, 3))) == 0 and numerical_rank(np.zeros((3, 3))) == 0
+    assert rank_gap(np.zeros((0, 3))) == (0, 0.0, 0.0) == rank_gap(np.zeros((2, 2)))
+    # the cut is relative to the largest singular value: s = (1e6, 1e-6) -> 1e-6 < 1e-9 * 1e6
+    assert numerical_rank(np.diag([1e6, 1e-6])) == 1
+    # rank 1 of 2: s = (2, 0) -> (1, 2/2, 0/2)
+    assert rank_gap(np.diag([2.0, 0.0])) == (1, 1.0, 0.0)
+    # the cut is strict: s = (2, 1) at rtol 0.5 -> 1 is not > 0.5 * 2
+    assert rank_gap(np.diag([2.0, 1.0]), rtol=0.5) == (1, 1.0, 0.5)
+    assert numerical_rank(np.diag([2.0, 1.0]), rtol=0.5) == 1
+
+
+def test_effective_width_of_no_units_is_zero():
+    assert effective_width(np.zeros((3, 0)), np.zeros((0, 2))) == 0
+
+
+def test_single_output_rank_leaves_the_global_generator_alone():
+    state = torch.get_rng_state()
+    assert jacobian_rank_llc_single_output(3, 2, seed=1) == llc_single_output(3, 2)
+    assert torch.equal(torch.get_rng_state(), state)  # every draw from its own generator
+
+
+def test_ntk_llc_centred_with_one_output_per_sample():
+    # f(x) = w . x + b, outputs of shape (n,): centring removes b, so J has rank
+    # rank of the centred design = 3 for n = 6 generic points -> 3 / 2
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0))
+    x = torch.randn(6, 3, generator=g)
+    assert ntk_llc(model, x, centred=True) == 1.5
+    assert ntk_llc(model, x) == 2.0  # uncentred: w and b, 4 directions
+    # two samples: centred outputs (y1 - y2)/2 (1, -1): rank 1
+    assert ntk_llc(model, x[:2], centred=True) == 0.5
+
+
+def _blocks_and_direct(W, V, pairs, p, rtol=T.RANK_RTOL):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by zero, no deprecated numpy call
+        r, info = T._data_restricted_rank_blocks(W, V, pairs, p, rtol)
+    X = _one_hot(pairs, p)
+    return r, info, numerical_rank(T.data_restricted_jacobian(W, V, X), rtol)
+
+
+def test_blocks_equal_direct_at_special_points():
+    """The block identity is exact at every point, not only at generic ones: checked where
+    the rank pieces are degenerate (the direct SVD of the dense Jacobian is the reference)."""
+    rng = np.random.default_rng(7)
+    p = 3
+    pairs = training_pairs(p)
+    K = 2
+    # W[p + b] = -W[b]: H vanishes on the diagonal pairs a = b (the sign of the b-rows matters)
+    W = rng.standard_normal((2 * p, K))
+    W[p:] = -W[:p]
+    V = rng.standard_normal((K, p))
+    r, _, direct = _blocks_and_direct(W, V, pairs, p)
+    assert r == direct
+    # b-rows that differ from one another and from the a-rows (a wrong b-row is visible)
+    W = rng.standard_normal((2 * p, K))
+    W[p:] = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
+    r, _, direct = _blocks_and_direct(W, V, pairs, p)
+    assert r == direct
+    # F constant over the samples (every a-row equal, b-rows zero): P F = 0, rank_PF = 0
+    W = np.zeros((2 * p, K))
+    W[:p] = [1.0, 2.0]  # F = (1, 4) in every row, exactly: P F = 0 without rounding
+    r, info, direct = _blocks_and_direct(W, V, pairs, p)
+    assert info["rank_PF"] == 0.0 and r == direct > 0
+    # one unit 1e-5 the size of the other: its P F column (1e-10) is below the cut, its W
+    # directions (1e-5) are above it in the dense SVD and must be kept by the Gram too
+    W = rng.standard_normal((2 * p, K))
+    W[:, 1] *= 1e-5
+    r, info, direct = _blocks_and_direct(W, V, pairs, p)
+    assert info["rank_PF"] == 1.0 and r == direct
+
+
+def test_blocks_with_one_complement_direction():
+    # n = 3 pairs, K = 1, q = 1: rank(P F) = 1, so r_c = n - 1 - 1 = 1 and M is 1 x d:
+    # rank 1, its one singular value is the largest (sv_above = 1), none below
+    p = 3
+    pairs = np.array([[0, 0], [1, 2], [2, 1]])
+    rng = np.random.default_rng(3)
+    W, V = rng.standard_normal((2 * p, 1)), rng.standard_normal((1, 1))
+    r, info, direct = _blocks_and_direct(W, V, pairs, p)
+    assert info["r_c"] == 1.0 and info["gram_size"] == 1.0
+    assert r == direct == 2 and info["sv_above"] == pytest.approx(1.0) and info["sv_below"] == 0.0
+
+
+def _m_singular_values(W, V, pairs, p, r_F):
+    """Reference for the blocks' M (independent construction): an orthonormal basis B of
+    range(P) minus col(P F) from an SVD, M[(k, a), (c, j)] = V[j, k] (B^T G_j)[a, c]."""
+    n = len(pairs)
+    X = _one_hot(pairs, p)
+    H = X @ W
+    F = H * H
+    PF = F - F.mean(axis=0)
+    A = np.column_stack([np.ones(n), PF])
+    U, s, _ = np.linalg.svd(A)
+    B = U[:, 1 + r_F :]  # the complement of span(1, P F)
+    q, K = V.shape[1], W.shape[1]
+    M = np.zeros((q * B.shape[1], X.shape[1] * K))
+    for j in range(K):
+        C = B.T @ (2.0 * H[:, j : j + 1] * X)  # (r_c, d)
+        for k in range(q):
+            M[k * B.shape[1] : (k + 1) * B.shape[1], j::K] = V[j, k] * C
+    return np.linalg.svd(M, compute_uv=False)
+
+
+@pytest.mark.parametrize(("p", "n", "K"), [(5, 12, 3), (5, 20, 6), (7, 20, 4)])
+def test_blocks_info_against_an_explicit_m(p, n, K):
+    pairs = training_pairs(p, n=n, seed=2)
+    rng = np.random.default_rng(p + n + K)
+    W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
+    r, info, direct = _blocks_and_direct(W, V, pairs, p)
+    r_F = int(info["rank_PF"])
+    s = _m_singular_values(W, V, pairs, p, r_F)
+    r_M = int(np.sum(s > 1e-9 * s[0]))
+    assert r == direct == p * r_F + r_M
+    assert info["gram_size"] == p * (n - 1 - r_F) == info["r_c"] * p
+    assert info["sv_above"] == pytest.approx(s[r_M - 1] / s[0], rel=1e-6)
+    if r_M < info["gram_size"]:
+        assert 0.0 <= info["sv_below"] < 1e-6  # rounding level of the Gram (sqrt(size * eps))
+    else:
+        assert info["sv_below"] == 0.0
+
+
+def test_data_restricted_llc_point_method_and_info():
+    # the point is W, V ~ N(0, 1) drawn in that order from default_rng(seed + 1): the dense
+    # SVD at that point gives the reported singular values either side of the cut
+    p, K, n, seed = 5, 3, 12, 4
+    val, info = data_restricted_llc(p, K, n=n, seed=seed, method="direct", return_info=True)
+    rng = np.random.default_rng(seed + 1)
+    W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
+    pairs = training_pairs(p, n=n, seed=seed)
+    r, above, below = rank_gap(T.data_restricted_jacobian(W, V, _one_hot(pairs, p)))
+    assert (info["sv_above"], info["sv_below"]) == (above, below)
+    assert info["rank"] == 2 * val == r and info["n"] == n
+    # auto: dense when n p K 3p <= 4e6 (here 10 * 5 * 3 * 15 = 2250) ...
+    _, small = data_restricted_llc(p, K, train_frac=0.4, return_info=True)
+    assert "gram_size" not in small
+    # ... blocks above: p = 17, K = 40, n = round(0.4 * 289) = 116: 116*17*40*51 = 4,022,880
+    _, big = data_restricted_llc(17, 40, train_frac=0.4, return_info=True)
+    assert big["gram_size"] == 17 * (115 - big["rank_PF"])
+
+
+def test_bound_on_graphs_that_miss_operand_values():
+    """Hand graphs with unused operand values and a star (degree-1 leaves): the bound is the
+    dense Jacobian's rank (reference) at random points."""
+    rng = np.random.default_rng(5)
+    p = 5
+    cases = [
+        # a in {0, 1, 2} only (a = 3, 4 unused), b in {0..4}
+        np.array([(a, b) for a in range(3) for b in range(p)]),
+        # a star: a = 0 with every b (b-leaves of degree 1), plus (1, 0), (2, 0)
+        np.array([(0, b) for b in range(p)] + [(1, 0), (2, 0)]),
+    ]
+    for pairs in cases:
+        X = _one_hot(pairs, p)
+        for K in (2, 4, 7):
+            W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
+            rank = numerical_rank(T.data_restricted_jacobian(W, V, X))
+            assert 2 * T.data_restricted_bound_pairs(p, K, pairs) == rank
+
+
+def _ckpt(Ws, Vs, steps):
+    return {
+        "steps": torch.tensor(steps),
+        "params": {"W": torch.tensor(np.stack(Ws)), "V": torch.tensor(np.stack(Vs))},
+    }
+
+
+def test_theory_table_columns_thresholds_and_dead_checkpoints():
+    # p = 2, K = 4: unit scores ||v_j|| ||w_j||^2 = 1, 0.05, 0.005, 0.0005 (V rows of norm 1)
+    p, K = 2, 4
+    scores = np.array([1.0, 0.05, 0.005, 0.0005])
+    W = np.diag(np.sqrt(scores))  # (2p, K) = (4, 4): column j has squared norm scores[j]
+    V = np.zeros((K, p))
+    V[:, 0] = 1.0
+    df = T.theory_table(_ckpt([W, W], [V, 0 * V], [0, 100]), p, K, train_frac=0.5, data_seed=0)
+    assert list(df.columns) == [
+        "step", "K_eff", "rel_eps", "K_eff_at_0.01", "K_eff_at_0.1", "llc_feature_stage",
+        "lazy_low", "lazy_high", "llc_closed_form", "llc_closed_form_eff",
+        "data_restricted_bound",
+    ]  # fmt: skip
+    first, dead = df.iloc[0], df.iloc[1]
+    # thresholds 1e-3, 1e-2, 1e-1 of the largest score: 3, 2 and 1 units above them
+    assert (first["K_eff"], first["K_eff_at_0.01"], first["K_eff_at_0.1"]) == (3, 2, 1)
+    assert first["llc_closed_form_eff"] == llc_quadratic(p, 3)
+    pairs = training_pairs(p, train_frac=0.5, seed=0)
+    assert first["data_restricted_bound"] == T.data_restricted_bound_pairs(p, 3, pairs)
+    # a checkpoint with every V at 0 has no active unit: 0 everywhere K_eff enters
+    assert dead["K_eff"] == 0
+    assert dead["llc_feature_stage"] == dead["llc_closed_form_eff"] == 0.0
+    assert dead["data_restricted_bound"] == 0.0
+
+
+def test_theory_table_uses_the_runs_split_seed():
+    # p = 11, train_frac 0.4: seed 0's split has an operand value of degree 1 (bound 245.5 at
+    # K = 16), seed 1's has none (248): see test_data_restricted_pinned_degree_one_deficit
+    p, K = 11, 16
+    rng = np.random.default_rng(0)
+    W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
+    df = T.theory_table(_ckpt([W], [V], [0]), p, K, train_frac=0.4, data_seed=1)
+    assert df["K_eff"].tolist() == [16] and df["data_restricted_bound"].tolist() == [248.0]
+
+
+def test_theory_table_refuses_steps_and_params_of_different_lengths():
+    p, K = 3, 2
+    W, V = np.ones((2 * p, K)), np.ones((K, p))
+    with pytest.raises(ValueError):
+        T.theory_table(_ckpt([W], [V], [0, 100]), p, K, train_frac=0.5, data_seed=0)
+
+
+def test_default_rank_tolerance_is_1e_9():
+    # module doc: singular values below 1e-9 s_max count as zero, those above it do not
+    assert numerical_rank(np.diag([1.0, 5e-9])) == 2
+    assert numerical_rank(np.diag([1.0, 5e-10])) == 1
+    assert rank_gap(np.diag([1.0, 5e-9]))[0] == 2
+
+
+def test_blocks_at_the_zero_point_report_no_singular_value_above_the_cut():
+    p, K = 3, 2
+    pairs = training_pairs(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # sv_below is 0/0 here (reported)
+        r, info = T._data_restricted_rank_blocks(
+            np.zeros((2 * p, K)), np.ones((K, p)), pairs, p, T.RANK_RTOL
+        )
+    assert r == 0 and info["rank_PF"] == 0.0 and info["sv_above"] == 0.0

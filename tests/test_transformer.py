@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -164,14 +163,9 @@ def _check_llc(model, x, y, backend):
     return res
 
 
-def test_llc_devinterp_end_to_end(trained):
-    pytest.importorskip("devinterp")
+def test_llc_devinterp_end_to_end(trained):  # devinterp is pinned in requirements.txt
     _check_llc(*trained, backend="devinterp")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("grokking_llc.sgld") is None,
-    reason="grokking_llc.sgld (the fast SGLD backend) is not in this checkout yet",
-)
 def test_llc_fast_end_to_end(trained):
     _check_llc(*trained, backend="fast")
