@@ -156,6 +156,7 @@ def test_calibrate_checkpoints_keeps_one_setting_and_says_when_none_is_valid():
         num_steps=800, labels=[100, 900], symmetry=None,
     )  # fmt: skip
     assert not res.chosen_valid and res.chosen is not None
+    assert len(res.table[res.table["chosen"]]) == 2  # the fallback is shown at both
     assert res.reason.startswith("no setting (sgld) passed every check")
     table = res.table
     assert set(table["step"]) == {100, 900}

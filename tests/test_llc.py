@@ -154,7 +154,15 @@ def test_r_hat_ess_and_drift_use_the_draws_after_the_measured_burn_in():
     assert res.ess == effective_sample_size(draws) and res.drift_z == drift_z(draws)
     assert res.r_hat != pytest.approx(r_hat(trace[:, 20:]), abs=1e-3)
     np.testing.assert_allclose(res.llc_per_chain, 10.0 * (draws.mean(axis=1) - 1.0))
-    assert res.llc_se == pytest.approx(10.0 * math.sqrt(draws.var(ddof=1) / res.ess))
+    ess_se = 10.0 * math.sqrt(draws.var(ddof=1) / res.ess)
+    chain_se = res.llc_std / 2.0  # 4 chains
+    assert res.llc_se == pytest.approx(max(ess_se, chain_se))
+    # a chain stuck elsewhere: the spread across chains, not the ESS, sets the SE
+    stuck = trace.copy()
+    stuck[0] += 0.05
+    spread = llc_from_traces(stuck, 1.0, 10.0, 800, burn_in="fixed")
+    assert spread.llc_se == pytest.approx(spread.llc_std / 2.0)
+    assert spread.llc_se > 2 * 10.0 * math.sqrt(stuck[:, 800:].var(ddof=1) / spread.ess)
     fixed = llc_from_traces(trace, 1.0, 10.0, 20, burn_in="fixed")
     assert fixed.burn_in == 20 and fixed.llc_mean > res.llc_mean  # relaxation left in
 

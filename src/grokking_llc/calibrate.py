@@ -43,8 +43,9 @@ Selection rule (written for the README too):
    chosen, ``chosen_valid`` True.
 4. If none passes (or there is none), the preconditioned kinds are tried the same way (when the
    grid does not name kinds). If still none: say so, and choose the best stationary setting
-   (most checks passed, then the order of step 2), ``chosen_valid`` False; with no stationary
-   setting at all, the one with the smallest R-hat, also marked not valid.
+   at the final checkpoint (most checks passed, then the order of step 2), ``chosen_valid``
+   False; with no stationary setting at all, the one with the smallest R-hat, also marked not
+   valid. The chosen setting is run at every checkpoint, so the table shows it everywhere.
 
 Every random draw is seeded: all settings at a checkpoint use the same seed (common random
 numbers make their comparisons sharper).
@@ -438,6 +439,12 @@ def calibrate_targets(
     else:
         key, why = _best_fallback(table)
         valid = False
+        if key is not None:  # show the fallback at every checkpoint, as a valid choice is
+            for k in range(len(targets)):
+                if (k, key) not in rows:
+                    res, sec = runner.run(k, runner.settings(*key))
+                    rows[(k, key)] = _row(res, sec, key, math.nan, k, (math.nan, math.nan))
+            table = _table(rows, runner.targets)
         tried = ", ".join(tried_kinds)
         reason = f"no setting ({tried}) passed every check at every checkpoint; " + (
             f"chose {_short(runner.settings(*key))}, {why}, NOT valid." if key else why

@@ -46,8 +46,10 @@ class LLCResult:
     burn-in included, so a trace plot shows it; the estimate uses the draws after ``burn_in``
     steps only. ``llc_mean`` and ``llc_std`` (sample std across chains, ddof=1; 0 for one
     chain) use the chains that did not diverge; NaN with ``reason`` set when none is left.
-    ``llc_se`` is the standard error of ``llc_mean`` from the effective sample size:
-    ``nbeta * sqrt(var(draws) / ess)``.
+    ``llc_se`` is the standard error of ``llc_mean``: the larger of
+    ``nbeta * sqrt(var(draws) / ess)`` and the chain-to-chain ``llc_std / sqrt(chains)``
+    (minibatch noise makes the loss's autocorrelation fall fast, so the ESS alone can miss a
+    slow mode that the chains' spread shows).
 
     Validity (:mod:`grokking_llc.validity` holds the thresholds): ``r_hat`` and ``r_hat_tail``
     (split-R-hat of the loss on the draws and on their last half), ``r_hat_distance`` (split-R-hat
@@ -277,6 +279,8 @@ def llc_from_traces(
         "ess": effective_sample_size(kept) if len(kept) else math.nan,
     }
     llc_se = nbeta * standard_error(kept) if len(kept) else math.nan
+    if good.size > 1:  # chain-to-chain spread catches slow modes the ESS misses
+        llc_se = max(llc_se, float(good.std(ddof=1)) / math.sqrt(good.size))
     mala, distance, ratio, rhat_dist = _diagnostic_means(diagnostics, burn, ~diverged)
     if num_params is not None and localization > 0:
         prior_radius = math.sqrt(num_params / localization)
