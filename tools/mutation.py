@@ -2,7 +2,7 @@
 
 Run by hand, not in CI (``make mutation``; see docs/mutation.md for the latest scores)::
 
-    .venv/bin/python tools/mutation.py                       # every module in MODULES, all mutants
+    .venv/bin/python tools/mutation.py                       # every module (some sampled)
     .venv/bin/python tools/mutation.py gsm data --jobs 2     # some modules
     .venv/bin/python tools/mutation.py --sample 300 --seed 0 # a fixed random sample per module
     .venv/bin/python tools/mutation.py gsm --label before    # also record the score in the history
@@ -10,16 +10,18 @@ Run by hand, not in CI (``make mutation``; see docs/mutation.md for the latest s
 For each module ``M`` (``src/grokking_llc/M.py``):
 
 1. A scratch copy is made under ``--workdir``: ``src/`` (the whole package, so imports work),
-   ``tests/conftest.py`` and only the unit-test files mapped to ``M`` in :data:`MODULES`, the
-   files those tests read (config/, .test/, workflow/schemas/), and a ``pyproject.toml`` holding
+   ``tests/conftest.py`` (and the other helper modules of tests/), only the unit-test files
+   mapped to ``M`` in :data:`MODULES`, the files those tests read (config/, .test/,
+   workflow/schemas/), and a ``pyproject.toml`` holding
    this repository's ``[tool.pytest.ini_options]`` and a ``[tool.mutmut]`` section that mutates
    only ``M``. Nothing is written into the working tree except the result files.
 2. mutmut 3 (pinned: mutmut==3.8.1) generates every mutant of ``M``. mutmut 3 mutates code inside
    functions and methods only (numbers n -> n+1, comparison and arithmetic operators, and/or,
    strings, keyword arguments dropped, arguments replaced by None, ...); it does not touch
    module-level statements or functions with decorators other than @staticmethod/@classmethod.
-3. With ``--sample N`` a fixed random sample of N mutants of the module (``random.Random(seed)``
-   over the sorted names; all of them when the module has fewer) is run, otherwise all. mutmut
+3. With ``--sample N`` (default: :data:`DEFAULT_SAMPLE` for the largest modules, else all) a fixed
+   random sample of N mutants of the module (``random.Random(seed)`` over the sorted names; all of
+   them when the module has fewer) is run, otherwise all. mutmut
    imports once, runs the mapped tests once to learn which test reaches which function, then forks
    one process per mutant that runs only the tests reaching the mutated function (``-x``), with a
    CPU-time limit of 30x their clean time (+30 s). So one mutant costs well under a second here.
@@ -77,6 +79,9 @@ MODULES: dict[str, list[str]] = {
     "train": ["tests/test_train.py"],
     "config": ["tests/test_config.py"],
 }
+# Modules whose full run is too long for routine use on 2 shared cores: a fixed random sample of
+# this many mutants by default (--sample overrides it for every module; --sample 0 runs all).
+DEFAULT_SAMPLE: dict[str, int] = {"theory": 400, "analysis": 400}
 # Paths the tests read, copied into every scratch copy when they exist.
 SUPPORT = ["config", ".test", "workflow/schemas"]
 
@@ -165,7 +170,9 @@ def make_scratch(module: str, work: Path) -> list[str]:
         ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     (work / "tests").mkdir()
-    shutil.copy2(ROOT / "tests" / "conftest.py", work / "tests" / "conftest.py")
+    for helper in (ROOT / "tests").glob("*.py"):  # conftest.py and shared helper modules
+        if not helper.name.startswith("test_"):
+            shutil.copy2(helper, work / "tests" / helper.name)
     tests = []
     for rel in MODULES[module]:
         if (ROOT / rel).exists():
@@ -364,8 +371,9 @@ def run_module(module: str, args) -> dict:
         return {}
     names = generate_mutants(work, module)
     chosen = names
-    if args.sample and len(names) > args.sample:
-        chosen = sorted(random.Random(args.seed).sample(names, args.sample), key=_natural)
+    sample = DEFAULT_SAMPLE.get(module, 0) if args.sample is None else args.sample
+    if sample and len(names) > sample:
+        chosen = sorted(random.Random(args.seed).sample(names, sample), key=_natural)
     print(f"[{module}] {len(names)} mutants, running {len(chosen)} against {', '.join(tests)}")
     log = work / "mutmut.log"
     cmd = [str(_mutmut(work)), "run", "--max-children", str(args.jobs)]
@@ -400,7 +408,7 @@ def run_module(module: str, args) -> dict:
         "commit": git_commit(),
         "tests": tests,
         "mutants_in_module": len(names),
-        "sample": args.sample if chosen is not names else 0,
+        "sample": sample if chosen is not names else 0,
         "seed": args.seed,
         "minutes": round((time.time() - t0) / 60.0, 1),
         "mutants": {k: results[k] for k in sorted(results, key=_natural)},
@@ -514,7 +522,11 @@ def render_report() -> str:
     out += ["", "## Survivors", ""]
     for r in records:
         surv = [(k, m) for k, m in r["mutants"].items() if m["status"] in UNDETECTED]
-        out.append(f"### {r['module']} ({len(surv)} undetected, tests: {', '.join(r['tests'])})")
+        n_eq = sum(bool(m["equivalent"]) for _, m in surv)
+        out.append(
+            f"### {r['module']} ({len(surv) - n_eq} survivors, {n_eq} equivalent; "
+            f"tests: {', '.join(r['tests'])})"
+        )
         out.append("")
         if not surv:
             out += ["None.", ""]
@@ -524,15 +536,19 @@ def render_report() -> str:
             change = m["change"].replace("`", "'")
             out.append(f"- `{k.rsplit('.', 1)[-1]}` ({m['function']}): `{change}` -- {status}")
         out.append("")
-    n_eq = len(equivalents)
-    out += [f"({n_eq} entries in tools/mutation_equivalents.toml.)", ""]
+    out += [f"({len(equivalents)} entries in tools/mutation_equivalents.toml.)", ""]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("modules", nargs="*", help=f"modules (default: all of {list(MODULES)})")
-    ap.add_argument("--sample", type=int, default=0, help="mutants per module (0 = all)")
+    ap.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help=f"mutants per module (0 = all; default: all, except {DEFAULT_SAMPLE})",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample")
     ap.add_argument("--jobs", type=int, default=1, help="mutmut worker processes")
     ap.add_argument("--workdir", default="/tmp/grokking-mutation", help="scratch directory")
