@@ -81,6 +81,7 @@ def test_stride_takes_the_finest_study_and_sampler_overrides():
     assert plan.stride(run11, c) == 5
     track = plan.track(run7, b)
     assert track.track == "final" and track.path.endswith("/final.parquet")
+    assert track.chunks == 1  # one checkpoint: one job, whatever llc.chunks says
     assert plan.track(run7, a).path.endswith("/every3.parquet")
 
 

@@ -131,3 +131,11 @@ def test_runs_table_has_one_row_per_run_and_sampler(tmp_path):
     row = df[(df.run_id == "r1") & (df.sampler == "cal")].iloc[0]
     assert row.final_llc == 6.0 and row.gsm == 0.1 and row.sampler_id == "y"
     assert df[(df.run_id == "r2")].iloc[0].final_llc == 4.0
+
+
+def test_a_chunk_without_checkpoints_is_an_empty_table_with_every_column(split):
+    ckpts = checkpoints([model_state(0)], [0])
+    empty = estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=1, chunk=1, chunks=2)
+    full = estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=1, chunk=0, chunks=2)
+    assert len(empty) == 0 and len(full) == 1
+    assert list(empty.columns) == list(full.columns)

@@ -72,6 +72,11 @@ SAMPLER_HASH_BASE: dict[str, Any] = {
     "weight_decay": 0.0,
     "num_init_loss_batches": 32,
     "seed": 0,
+    # added later, at the values that reproduce what came before them
+    "kind": "sgld",
+    "burn_in": "fixed",
+    "max_steps": None,
+    "target_ess": 400.0,
 }
 
 
@@ -190,6 +195,10 @@ class SamplerConfig:
     weight_decay: float = _SAMPLER["weight_decay"]
     num_init_loss_batches: int = _SAMPLER["num_init_loss_batches"]
     seed: int = _SAMPLER["seed"]
+    kind: str = _SAMPLER["kind"]
+    burn_in: str = _SAMPLER["burn_in"]
+    max_steps: int | None = _SAMPLER["max_steps"]
+    target_ess: float = _SAMPLER["target_ess"]
 
     @classmethod
     def from_mapping(cls, sampler: Mapping[str, Any] | SamplerConfig) -> SamplerConfig:
@@ -206,6 +215,8 @@ class SamplerConfig:
         props = _subschema("llc", "samplers", "*")["properties"]
         for name in names:
             _check_limits(f"sampler.{name}", getattr(cfg, name), props[name])
+            if "enum" in props[name] and getattr(cfg, name) not in props[name]["enum"]:
+                raise ConfigError(f"sampler.{name}: must be one of {props[name]['enum']}")
         if cfg.nbeta is None and cfg.batch_size < 2:
             raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
         return cfg

@@ -212,11 +212,13 @@ class CalibrationJob:
         return short_hash(self.params(), {})
 
     def params(self) -> dict[str, Any]:
+        """``runs`` (their settings) and ``calibration``: what
+        :func:`grokking_llc.stages.calibrate.run_calibrate_sampler` takes (the grid without
+        the keys left to the calibration's defaults)."""
         spec = {k: _thaw(v) for k, v in self.spec}
+        spec["grid"] = {k: v for k, v in spec.get("grid", {}).items() if v is not None}
         return {
-            "backend": self.backend,
-            "base": self.base.to_dict(),
-            "calibration": spec,
+            "calibration": {**spec, "backend": self.backend, "base": self.base.to_dict()},
             "runs": [r.params() for r in self.runs],
         }
 
@@ -372,7 +374,7 @@ class Plan:
 
     def _calibration_job(self, study: str, backend: str, base: SamplerConfig) -> CalibrationJob:
         cal = self.config["llc"]["calibration"]
-        spec = {k: v for k, v in cal.items() if k != "studies"}
+        spec = {k: v for k, v in cal.items() if k not in ("studies", "runs")}
         runs = tuple(self.runs[r] for r in self.study_runs[study][: cal["runs"]])
         return CalibrationJob(study, backend, base, _frozen(spec), runs)
 
@@ -462,11 +464,12 @@ class Plan:
 
     def track(self, run: RunJob, sampler: NamedSampler) -> LLCJob:
         """The LLC track of ``run`` under ``sampler``."""
+        every = self.stride(run, sampler)
         return LLCJob(
             run=run,
             sampler=sampler,
-            every=self.stride(run, sampler),
-            chunks=self.config["llc"]["chunks"],
+            every=every,
+            chunks=self.config["llc"]["chunks"] if every > 0 else 1,  # one checkpoint: one job
             calibration=self.calibrations[sampler.calibration] if sampler.calibrated else None,
         )
 

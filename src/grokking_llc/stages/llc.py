@@ -19,7 +19,7 @@ import pandas as pd
 
 from grokking_llc.config import SamplerConfig, TrainConfig
 from grokking_llc.io import write_parquet
-from grokking_llc.llc import LLCResult, estimate_llc
+from grokking_llc.llc import SUMMARY_COLUMNS, LLCResult, estimate_llc
 from grokking_llc.plan import select_checkpoints
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def estimate_run_llc(
     checkpoints: Mapping[str, Any],
     split: pd.DataFrame,
     run: TrainConfig,
-    sampler: SamplerConfig,
+    sampler: SamplerConfig | Mapping[str, Any],
     *,
     backend: str,
     every: int,
@@ -78,13 +78,14 @@ def estimate_run_llc(
 
     model, x, y, dev = _model_and_data(run, split, device)
     loss_fn = get_loss(run.loss)
+    base_seed = _seed_of(sampler)
     steps = checkpoints["steps"].tolist()
     rows = []
     for i in select_checkpoints(len(steps), every, chunk, chunks):
         model.load_state_dict(checkpoint_state(checkpoints, i))
         t0 = time.perf_counter()
         res = estimate_llc(
-            model, x, y, loss_fn, sampler, seed=sampler.seed + steps[i], backend=backend, device=dev
+            model, x, y, loss_fn, sampler, seed=base_seed + steps[i], backend=backend, device=dev
         )
         seconds = time.perf_counter() - t0
         log.info(
@@ -93,20 +94,29 @@ def estimate_run_llc(
         )  # fmt: skip
         row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend, step=steps[i])
         rows.append(row | {"seconds": seconds})
-    return pd.DataFrame(rows).sort_values("step", ignore_index=True)
+    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, *ARRAY_COLUMNS, "seconds"]
+    # A chunk may hold no checkpoint (more chunks than checkpoints): an empty table, same columns.
+    return pd.DataFrame(rows, columns=columns).sort_values("step", ignore_index=True)
 
 
-def resolve_sampler(params: Mapping[str, Any], calibration_path: str | None) -> SamplerConfig:
-    """The SGLD settings of a job: written in the config, or chosen by a calibration."""
+def _seed_of(sampler: SamplerConfig | Mapping[str, Any]) -> int:
+    if isinstance(sampler, SamplerConfig):
+        return sampler.seed
+    return int(sampler.get("seed", SamplerConfig().seed))
+
+
+def resolve_sampler(params: Mapping[str, Any], calibration_path: str | None) -> dict[str, Any]:
+    """The SGLD settings of a job: written in the config, or chosen by a calibration (which may
+    add a preconditioned kind's options)."""
     if params.get("sampler") is not None:
-        return SamplerConfig.from_mapping(params["sampler"])
+        return dict(params["sampler"])
     if calibration_path is None:
         raise ValueError("a calibrated sampler's job needs its calibration table")
     from grokking_llc.calibrate import chosen_sampler
 
     settings, valid, reason = chosen_sampler(pd.read_parquet(calibration_path))
     log.info("calibrated settings %s (valid: %s): %s", settings, valid, reason)
-    return SamplerConfig.from_mapping(settings)
+    return dict(settings)
 
 
 def run_estimate_llc(
@@ -147,7 +157,9 @@ def run_estimate_llc(
 
 def run_gather_llc(paths: Sequence[str], out_path: str, *, expected_rows: int | None = None):
     """Rule ``gather_llc``: the chunks of a track in one table, sorted by step."""
-    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    frames = [pd.read_parquet(p) for p in paths]
+    # empty chunks carry no dtypes worth keeping (concatenating them would make columns object)
+    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     if df["step"].duplicated().any():
         raise ValueError(f"chunks of {out_path} overlap: a step appears twice")
     if expected_rows is not None and len(df) != expected_rows:
