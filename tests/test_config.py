@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_fill_in():
     cfg = validate_config({})
-    assert cfg["train"]["p"] == 53 and cfg["llc"]["sampler"]["localization"] == 5.0
+    assert cfg["train"]["p"] == 53 and cfg["llc"]["samplers"]["paper"]["localization"] == 5.0
     assert cfg["studies"] == {"baseline": {}}
 
 
@@ -42,7 +42,11 @@ def test_defaults_fill_in():
         ({"train": {"batch_size": 4096}}, "batch_size", "exceeds"),
         ({"studies": {"s": {"lr": [1e-3, -1.0]}}}, "studies.s.lr", "must be > 0"),
         ({"studies": {"s": {"widht": 3}}}, "studies.s", "widht"),
-        ({"llc": {"sampler": {"num_chains": 0}}}, "llc.sampler.num_chains", "minimum"),
+        (
+            {"llc": {"samplers": {"paper": {"num_chains": 0}}}},
+            "llc.samplers.paper.num_chains",
+            "minimum",
+        ),
         ({"figures": {"fig3": {"study": "missing"}}}, "figures.fig3.study", "no study"),
         ({"device": "tpu"}, "device", "does not match"),
     ],
@@ -57,9 +61,11 @@ def test_bad_values_give_one_clear_line(patch, key, words):
 def test_every_schema_train_key_is_a_field_and_in_the_hash_base():
     props = load_schema()["properties"]["train"]["properties"]
     assert set(props) == set(TrainConfig.__dataclass_fields__) == set(TRAIN_HASH_BASE)
-    sampler = load_schema()["properties"]["llc"]["properties"]["sampler"]["properties"]
-    assert set(sampler) == set(SamplerConfig.__dataclass_fields__)
-    assert set(sampler) | {"backend", "every"} == set(SAMPLER_HASH_BASE)
+    sampler = load_schema()["properties"]["llc"]["properties"]["samplers"]
+    props = sampler["additionalProperties"]["properties"]
+    meta = {"backend", "calibration", "studies", "every", "every_by_study"}
+    assert set(props) - meta == set(SamplerConfig.__dataclass_fields__)
+    assert set(SamplerConfig.__dataclass_fields__) | {"backend", "every"} == set(SAMPLER_HASH_BASE)
 
 
 def test_run_names_stable_and_defaults_left_out():
@@ -78,9 +84,11 @@ def test_run_names_stable_and_defaults_left_out():
 
 def test_sampler_id_changes_with_sampler_only():
     s = SamplerConfig()
-    assert sampler_id("devinterp", 1, s) != sampler_id("fast", 1, s)
-    assert sampler_id("devinterp", 1, s) != sampler_id("devinterp", 1, SamplerConfig(lr=1e-3))
-    assert sampler_id("devinterp", 1, s) == sampler_id("devinterp", 1, SamplerConfig())
+    assert sampler_id("devinterp", s) != sampler_id("fast", s)
+    assert sampler_id("devinterp", s) != sampler_id("devinterp", SamplerConfig(lr=1e-3))
+    assert sampler_id("devinterp", s) == sampler_id("devinterp", SamplerConfig())
+    # the calibration a sampler comes from is part of its name
+    assert sampler_id("fast", s, calibration="a") != sampler_id("fast", s, calibration="b")
 
 
 def test_study_cross_product_and_dedup():
@@ -101,12 +109,15 @@ def test_shipped_configs_validate(tmp_path):
 
 
 def test_key_order_is_not_meaning():
+    llc = {"samplers": {"paper": {"batch_size": 8}, "b": {"lr": 1.0e-4, "batch_size": 8}}}
     a = validate_config(
-        {"train": {"p": 7, "batch_size": 8}, "studies": {"baseline": {}, "a": {"seed": [1, 0]}}}
-    )
+        {"train": {"p": 7, "batch_size": 8}, "studies": {"baseline": {}, "a": {"seed": [1, 0]}},
+         "llc": llc}
+    )  # fmt: skip
     b = validate_config(
-        {"studies": {"a": {"seed": [1, 0]}, "baseline": {}}, "train": {"batch_size": 8, "p": 7}}
-    )
+        {"llc": {"samplers": dict(reversed(llc["samplers"].items()))},
+         "studies": {"a": {"seed": [1, 0]}, "baseline": {}}, "train": {"batch_size": 8, "p": 7}}
+    )  # fmt: skip
     assert repr(a) == repr(b)  # Snakemake compares params by their text
     assert a["studies"]["a"]["seed"] == [1, 0]  # list order is kept
 
