@@ -6,7 +6,7 @@ CORES  ?= 8
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv figures all report results test test-fast lint format bench clean unlock
+.PHONY: venv figures all report results test test-fast lint format bench clean unlock mutation
 
 # Snakemake's lock (.snakemake/locks) outlives a kill of its whole process group (kill -9, a
 # closed terminal, a node lost) and then refuses every run. `make unlock` (run before figures,
@@ -81,6 +81,9 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
+
+mutation: $(STAMP)       ## mutation testing by hand, not CI: docs/mutation.md (MODULES=, SAMPLE=, JOBS=)
+	$(BIN)/python tools/mutation.py $(MODULES) --jobs $(or $(JOBS),2) $(if $(SAMPLE),--sample $(SAMPLE))
 
 bench: $(STAMP)          ## speed of the LLC backends; writes benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_llc.py
