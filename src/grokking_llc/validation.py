@@ -47,7 +47,6 @@ INT64_MAX = 2**63 - 1
 P_MAX = 2**15 - 1  # the split stores a, b and c as int16 (grokking_llc.data.make_split)
 
 
-
 def _track_figure(key: str) -> bool:
     """Does figure ``key`` draw LLC tracks of its study's runs? Asked of the plan's catalogue
     of registered figures (the one place that knows), not a list kept here."""
@@ -349,38 +348,14 @@ def check_names(ctx: _Context) -> Iterator[Problem]:
 
 
 def _options_problem(run: TrainConfig) -> str | None:
-    """Ask the model kind's architecture whether it takes ``run.model_options``.
+    """Ask the model kind whether it takes ``run.model_options`` (for this p and width), through
+    :func:`grokking_llc.architectures.options.check_model_options`, which needs no torch."""
+    from grokking_llc.architectures.options import check_model_options
 
-    The factory's signature must accept the options, and a module-level ``check_options`` (or
-    ``_check_options``) of the architecture, when it has one, must accept them for this p and
-    width. The quadratic net takes no option; an all-quadratic config imports no torch."""
-    options = dict(run.model_options or {})
-    if run.model == "quadratic" and not options:
-        return None
-    import importlib
-    import inspect
-    import sys
-
-    from grokking_llc import model as model_mod
-
-    registry = model_mod._MODELS  # the registry of grokking_llc.model.register_model
-    if run.model not in registry:
-        try:
-            importlib.import_module(f"grokking_llc.architectures.{run.model}")
-        except ModuleNotFoundError:
-            return f"unknown model kind {run.model!r}"
-    factory = registry[run.model]
     try:
-        inspect.signature(factory).bind(run.p, width=run.width, generator=None, **options)
-    except TypeError:
-        return f"model {run.model!r} takes no option(s) {sorted(options)}"
-    module = sys.modules[factory.__module__]
-    check = getattr(module, "check_options", None) or getattr(module, "_check_options", None)
-    if check is not None:
-        try:
-            check(run.p, run.width, options)
-        except (TypeError, ValueError) as err:
-            return str(err)
+        check_model_options(run.model, run.p, run.width, dict(run.model_options or {}))
+    except (TypeError, ValueError) as err:
+        return str(err)
     return None
 
 

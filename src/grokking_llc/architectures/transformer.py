@@ -26,33 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from grokking_llc.architectures.options import TRANSFORMER_OPTIONS, transformer_options
 from grokking_llc.model import register_model
 
-DEFAULT_OPTIONS: dict[str, int] = {"num_layers": 2, "num_heads": 1, "ff_dim": 256}
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"transformer option {name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_options(p: Any, width: Any, options: dict[str, Any]) -> dict[str, int]:
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(
-            f"unknown transformer option(s) {sorted(unknown)}; "
-            f"choose from {sorted(DEFAULT_OPTIONS)}"
-        )
-    opts = {k: _positive_int(k, options.get(k, v)) for k, v in DEFAULT_OPTIONS.items()}
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
-        raise ValueError(f"transformer p must be an integer >= 2, got {p!r}")
-    width = _positive_int("width", width)
-    if width % opts["num_heads"]:
-        raise ValueError(
-            f"transformer width (d_model) {width} is not divisible by num_heads={opts['num_heads']}"
-        )
-    return opts
+# The options and their rule live where a config check can read them without torch.
+DEFAULT_OPTIONS = TRANSFORMER_OPTIONS
+_check_options = transformer_options
 
 
 @register_model("transformer")
