@@ -71,7 +71,17 @@ MODULES: dict[str, list[str]] = {
     "data": ["tests/test_data.py"],
     "model": ["tests/test_model.py"],
     "theory": ["tests/test_theory.py"],
-    "diagnostics": ["tests/test_diagnostics.py"],
+    "theory_checks": ["tests/test_theory.py"],
+    "diagnostics": [
+        "tests/test_diagnostics.py",
+        "tests/test_validity.py",
+        "tests/test_diagnostics_mutants.py",
+    ],
+    "validity": [
+        "tests/test_validity.py",
+        "tests/test_diagnostics.py",
+        "tests/test_validity_mutants.py",
+    ],
     "llc": ["tests/test_llc.py"],
     "sgld": ["tests/test_sgld.py"],
     "calibrate": ["tests/test_calibrate.py"],
