@@ -472,3 +472,15 @@ def test_calibration_points_and_sampler_sensitivity():
                       "llc_mean": [2.0, 1.0, 3.0], "valid": [True, False, True]})
     )  # fmt: skip
     assert sens["n"] == 2 and sens["n_valid"] == 1 and sens["all_positive"]
+
+
+def test_bias_reduced_llc_recovers_the_intercept():
+    from grokking_llc.analysis import bias_reduced_llc
+
+    nbeta = np.array([10.0, 20.0, 40.0, 80.0])
+    llc = 3.0 + 50.0 / nbeta  # exact line in 1/nbeta: intercept 3, slope 50
+    fit = bias_reduced_llc(nbeta, llc)
+    assert fit["intercept"] == pytest.approx(3.0) and fit["slope"] == pytest.approx(50.0)
+    assert fit["r2"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=">= 2"):
+        bias_reduced_llc([10.0, 10.0], [1.0, np.nan])

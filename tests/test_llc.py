@@ -121,18 +121,6 @@ def test_bad_arguments():
         llc_from_traces(np.zeros((1, 3)), 0.0, 1.0, num_burnin_steps=3)
 
 
-def test_bias_reduced_llc_recovers_the_intercept():
-    from grokking_llc.llc import bias_reduced_llc
-
-    nbeta = np.array([10.0, 20.0, 40.0, 80.0])
-    llc = 3.0 + 50.0 / nbeta  # exact line in 1/nbeta: intercept 3, slope 50
-    fit = bias_reduced_llc(nbeta, llc)
-    assert fit["intercept"] == pytest.approx(3.0) and fit["slope"] == pytest.approx(50.0)
-    assert fit["r2"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match=">= 2"):
-        bias_reduced_llc([10.0, 10.0], [1.0, np.nan])
-
-
 # ------------------------------------------------------------------------------------------
 # Validity fields (SPEC section 10)
 # ------------------------------------------------------------------------------------------

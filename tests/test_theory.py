@@ -17,21 +17,24 @@ from torch import nn
 from torch.func import jacrev
 
 from grokking_llc import theory as T
+from grokking_llc import theory_checks as C
 from grokking_llc.theory import (
     data_restricted_bound,
-    data_restricted_llc,
     effective_width,
-    jacobian_rank_llc,
-    jacobian_rank_llc_single_output,
     llc_feature_stage,
     llc_lazy_bounds,
     llc_quadratic,
     llc_single_output,
+    training_pairs,
+)
+from grokking_llc.theory_checks import (
+    data_restricted_llc,
+    jacobian_rank_llc,
+    jacobian_rank_llc_single_output,
     ntk_llc,
     numerical_rank,
     quadratic_forms_jacobian,
     rank_gap,
-    training_pairs,
 )
 
 
@@ -409,7 +412,7 @@ def test_data_restricted_bound_on_hand_built_graphs():
         # pair min(K, p), capped at p (n - 1) = 80
         assert min(K * (p - 1) + 8 * min(K, 20) - K + min(K, p), 80) == hand
         W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
-        assert numerical_rank(T.data_restricted_jacobian(W, V, X)) == hand
+        assert numerical_rank(C.data_restricted_jacobian(W, V, X)) == hand
         assert 2 * T.data_restricted_bound_pairs(p, K, pairs) == hand
     # p = 7: full grid less (0, b >= 1) and (1, b >= 2): a = 0 has degree 1, a = 1 degree 2
     p = 7
@@ -426,7 +429,7 @@ def test_data_restricted_bound_on_hand_built_graphs():
         # hand: K(3p-2) - (K-p)_+ for the degree-1 node, capped at p (n - 1) = 7 * 37 = 259
         assert min(K * 19 - max(0, K - 7), 259) == hand
         W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
-        assert numerical_rank(T.data_restricted_jacobian(W, V, X)) == hand
+        assert numerical_rank(C.data_restricted_jacobian(W, V, X)) == hand
         assert 2 * T.data_restricted_bound_pairs(p, K, pairs) == hand
 
 
@@ -471,7 +474,7 @@ def test_data_restricted_jacobian_matches_autograd():
 
     jW, jV = jacrev(centred, argnums=(0, 1))(torch.tensor(W), torch.tensor(V))
     J_auto = torch.cat([jW.reshape(6 * p, -1), jV.reshape(6 * p, -1)], dim=1).numpy()
-    J = T.data_restricted_jacobian(W, V, X)
+    J = C.data_restricted_jacobian(W, V, X)
     np.testing.assert_allclose(J, J_auto, rtol=1e-12, atol=1e-12)
 
 
@@ -597,9 +600,9 @@ def test_smallest_allowed_arguments():
 
 def test_rank_helpers_on_hand_matrices():
     # singular values: float64, descending, empty for an empty matrix
-    s = T.singular_values(np.diag(np.array([1.0, 3.0], dtype=np.float32)))
+    s = C.singular_values(np.diag(np.array([1.0, 3.0], dtype=np.float32)))
     assert s.dtype == np.float64 and s.tolist() == [3.0, 1.0]
-    assert T.singular_values(np.zeros((0, 3))).shape == (0,)
+    assert C.singular_values(np.zeros((0, 3))).shape == (0,)
     # empty and zero matrices have rank 0
     assert numerical_rank(np.zeros((0, 3))) == 0 and numerical_rank(np.zeros((3, 3))) == 0
     assert rank_gap(np.zeros((0, 3))) == (0, 0.0, 0.0) == rank_gap(np.zeros((2, 2)))
@@ -637,9 +640,9 @@ def test_ntk_llc_centred_with_one_output_per_sample():
 def _blocks_and_direct(W, V, pairs, p, rtol=T.RANK_RTOL):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no division by zero, no deprecated numpy call
-        r, info = T._data_restricted_rank_blocks(W, V, pairs, p, rtol)
+        r, info = C._data_restricted_rank_blocks(W, V, pairs, p, rtol)
     X = _one_hot(pairs, p)
-    return r, info, numerical_rank(T.data_restricted_jacobian(W, V, X), rtol)
+    return r, info, numerical_rank(C.data_restricted_jacobian(W, V, X), rtol)
 
 
 def test_blocks_equal_direct_at_special_points():
@@ -731,7 +734,7 @@ def test_data_restricted_llc_point_method_and_info():
     rng = np.random.default_rng(seed + 1)
     W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
     pairs = training_pairs(p, n=n, seed=seed)
-    r, above, below = rank_gap(T.data_restricted_jacobian(W, V, _one_hot(pairs, p)))
+    r, above, below = rank_gap(C.data_restricted_jacobian(W, V, _one_hot(pairs, p)))
     assert (info["sv_above"], info["sv_below"]) == (above, below)
     assert info["rank"] == 2 * val == r and info["n"] == n
     # auto: dense when n p K 3p <= 4e6 (here 10 * 5 * 3 * 15 = 2250) ...
@@ -757,7 +760,7 @@ def test_bound_on_graphs_that_miss_operand_values():
         X = _one_hot(pairs, p)
         for K in (2, 4, 7):
             W, V = rng.standard_normal((2 * p, K)), rng.standard_normal((K, p))
-            rank = numerical_rank(T.data_restricted_jacobian(W, V, X))
+            rank = numerical_rank(C.data_restricted_jacobian(W, V, X))
             assert 2 * T.data_restricted_bound_pairs(p, K, pairs) == rank
 
 
@@ -822,7 +825,7 @@ def test_blocks_at_the_zero_point_report_no_singular_value_above_the_cut():
     pairs = training_pairs(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # sv_below is 0/0 here (reported)
-        r, info = T._data_restricted_rank_blocks(
+        r, info = C._data_restricted_rank_blocks(
             np.zeros((2 * p, K)), np.ones((K, p)), pairs, p, T.RANK_RTOL
         )
     assert r == 0 and info["rank_PF"] == 0.0 and info["sv_above"] == 0.0

@@ -82,12 +82,17 @@ MODULES: dict[str, list[str]] = {
         "tests/test_diagnostics.py",
         "tests/test_validity_mutants.py",
     ],
-    "llc": ["tests/test_llc.py"],
+    "llc": ["tests/test_llc.py", "tests/test_llc_mutants.py"],
     "sgld": ["tests/test_sgld.py"],
-    "calibrate": ["tests/test_calibrate.py"],
-    "analysis": ["tests/test_analysis.py"],
+    "calibrate": ["tests/test_calibrate.py", "tests/test_calibrate_mutants.py"],
+    "analysis": ["tests/test_analysis.py", "tests/test_analysis_mutants.py"],
     "train": ["tests/test_train.py"],
-    "config": ["tests/test_config.py"],
+    "config": [
+        "tests/test_config.py",
+        "tests/test_validation.py",
+        "tests/test_config_mutants.py",
+    ],
+    "plan": ["tests/test_plan.py", "tests/test_plan_mutants.py"],
 }
 # Modules whose full run is too long for routine use on 2 shared cores: a fixed random sample of
 # this many mutants by default (--sample overrides it for every module; --sample 0 runs all).

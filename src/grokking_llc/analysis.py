@@ -1104,16 +1104,33 @@ def sampler_sensitivity(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def bias_reduced_llc(nbeta: ArrayLike, llc: ArrayLike) -> dict[str, float]:
+    """Bias-reduced LLC from a temperature sweep (SPEC section 4, appendix B.1, rebuilt).
+
+    Least-squares line of the estimates ``llc`` on ``1 / nbeta`` (``nbeta = n beta``, so this
+    is regression on ``1/beta`` up to the fixed factor n); its intercept, the value as
+    ``1/beta -> 0``, is the bias-reduced LLC. Returns intercept, slope, r2 (:func:`r_squared`;
+    NaN when the estimates are all equal) and n. Non-finite estimates are dropped; at least 2
+    distinct nbeta values must remain.
+    """
+    x = 1.0 / np.asarray(nbeta, dtype=np.float64)
+    y = np.asarray(llc, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(np.unique(x)) < 2:
+        raise ValueError("the temperature sweep needs finite estimates at >= 2 values of nbeta")
+    line = fit_linear(x, y)
+    return {"intercept": line["intercept"], "slope": line["slope"], "r2": line["r2"], "n": len(x)}
+
+
 def bias_reduced(table: pd.DataFrame) -> dict[str, Any]:
     """The bias-reduced LLC (SPEC section 4, appendix B.1) from a temperature sweep.
 
-    Fits the valid, finite estimates with :func:`grokking_llc.llc.bias_reduced_llc` (least
-    squares of the estimate on ``1 / nbeta``; the intercept is the bias-reduced LLC). Returns
+    Fits the valid, finite estimates with :func:`bias_reduced_llc` (least squares of the
+    estimate on ``1 / nbeta``; the intercept is the bias-reduced LLC). Returns
     ``points`` (finite rows, ``valid`` added), ``fit`` (that function's dict, or None),
     ``skipped`` (None, or why), ``n``, ``n_valid`` and ``notes``.
     """
-    from grokking_llc.llc import bias_reduced_llc  # numpy-only function of the estimator module
-
     df, dropped = finite_rows(table, ["nbeta", "llc_mean"])
     valid, note = llc_validity(df)
     df["valid"] = valid

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import pickle
 import pickletools
@@ -50,12 +49,6 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as Parquet, atomically."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented, key-sorted JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> str:

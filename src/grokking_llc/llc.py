@@ -446,24 +446,3 @@ def estimate_llc(
         res.trace, res.init_loss, nbeta, cfg.num_burnin_steps, num_params=res.num_params,
         diagnostics=diag, **common,
     )  # fmt: skip
-
-
-def bias_reduced_llc(nbeta, llc) -> dict[str, float]:
-    """Bias-reduced LLC from a temperature sweep (SPEC section 4, appendix B.1, rebuilt).
-
-    Least-squares line of the estimates ``llc`` on ``1 / nbeta`` (``nbeta = n beta``, so this
-    is regression on ``1/beta`` up to the fixed factor n); its intercept, the value as
-    ``1/beta -> 0``, is the bias-reduced LLC. Returns intercept, slope and r2 (NaN r2 when the
-    estimates are all equal). Non-finite estimates are dropped; at least 2 must remain.
-    """
-    x = 1.0 / np.asarray(nbeta, dtype=np.float64)
-    y = np.asarray(llc, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(np.unique(x)) < 2:
-        raise ValueError("the temperature sweep needs finite estimates at >= 2 values of nbeta")
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    sst = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else math.nan
-    return {"intercept": float(intercept), "slope": float(slope), "r2": r2, "n": int(len(x))}

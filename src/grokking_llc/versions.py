@@ -103,7 +103,9 @@ def import_closure(module: str) -> frozenset[str]:
     graph = import_graph()
     if module not in graph:
         raise KeyError(f"no module {module!r} in {NAME}")
-    seen, todo = {module}, [module]
+    # running a module first runs its parent packages' __init__ modules
+    parents = _resolve(module, _module_files())
+    seen, todo = set(parents) | {module}, [*parents, module]
     while todo:
         for dep in graph[todo.pop()]:
             if dep not in seen:
