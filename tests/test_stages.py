@@ -8,7 +8,8 @@ import torch
 from grokking_llc.config import SamplerConfig, TrainConfig
 from grokking_llc.data import make_split
 from grokking_llc.model import build_model
-from grokking_llc.stages.llc import estimate_run_llc, run_gather_llc
+from grokking_llc.stages.gather import run_gather_llc
+from grokking_llc.stages.llc import estimate_run_llc
 from grokking_llc.stages.summary import run_summarize_runs, summarize_track
 
 RUN = TrainConfig(p=7, train_frac=0.6, width=6, batch_size=8, max_steps=20, checkpoint_every=10)

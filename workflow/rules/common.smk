@@ -38,6 +38,14 @@ wildcard_constraints:
     figure="|".join(PLAN.figures) or "NO_FIGURES",
 
 
+def gather_in_process(chunks, out, log_path):
+    from grokking_llc.stages.gather import run_gather_llc
+
+    df = run_gather_llc(chunks, out)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(f"gathered {len(chunks)} chunk(s), {len(df)} rows into {out}\n")
+
+
 def get_split_params(wildcards):
     return PLAN.splits[wildcards.split].params()
 

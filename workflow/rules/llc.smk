@@ -32,7 +32,7 @@ rule gather_llc:
     output:
         f"{RESULTS}/llc/{{run}}/{{sampler}}/{{track}}.parquet",
     params:
-        code=code_version("llc"),
+        code=code_version("gather"),
     log:
         f"{RESULTS}/logs/gather_llc/{{run}}/{{sampler}}/{{track}}.log",
     benchmark:
@@ -41,10 +41,9 @@ rule gather_llc:
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../environment.yml"
-    script:
-        "../scripts/gather_llc.py"
+    run:
+        # In-process: pandas only, no interpreter start-up per track.
+        gather_in_process(list(input), output[0], log[0])
 
 
 rule estimate_llc_grid:

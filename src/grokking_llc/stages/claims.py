@@ -33,7 +33,10 @@ def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
 
 
 def run_score_claims(
-    inputs: Mapping[str, Any], params: Mapping[str, Any], out_path: str, html_path: str | None = None
+    inputs: Mapping[str, Any],
+    params: Mapping[str, Any],
+    out_path: str,
+    html_path: str | None = None,
 ) -> pd.DataFrame:
     """Write ``claims.parquet`` from the summary tables and Figure 3's and 13's tracks (and the
     scorecard as an HTML table for the Snakemake report)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -151,20 +151,6 @@ def run_estimate_llc(
         run_id=run_id,
         sampler_id=sampler_id,
     )
-    write_parquet(df, out_path)
-    return df
-
-
-def run_gather_llc(paths: Sequence[str], out_path: str, *, expected_rows: int | None = None):
-    """Rule ``gather_llc``: the chunks of a track in one table, sorted by step."""
-    frames = [pd.read_parquet(p) for p in paths]
-    # empty chunks carry no dtypes worth keeping (concatenating them would make columns object)
-    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-    if df["step"].duplicated().any():
-        raise ValueError(f"chunks of {out_path} overlap: a step appears twice")
-    if expected_rows is not None and len(df) != expected_rows:
-        raise ValueError(f"{out_path}: {len(df)} rows from the chunks, expected {expected_rows}")
-    df = df.sort_values("step", ignore_index=True)
     write_parquet(df, out_path)
     return df
 
