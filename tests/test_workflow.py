@@ -256,3 +256,17 @@ def test_bad_config_stops_before_any_job(tmp_path, change, message):
     assert message in out.stderr + out.stdout
     assert not (ws / "results").exists()
     assert "Traceback" not in out.stderr
+
+
+def test_a_deleted_intermediate_is_rebuilt(done_run, tmp_path):
+    """Issue 13: deleting a split, a training log or an LLC chunk and running `figures` again
+    rebuilds it (every intermediate is an input of the targets), rather than "Nothing to be
+    done"."""
+    ws = copy_of(done_run, tmp_path)
+    results = ws / "results"
+    next((results / "splits").glob("*.parquet")).unlink()
+    next((results / "runs").glob("*/train_log.parquet")).unlink()
+    next((results / "llc").glob("*/*/*-chunk0of*.parquet")).unlink()
+    jobs = planned_jobs(ws)
+    assert jobs.get("make_split") == 1 and jobs.get("train_model", 0) >= 1
+    assert jobs.get("estimate_llc", 0) >= 1
