@@ -69,14 +69,19 @@ def _versions_in(root: Path) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
+@pytest.fixture(scope="module")
+def versions_before(package_copy):
+    return _versions_in(package_copy)
+
+
 @pytest.mark.parametrize("module", MODULES)
-def test_an_edit_reruns_exactly_the_stages_that_import_it(module, package_copy):
+def test_an_edit_reruns_exactly_the_stages_that_import_it(module, package_copy, versions_before):
     """Append a comment to ``module`` in a copy of the package: the stages whose version changes
     are exactly those whose closure holds it (none for a neutral module)."""
     rel = Path(*module.split(".")[1:])
     path = package_copy / "grokking_llc" / rel
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    before = _versions_in(package_copy)
+    before = versions_before
     original = path.read_text()
     try:
         path.write_text(original + "\n# an edit\n")
