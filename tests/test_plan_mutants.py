@@ -1,0 +1,357 @@
+"""The plan's job params, paths and target lists written out by hand for one small config, and the
+stride rule at its edges. Expected values are built here from the config's literals (TrainConfig
+and SamplerConfig of those literals, grokking_llc.config's ids, SHA-256 of the hand-built
+calibration params), never read back from the plan; the keys are the ones the stage entry
+points read (grokking_llc.stages.*). Cases found unchecked by the mutation run
+(docs/mutation.md)."""
+
+import copy
+import math
+
+import pytest
+
+from grokking_llc.config import (
+    SamplerConfig,
+    TrainConfig,
+    sampler_id,
+    short_hash,
+    validate_config,
+)
+from grokking_llc.plan import CalibrationJob, build_plan, select_checkpoints
+
+TRAIN = dict(
+    p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16, max_steps=200,
+    checkpoint_every=50,
+)  # fmt: skip
+PAPER = dict(
+    backend="fast", lr=1e-4, num_chains=2, num_burnin_steps=5, num_draws=20, batch_size=16,
+    num_init_loss_batches=4,
+)  # fmt: skip
+CAL = dict(
+    backend="fast", calibration="base", studies=["base"], num_chains=4, num_burnin_steps=5,
+    num_draws=20, batch_size=16, num_init_loss_batches=4,
+)  # fmt: skip
+
+
+def config() -> dict:
+    return {
+        "device": "cpu",
+        "train": dict(TRAIN),
+        "studies": {"base": {}, "seeds": {"seed": [0, 1]}, "other": {"p": 11}},
+        "llc": {
+            "every": 3,
+            "chunks": 2,
+            "samplers": {"paper": dict(PAPER), "cal": copy.deepcopy(CAL)},
+            "calibration": {
+                "checkpoints": [0.5, 1.0],
+                "num_steps": 40,
+                "grid": {"lr": [1e-5, 1e-4], "localization": [10.0]},
+            },
+        },
+        "figures": {
+            "fig3": {"study": "base"},
+            "traces": {"study": None},
+            "b2": {"study": "base", "localization": [1.0, 10.0], "lr": [1e-4, 3e-4]},
+            "bias_reduced": {"study": "base", "nbeta_factors": [0.5, 2.0]},
+        },
+        "plots": {"dpi": 60},
+    }
+
+
+def plan_of(cfg):
+    return build_plan(validate_config(cfg))
+
+
+# Hand-built expectations for config().
+R0 = TrainConfig(**TRAIN)
+R1 = TrainConfig(**{**TRAIN, "seed": 1})
+R11 = TrainConfig(**{**TRAIN, "p": 11})
+PAPER_SETTINGS = SamplerConfig.from_mapping(PAPER)
+CAL_SETTINGS = SamplerConfig.from_mapping(CAL)
+CAL_PARAMS = {
+    "calibration": {
+        "checkpoints": [0.5, 1.0],
+        "num_steps": 40,
+        "max_checks": 3,
+        "exhaustive": False,
+        "grid": {"lr": [1e-5, 1e-4], "localization": [10.0]},
+        "backend": "fast",
+        "base": CAL_SETTINGS.to_dict(),
+    },
+    "runs": [R0.to_dict()],
+}
+PAPER_SID = sampler_id("fast", PAPER_SETTINGS)
+CAL_SID = sampler_id("fast", CAL_SETTINGS, calibration=short_hash(CAL_PARAMS, {}))
+
+
+def llc_path(run, sid, track="every3"):
+    return f"results/llc/{run.run_id}/{sid}/{track}.parquet"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_of(config())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((10, 1, 3, 3), "chunk 3 outside 0..2"),
+        ((10, 1, -1, 2), "chunk -1 outside 0..1"),
+        ((0, 1), "a run without checkpoints has no LLC track"),
+        ((10, -2), "every must be >= 0, got -2"),
+    ],
+)
+def test_select_checkpoints_refuses_with_its_message(args, message):
+    with pytest.raises(ValueError) as err:
+        select_checkpoints(*args)
+    assert str(err.value) == message
+
+
+# ----------------------------------------------------------------------------- samplers and jobs
+
+
+def test_sampler_ids_and_the_calibration_params(plan):
+    assert plan.llc_studies == ["base"]
+    assert plan.samplers["paper"].sampler_id == PAPER_SID
+    assert plan.samplers["paper"].backend == "fast"
+    assert plan.samplers["cal"].sampler_id == CAL_SID
+    assert plan.samplers["cal"].backend == "fast"
+    assert list(plan.calibrations) == ["base"]
+    cal = plan.calibrations["base"]
+    assert cal.params() == CAL_PARAMS
+    assert cal.cal_id == short_hash(CAL_PARAMS, {})
+    assert cal.path == "results/calibration/base.parquet"
+
+
+def test_calibration_params_are_what_the_calibration_stage_accepts(plan):
+    from grokking_llc.stages.calibrate import CALIBRATION_DEFAULTS
+
+    params = plan.calibrations["base"].params()
+    assert set(params) == {"calibration", "runs"}
+    assert set(params["calibration"]) <= set(CALIBRATION_DEFAULTS)
+    assert [TrainConfig(**r).run_id for r in params["runs"]] == [R0.run_id]
+
+
+def test_calibration_params_without_a_grid():
+    job = CalibrationJob("s", "devinterp", SamplerConfig(), (("num_steps", 10),), ())
+    assert job.params() == {
+        "calibration": {
+            "num_steps": 10,
+            "grid": {},
+            "backend": "devinterp",
+            "base": SamplerConfig().to_dict(),
+        },
+        "runs": [],
+    }
+
+
+def test_llc_jobs_params_and_chunk_paths(plan):
+    assert list(plan.llc_jobs) == sorted(
+        [(R0.run_id, PAPER_SID, "every3"), (R0.run_id, CAL_SID, "every3")]
+    )
+    paper = plan.llc_jobs[(R0.run_id, PAPER_SID, "every3")]
+    assert paper.params() == {
+        "run": R0.to_dict(),
+        "backend": "fast",
+        "sampler": PAPER_SETTINGS.to_dict(),
+        "every": 3,
+    }
+    assert paper.chunk_paths() == [
+        f"results/llc/{R0.run_id}/{PAPER_SID}/every3-chunk0of2.parquet",
+        f"results/llc/{R0.run_id}/{PAPER_SID}/every3-chunk1of2.parquet",
+    ]
+    cal = plan.llc_jobs[(R0.run_id, CAL_SID, "every3")]
+    assert cal.params() == {"run": R0.to_dict(), "backend": "fast", "sampler": None, "every": 3}
+    assert cal.calibration is plan.calibrations["base"]
+
+
+def test_grid_params(plan):
+    assert plan.grid_jobs["b2"].params() == {
+        "run": R0.to_dict(),
+        "backend": "fast",
+        "sampler": PAPER_SETTINGS.to_dict(),
+        "grid": [
+            {"localization": 1.0, "lr": 1e-4},
+            {"localization": 10.0, "lr": 1e-4},
+            {"localization": 1.0, "lr": 3e-4},
+            {"localization": 10.0, "lr": 3e-4},
+        ],
+    }
+    nbeta = 16 / math.log(16)  # SPEC section 4: m / ln m at the sampler's batch of 16
+    grid = plan.grid_jobs["bias_reduced"].params()["grid"]
+    assert [g["nbeta"] for g in grid] == pytest.approx([0.5 * nbeta, 2.0 * nbeta])
+    assert plan.grid_jobs["b2"].path == (f"results/llc_grid/b2/{R0.run_id}-{PAPER_SID}.parquet")
+
+
+def test_split_run_and_summary_params(plan):
+    assert {k: s.params() for k, s in plan.splits.items()} == {
+        "p7-f0.6-s0": {"p": 7, "train_frac": 0.6, "seed": 0},
+        "p11-f0.6-s0": {"p": 11, "train_frac": 0.6, "seed": 0},
+    }
+    assert plan.training_summary_params() == {
+        R0.run_id: {"run": R0.to_dict(), "studies": ["base", "seeds"]},
+        R1.run_id: {"run": R1.to_dict(), "studies": ["seeds"]},
+        R11.run_id: {"run": R11.to_dict(), "studies": ["other"]},
+    }
+
+
+def test_theory_params_take_the_finest_positive_stride():
+    cfg = config()
+    cfg["llc"]["samplers"]["cal"]["every"] = 1
+    plan = plan_of(cfg)
+    assert plan.theory_runs == [plan.runs[R0.run_id]]
+    assert plan.theory_params(plan.runs[R0.run_id]) == {"run": R0.to_dict(), "every": 1}
+    cfg["llc"]["samplers"]["cal"]["every"] = 0  # cal: final only, paper: every 3rd
+    plan = plan_of(cfg)
+    assert plan.theory_params(plan.runs[R0.run_id]) == {"run": R0.to_dict(), "every": 3}
+    cfg["llc"]["samplers"]["paper"]["every"] = 0
+    plan = plan_of(cfg)
+    assert plan.theory_params(plan.runs[R0.run_id]) == {"run": R0.to_dict(), "every": 0}
+
+
+def test_figure_params_name_their_figure(plan):
+    assert plan.figures
+    for job in plan.figures.values():
+        assert job.params()["key"] == job.key
+        assert job.params()["plots"] == {"dpi": 60, "style": "whitegrid"}
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def test_intermediate_and_table_targets_written_out(plan):
+    assert plan.intermediate_targets() == [
+        "results/splits/p11-f0.6-s0.parquet",
+        "results/splits/p7-f0.6-s0.parquet",
+        *[
+            p
+            for r in sorted([R0, R1, R11], key=lambda r: r.run_id)
+            for p in (
+                f"results/runs/{r.run_id}/checkpoints.pt",
+                f"results/runs/{r.run_id}/train_log.parquet",
+            )
+        ],
+        *[
+            p
+            for sid in sorted([PAPER_SID, CAL_SID])
+            for p in (
+                llc_path(R0, sid).replace(".parquet", "-chunk0of2.parquet"),
+                llc_path(R0, sid).replace(".parquet", "-chunk1of2.parquet"),
+                llc_path(R0, sid),
+            )
+        ],
+        f"results/llc_grid/b2/{R0.run_id}-{PAPER_SID}.parquet",
+        f"results/llc_grid/bias_reduced/{R0.run_id}-{PAPER_SID}.parquet",
+        "results/calibration/base.parquet",
+    ]
+    assert plan.table_targets() == [
+        "results/tables/training_summary.parquet",
+        "results/tables/runs.parquet",
+        "results/tables/claims.parquet",
+        f"results/theory/{R0.run_id}.parquet",
+        "results/calibration/base.parquet",
+    ]
+
+
+def test_runs_table_entries_written_out(plan):
+    assert plan.runs_table_entries() == [
+        {"run_id": R0.run_id, "sampler": "cal", "sampler_id": CAL_SID,
+         "path": llc_path(R0, CAL_SID)},
+        {"run_id": R0.run_id, "sampler": "paper", "sampler_id": PAPER_SID,
+         "path": llc_path(R0, PAPER_SID)},
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- scorecard
+
+
+def test_claims_inputs_and_params_written_out(plan):
+    track = [llc_path(R0, CAL_SID), llc_path(R0, PAPER_SID)]  # samplers in sorted order
+    assert plan.claims_inputs() == {
+        "runs": "results/tables/runs.parquet",
+        "training": "results/tables/training_summary.parquet",
+        "fig3_train_log": f"results/runs/{R0.run_id}/train_log.parquet",
+        "fig3_llc": track,
+    }
+    assert plan.claims_params() == {
+        "samplers": ["cal", "paper"],
+        "studies": {"fig3": "base", "b2": "base", "bias_reduced": "base"},
+        "seed": 0,
+        "fig3_samplers": ["cal", "paper"],
+        "fig13_samplers": [],
+        "theory_baseline": {"p": 7, "width": 16, "train_frac": 0.6, "data_seed": 0},
+    }
+
+
+def test_claims_with_figure_13_and_samplers_limited_to_studies():
+    cfg = config()
+    cfg["studies"]["tr"] = {"model": "transformer", "loss": "cross_entropy", "lr": 1e-3,
+                            "model_options": {"ff_dim": 16}}  # fmt: skip
+    cfg["llc"]["samplers"]["paper"]["studies"] = ["base", "tr"]
+    cfg["figures"]["fig13"] = {"study": "tr"}
+    plan = plan_of(cfg)
+    rt = TrainConfig(**{**TRAIN, **cfg["studies"]["tr"]})
+    inputs = plan.claims_inputs()
+    assert inputs["fig13_train_log"] == f"results/runs/{rt.run_id}/train_log.parquet"
+    assert inputs["fig13_llc"] == [llc_path(rt, PAPER_SID)]
+    assert inputs["fig3_llc"] == [llc_path(R0, CAL_SID), llc_path(R0, PAPER_SID)]
+    params = plan.claims_params()
+    assert params["fig13_samplers"] == ["paper"]
+    assert params["studies"]["fig13"] == "tr"
+
+
+def test_claims_without_figure_3_or_with_a_transformer_baseline():
+    cfg = config()
+    cfg["figures"]["fig3"] = {"study": None}
+    cfg["figures"]["fig13"] = {"study": "base"}
+    plan = plan_of(cfg)
+    params = plan.claims_params()
+    assert params["theory_baseline"] is None
+    assert params["fig3_samplers"] == [] and params["fig13_samplers"] == ["cal", "paper"]
+    assert "fig3_llc" not in plan.claims_inputs()
+    assert "fig13_llc" in plan.claims_inputs()
+    cfg = config()
+    cfg["studies"]["base"] = {"model": "transformer", "loss": "cross_entropy", "lr": 1e-3,
+                              "model_options": {"ff_dim": 16}}  # fmt: skip
+    assert plan_of(cfg).claims_params()["theory_baseline"] is None
+
+
+# ----------------------------------------------------------------------------- strides
+
+
+def stride_config(**llc) -> dict:
+    cfg = config()
+    cfg["figures"] = {"fig3": {"study": "base"}, "traces": {"study": None}}
+    cfg["llc"]["samplers"] = {"paper": dict(PAPER)}
+    cfg["llc"].update(llc)
+    return cfg
+
+
+def test_a_study_without_llc_figures_asks_for_no_stride():
+    # R0 is in base (an LLC study, stride 4) and seeds (no LLC figure, stride 2): 4
+    plan = plan_of(stride_config(every=4, every_by_study={"seeds": 2}))
+    assert plan.stride(plan.runs[R0.run_id], plan.samplers["paper"]) == 4
+
+
+def test_zero_asks_for_nothing_when_another_study_asks_for_a_stride():
+    cfg = stride_config(every=4)
+    cfg["llc"]["samplers"]["paper"]["every_by_study"] = {"base": 0}
+    cfg["figures"]["traces"] = {"study": "seeds"}
+    plan = plan_of(cfg)
+    assert plan.stride(plan.runs[R0.run_id], plan.samplers["paper"]) == 4
+    assert plan.stride(plan.runs[R1.run_id], plan.samplers["paper"]) == 4
+
+
+def test_stride_one_is_every_checkpoint_in_chunks():
+    plan = plan_of(stride_config(every=1))
+    job = plan.track(plan.runs[R0.run_id], plan.samplers["paper"])
+    assert (job.every, job.chunks, job.track) == (1, 2, "every1")
+    cfg = stride_config(every=1)
+    cfg["llc"]["samplers"]["paper"]["every"] = 0
+    plan = plan_of(cfg)
+    job = plan.track(plan.runs[R0.run_id], plan.samplers["paper"])
+    assert (job.every, job.chunks, job.track) == (0, 1, "final")
