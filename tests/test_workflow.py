@@ -162,8 +162,9 @@ def test_calibration_grid_edit_reruns_calibration_and_calibrated_tracks_only(don
     jobs = planned_jobs(done_run, name)
     assert set(jobs) == {"calibrate_sampler", "estimate_llc", "gather_llc"} | LLC_PLOTS
     cfg = yaml.safe_load((done_run / "my.yaml").read_text())
-    # calibrated covers baseline (1 run) and over_p (3 runs, baseline's among them): 3 tracks
-    assert jobs["gather_llc"] == 3 and jobs["estimate_llc"] == 3 * cfg["llc"]["chunks"]
+    # calibrated covers baseline (1 run, every checkpoint, in llc.chunks jobs) and over_p (3
+    # runs, baseline's among them; the 2 others final-only, one job each): 3 tracks
+    assert jobs["gather_llc"] == 3 and jobs["estimate_llc"] == cfg["llc"]["chunks"] + 2
 
 
 def test_plot_edit_reruns_only_plots(done_run):
@@ -195,7 +196,8 @@ def test_new_sweep_value_trains_only_the_new_run(done_run):
     name = write_config(done_run, lambda c: c["studies"]["over_width"]["width"].append(12))
     jobs = planned_jobs(done_run, name)
     assert jobs["train_model"] == 1 and "make_split" not in jobs
-    assert jobs["estimate_llc"] == 2 and jobs["gather_llc"] == 1  # paper only, its 2 chunks
+    chunks = yaml.safe_load((done_run / "my.yaml").read_text())["llc"]["chunks"]
+    assert jobs["estimate_llc"] == chunks and jobs["gather_llc"] == 1  # paper only
 
 
 def test_one_runs_training_edit_retrains_that_run_only(done_run):

@@ -2,9 +2,10 @@
 with its validity checks, and one setting chosen for all of them (SPEC section 10)."""
 
 from grokking_llc.stages import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
 from grokking_llc.stages.calibrate import run_calibrate_sampler
 
-setup_job(snakemake.log[0], snakemake.threads)
 run_calibrate_sampler(
     list(snakemake.input.checkpoints),
     list(snakemake.input.splits),

@@ -1,9 +1,10 @@
 """Rule estimate_llc: the LLC, with its validity, at one chunk of a run's track (SPEC 4, 10)."""
 
 from grokking_llc.stages import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
 from grokking_llc.stages.llc import run_estimate_llc
 
-setup_job(snakemake.log[0], snakemake.threads)
 run_estimate_llc(
     snakemake.input.checkpoints,
     snakemake.input.split,

@@ -1,9 +1,10 @@
 """Rule estimate_llc_grid: the LLC at a run's final checkpoint over a grid of sampler settings."""
 
 from grokking_llc.stages import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
 from grokking_llc.stages.llc import run_estimate_llc_grid
 
-setup_job(snakemake.log[0], snakemake.threads)
 run_estimate_llc_grid(
     snakemake.input.checkpoints,
     snakemake.input.split,

@@ -1,7 +1,8 @@
 """Rule summarize_runs: one row per run and named sampler, with the final and maximum LLC."""
 
 from grokking_llc.stages import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
 from grokking_llc.stages.summary import run_summarize_runs
 
-setup_job(snakemake.log[0], snakemake.threads)
 run_summarize_runs(snakemake.input.training, snakemake.params.tracks, snakemake.output[0])

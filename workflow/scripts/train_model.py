@@ -1,9 +1,10 @@
 """Rule train_model: train one run, resuming from its partial state if an earlier job was killed."""
 
 from grokking_llc.stages import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
 from grokking_llc.stages.train import run_train_model
 
-setup_job(snakemake.log[0], snakemake.threads)
 run_train_model(
     snakemake.params.run,
     snakemake.input.split,

@@ -19,10 +19,14 @@ from pathlib import Path
 def setup_job(log_path: str | os.PathLike | None, threads: int = 1) -> None:
     """Send logging (and stderr) of a workflow job to its log file; use ``threads`` threads.
 
-    Called first by every script, so ``--cores N`` never oversubscribes the machine.
+    Called first by every script, before it imports its stage module, so ``--cores N`` never
+    oversubscribes the machine: the thread count goes to the environment, where torch reads it
+    when a stage imports it (and to torch directly if it is already loaded). Jobs that never need
+    torch (splits, tables, figures) do not pay for importing it.
     """
-    import torch
-
+    threads = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path is not None:
@@ -36,4 +40,5 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1) -> None:
         handlers=handlers,
         force=True,
     )
-    torch.set_num_threads(max(1, int(threads)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
