@@ -1,0 +1,576 @@
+"""grokking_llc.analysis at the edges the mutation run (docs/mutation.md, a fixed sample of the
+module's mutants) found unchecked: the exponential fit's status rules at their thresholds on
+exact exponential data, the fit's search range, every returned key and note the figures and
+claims read, the "too few" limits of the fits, grouping order, and tables with missing or
+non-numeric columns. Expected values are hand-computed, closed forms (exact exponentials, the
+Fisher z interval), or written out from the docstrings' definitions (SPEC sections 4-7)."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+from figure_tables import run_row
+
+from grokking_llc import analysis, theory
+
+THR = 0.99  # the GSM's indicator threshold (grokking_llc.gsm.GSM_THRESHOLD)
+NAN = math.nan
+
+
+def same(a, b) -> bool:
+    """Equal, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def assert_dict(got: dict, expected: dict, rel=1e-9):
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))
+    for k, v in expected.items():
+        if isinstance(v, float) and not math.isnan(v):
+            assert got[k] == pytest.approx(v, rel=rel), k
+        else:
+            assert same(got[k], v), (k, got[k], v)
+
+
+# --------------------------------------------------------------------------- constants
+
+
+def test_figure_14_reference_ratios():
+    """SPEC section 7 item 9: Tian (2025)'s n ~ 2.75 p ln p, and the paper's baseline
+    (p = 53, train_frac 0.4, so n = 0.4 * 53^2 pairs) near n / (p ln p) = 5.3."""
+    assert analysis.TIAN_CRITICAL_RATIO == 2.75
+    baseline = 0.4 * 53**2 / (53 * math.log(53))
+    assert analysis.PAPER_BASELINE_RATIO == pytest.approx(baseline, abs=0.05)
+    assert float(analysis.scaled_data_size([0.4 * 53**2], [53])[0]) == pytest.approx(baseline)
+
+
+def test_not_validated_note_reads_as_documented():
+    df, note = analysis.run_llc(pd.DataFrame({"final_llc": [1.0, 2.0]}))
+    assert note == "no validity column: every estimate treated as not validated"
+    assert df["llc_valid"].dtype == bool and not df["llc_valid"].any()
+    valid, note = analysis.llc_validity(pd.DataFrame({"llc_mean": [1.0, 2.0]}))
+    assert valid.dtype == bool and valid.tolist() == [False, False]
+    assert note == analysis.NOT_VALIDATED
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def test_fmt():
+    assert analysis.fmt(1 / 3) == "0.3333"
+    assert analysis.fmt(1 / 3, 2) == "0.33"
+    assert analysis.fmt(math.inf) == "inf" and analysis.fmt(-math.inf) == "-inf"
+    assert (
+        analysis.fmt(NAN) == "nan" and analysis.fmt("abc") == "abc" and analysis.fmt(None) == "None"
+    )
+
+
+def test_invalid_note_text():
+    assert analysis.invalid_note(0, 5) is None
+    assert analysis.invalid_note(2, 5, "runs") == (
+        "2 of 5 runs not valid: drawn hollow, left out of means and fits"
+    )
+    assert analysis.invalid_note(1, 3, fitted=False) == "1 of 3 estimates not valid: drawn hollow"
+
+
+def test_varying_note_lists_every_varying_hyperparameter():
+    df = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-3], "model": ["quadratic"] * 3, "p": [7, 7, 7]})
+    assert analysis.varying_note(df, exclude=()) == "mixed: lr in {0.001, 0.01}"
+    assert analysis.varying_note(df, exclude=("lr",)) is None
+    df["loss"] = ["a", "b", "a"]
+    assert analysis.varying_note(df, exclude=()) == "mixed: loss in {a, b}; lr in {0.001, 0.01}"
+    many = pd.DataFrame({"seed": range(6), "lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]})
+    assert analysis.varying_note(many, exclude=()) == (
+        "mixed: lr in {0.001, 0.002, 0.003, 0.004, ...}"
+    )
+    assert analysis.varying_note(pd.DataFrame({"lr": [1e-3, np.nan]}), exclude=()) is None
+
+
+def test_select_keeps_the_columns_and_renumbers_rows():
+    table = pd.DataFrame(
+        {"studies": [["a"], ["b"], ["a", "b"]], "sampler": ["x", "x", "y"], "v": [1, 2, 3]}
+    )
+    out = analysis.select(table, study="b", sampler="x")
+    assert list(out.columns) == ["studies", "sampler", "v"]
+    assert out["v"].tolist() == [2] and out.index.tolist() == [0]
+    assert analysis.select(table, study="a")["v"].tolist() == [1, 3]
+    assert analysis.select(table, study="a").index.tolist() == [0, 1]
+
+
+def test_finite_rows_coerces_text_and_keeps_the_columns():
+    df = pd.DataFrame({"a": [1.0, "x", 3.0, 4.0], "b": [1.0, 2.0, np.inf, 4.0]}, index=[5, 6, 7, 8])
+    out, dropped = analysis.finite_rows(df, ["a", "b"])
+    assert dropped == 2 and list(out.columns) == ["a", "b"]
+    assert out.index.tolist() == [0, 1] and out["a"].tolist() == [1.0, 4.0]
+    out, dropped = analysis.finite_rows(df, ["a", "missing"])
+    assert dropped == 4 and out.empty and list(out.columns) == ["a", "b"]
+
+
+def test_group_stats_of_an_empty_table_has_the_documented_columns():
+    out = analysis.group_stats(pd.DataFrame({"x": [], "y": []}), "x", "y")
+    assert list(out.columns) == ["x", "mean", "std", "n"]
+    out = analysis.group_stats(pd.DataFrame({"x": [], "z": [], "y": []}), ["x", "z"], "y")
+    assert list(out.columns) == ["x", "z", "mean", "std", "n"]
+
+
+def test_first_step_reaching_with_unit_spacing():
+    assert analysis.first_step_reaching([0, 1, 2], [0.0, 0.5, 1.0], 0.5) == 1.0
+    assert analysis.first_step_reaching([7], [1.0], 0.5) == 7.0
+
+
+def test_generalised_needs_both_columns_and_reads_text_as_not_generalised():
+    only_train = pd.DataFrame({"final_train_acc": [1.0, 1.0]})
+    assert analysis.generalised(only_train, THR).tolist() == [False, False]
+    t = pd.DataFrame({"final_train_acc": [1.0, "n/a", 1.0], "final_val_acc": [1.0, 1.0, 0.99]})
+    assert analysis.generalised(t, THR).tolist() == [True, False, False]  # strictly above
+
+
+def test_run_llc_without_any_llc_column():
+    df, note = analysis.run_llc(pd.DataFrame({"p": [7, 11]}), "max")
+    assert df["llc"].isna().all() and df["llc_valid"].tolist() == [False, False]
+    assert df["llc_valid"].dtype == bool and note == analysis.NOT_VALIDATED
+
+
+def test_theory_helpers():
+    assert analysis.theory_quadratic([7, 7], [8, 16]).tolist() == [
+        theory.llc_quadratic(7, 8),
+        theory.llc_quadratic(7, 16),
+    ]
+    fit = {"x": "width", "p": 7, "theory_scale": 2.0}
+    assert analysis.theory_curve(fit, [8, 16]).tolist() == [
+        2.0 * theory.llc_quadratic(7, 8),
+        2.0 * theory.llc_quadratic(7, 16),
+    ]
+    df = pd.DataFrame(
+        {"p": [7, 11], "width": [16, 8], "train_frac": [0.6, 0.4], "data_seed": [0, 1]}
+    )
+    bound, note = analysis.bound_per_run(df)
+    assert note is None
+    assert bound.tolist() == [
+        theory.data_restricted_bound(7, 16, train_frac=0.6, seed=0),
+        theory.data_restricted_bound(11, 8, train_frac=0.4, seed=1),
+    ]
+
+
+# --------------------------------------------------------------------------- basic fits
+
+
+def test_fits_at_the_fewest_distinct_x_values():
+    assert analysis.fit_linear([0.0, 1.0], [1.0, 3.0]) == {
+        "slope": 2.0, "intercept": 1.0, "r2": 1.0, "n": 2,
+    }  # fmt: skip
+    assert analysis.fit_proportional([1.0, 2.0], [2.0, 3.0]) == {
+        "c": 8.0 / 5.0,  # (1*2 + 2*3) / (1 + 4)
+        "r2": 1.0 - ((2 - 1.6) ** 2 + (3 - 3.2) ** 2) / 0.5,
+        "n": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    "x, y, words",
+    [
+        ([0.0, NAN], [1.0, 2.0], "x contains NaN"),
+        ([0.0, 1.0], [1.0, np.inf], "y contains NaN"),
+        ([[0.0, 1.0]], [1.0, 2.0], "x must be 1-D"),
+        ([0.0, 1.0], [[1.0, 2.0]], "y must be 1-D"),
+    ],
+)
+def test_fit_input_errors_name_the_argument(x, y, words):
+    with pytest.raises(ValueError, match=words):
+        analysis.fit_linear(x, y)
+
+
+def test_spearman_of_three_points_and_its_interval_at_four():
+    # ranks (1,2,3) and (1,3,2): centred (-1,0,1) and (-1,1,0): 1 / sqrt(2 * 2)
+    assert analysis.spearman([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.5)
+    z, zq = math.atanh(0.5), NormalDist().inv_cdf(0.975)
+    half = zq * math.sqrt(1.06 / (4 - 3))
+    lo, hi = analysis.spearman_ci(0.5, 4)
+    assert (lo, hi) == pytest.approx((math.tanh(z - half), math.tanh(z + half)))
+    assert all(math.isnan(v) for v in analysis.spearman_ci(0.5, 3))
+
+
+def test_average_ranks_with_ties_at_the_end():
+    assert analysis.average_ranks([3.0, 1.0, 3.0, 2.0, 3.0]).tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]
+    assert analysis.average_ranks([2.0, 2.0, 1.0]).tolist() == [2.5, 2.5, 1.0]
+
+
+def test_bias_reduced_llc_keys_and_refusal():
+    # llc = 10 - 20 / nbeta exactly: intercept 10, slope -20
+    out = analysis.bias_reduced_llc([10.0, 20.0, 40.0], [8.0, 9.0, 9.5])
+    assert_dict(out, {"intercept": 10.0, "slope": -20.0, "r2": 1.0, "n": 3})
+    with pytest.raises(ValueError) as err:
+        analysis.bias_reduced_llc([10.0, 10.0, 20.0], [1.0, 2.0, NAN])
+    assert str(err.value) == "the temperature sweep needs finite estimates at >= 2 values of nbeta"
+
+
+# --------------------------------------------------------------------------- exponential fit
+
+
+def exact_decay(x, a=1.0, b=1.0, c=0.0):
+    x = np.asarray(x, dtype=float)
+    return x, a * np.exp(-b * x) + c
+
+
+def test_exponential_fit_resolves_a_gentle_curvature():
+    """k = b * span = 0.5: above the no-curvature limit (0.1), fitted exactly."""
+    x, y = exact_decay(np.linspace(0.0, 1.0, 9), a=2.0, b=0.5, c=1.0)
+    fit = analysis.fit_exponential_decay(x, y)
+    assert fit["status"] == "ok" and fit["usable"]
+    assert fit["b"] == pytest.approx(0.5, rel=1e-5)
+    assert fit["a"] == pytest.approx(2.0, rel=1e-4) and fit["c"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_exponential_fit_rate_resolved_by_the_first_spacing():
+    """x = 0..20 (first spacing 1/20 of the span), b = 3: by the second x the curve is at
+    e^-3 = 5% of its amplitude, above the 1% limit: usable. Spacing x = 0, 2, 4, ... (e^-6 =
+    0.25%) is not."""
+    x, y = exact_decay(np.arange(0.0, 21.0), b=3.0)
+    fit = analysis.fit_exponential_decay(x, y)
+    assert fit["status"] == "ok"
+    assert fit["b"] == pytest.approx(3.0, rel=1e-5)
+    x, y = exact_decay(np.arange(0.0, 21.0, 2.0), b=3.0)
+    assert analysis.fit_exponential_decay(x, y)["status"] == "too_fast"
+    # the first spacing, not the second, decides: x = 0, 1, then every 2
+    x, y = exact_decay(np.r_[0.0, np.arange(1.0, 21.0, 2.0)], b=3.0)
+    assert analysis.fit_exponential_decay(x, y)["status"] == "ok"
+
+
+@pytest.mark.parametrize("amp", [1.0, 2.0])
+def test_exponential_fit_absurd_above_a_thousand_times_the_data_scale(amp):
+    """y = amp exp(-(x - x0)) on x in [x0, x0 + 4]: the scale is amp and a = amp e^x0. With
+    e^x0 = 1000.5 the parameter is just above 1000 times the scale (absurd), with 999.5 just
+    below (ok)."""
+    for factor, status in ((1000.5, "absurd"), (999.5, "ok")):
+        x0 = math.log(factor)
+        x = x0 + np.linspace(0.0, 4.0, 9)
+        y = amp * np.exp(-(x - x0))
+        fit = analysis.fit_exponential_decay(x, y, offset=False)
+        assert fit["a"] == pytest.approx(amp * factor, rel=1e-6)
+        assert fit["status"] == status
+
+
+def test_exponential_fit_rate_search_range():
+    """The scaled rate k = b * span is searched in [1e-4, 1e3]: a straight line sits at the
+    lower end; a drop to 0 within the first 1/2000 of the span (which the model can only
+    approach as k grows) at the upper end."""
+    x = np.linspace(0.0, 2.0, 9)
+    line = analysis.fit_exponential_decay(x, 5.0 - x)
+    assert line["status"] == "no_curvature"
+    assert line["b"] * 2.0 == pytest.approx(1e-4, rel=1e-6)
+    x = np.array([0.0, 0.001, 0.5, 1.0, 2.0])
+    cliff = analysis.fit_exponential_decay(x, np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+    assert cliff["b"] * 2.0 == pytest.approx(1e3, rel=1e-6)
+
+
+def test_describe_exponential_lines():
+    fit = {"a": 2.0, "b": 0.5, "c": 1.0, "r2": 0.98765, "status": "ok"}
+    assert analysis.describe_exponential(fit) == "a = 2, b = 0.5, c = 1, R² = 0.988"
+    odd = {**fit, "status": "weird"}
+    assert analysis.describe_exponential(odd) == (
+        "exponential fit not usable: weird (a = 2, b = 0.5, c = 1); curve not drawn"
+    )
+    skipped = {"status": "skipped", "skipped": "2 distinct lr value(s)"}
+    assert analysis.describe_exponential(skipped) == (
+        "exponential fit skipped: 2 distinct lr value(s)"
+    )
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_percentiles_against_a_reference_loop():
+    table = pd.DataFrame({"g": [0, 0, 0, 1, 1, 1], "y": [1.0, 2.0, 4.0, 3.0, 7.0, 8.0]})
+    out = analysis.bootstrap(table, lambda d: float(d["y"].mean()), by="g", n_boot=300, seed=5,
+                             level=0.8)  # fmt: skip
+    rng = np.random.default_rng(5)
+    reps = []
+    for _ in range(300):
+        idx = np.r_[rng.choice([0, 1, 2], size=3, replace=True),
+                    rng.choice([3, 4, 5], size=3, replace=True)]  # fmt: skip
+        reps.append(table["y"].to_numpy()[idx].mean())
+    lo, hi = np.quantile(reps, [0.1, 0.9])
+    assert out["value"] == {"value": 25.0 / 6.0, "ci_low": lo, "ci_high": hi, "n_boot": 300,
+                            "n_failed": 0}  # fmt: skip
+
+
+def test_bootstrap_of_a_statistic_that_fails_on_the_full_table():
+    def stat(d):
+        if len(d) == 2 and d["y"].nunique() == 2:
+            raise ValueError("no")
+        return float(d["y"].max())
+
+    out = analysis.bootstrap(pd.DataFrame({"g": [0, 1], "y": [1.0, 2.0]}), stat, by="g", n_boot=5)
+    assert math.isnan(out["value"]["value"])
+    assert out["value"]["n_boot"] == 0 and out["value"]["n_failed"] == 5
+
+
+# --------------------------------------------------------------------------- Figures 1 and 2
+
+FIG1_KEYS = {
+    "width", "x", "points", "means", "n_runs", "n_valid", "n_p", "n_dropped_nan", "slope",
+    "intercept", "r2", "fit_skipped", "theory_scale", "theory_r2", "theory_slope",
+    "theory_slope_scaled", "bound_scale", "bound_r2", "bound_slope", "bound_slope_scaled",
+    "notes",
+}  # fmt: skip
+
+
+def test_fit_llc_vs_p_with_two_primes():
+    runs = pd.DataFrame(
+        [run_row(p=p, seed=s, final_llc=3.0 * p + s) for p in (7, 11) for s in (0, 1)]
+    )
+    out = analysis.fit_llc_vs_p(runs)
+    assert set(out) == FIG1_KEYS | {"bound_points"}
+    assert out["slope"] == pytest.approx(3.0) and out["intercept"] == pytest.approx(0.5)
+    assert out["fit_skipped"] is None and out["notes"] == []
+    assert (out["n_runs"], out["n_valid"], out["n_p"]) == (4, 4, 2)
+
+
+def test_fit_llc_vs_p_with_one_prime_says_why_no_line():
+    runs = pd.DataFrame(
+        [run_row(p=7, seed=s, final_llc=20.0 + s, final_llc_valid=s < 2) for s in range(3)]
+    )
+    out = analysis.fit_llc_vs_p(runs)
+    why = "fits skipped: 1 distinct p value(s) with a valid estimate, need 2"
+    assert out["fit_skipped"] == why
+    assert out["notes"] == [
+        "1 of 3 final LLC estimates not valid: drawn hollow, left out of means and fits",
+        why,
+    ]
+    assert "n" not in out and math.isnan(out["slope"])
+
+
+def test_fit_llc_vs_p_without_valid_estimates_or_bound_columns():
+    runs = pd.DataFrame([run_row(p=p, final_llc_valid=False) for p in (7, 11)])
+    out = analysis.fit_llc_vs_p(runs.drop(columns=["train_frac"]))
+    assert set(out) == FIG1_KEYS
+    assert out["fit_skipped"] == "no valid final LLC estimate"
+    assert out["notes"] == [
+        "2 of 2 final LLC estimates not valid: drawn hollow, left out of means and fits",
+        "no valid final LLC estimate",
+    ]
+    assert all(math.isnan(out[f"bound_{k}"]) for k in ("scale", "r2", "slope", "slope_scaled"))
+    empty = analysis.fit_llc_vs_p(runs.iloc[:0])
+    assert empty["fit_skipped"] == "no runs with a finite final LLC"
+    assert empty["notes"] == ["no runs with a finite final LLC"]
+    assert set(empty) == FIG1_KEYS and empty["n_valid"] == 0
+
+
+def test_the_most_common_width_is_named_with_the_others():
+    runs = pd.DataFrame(
+        [run_row(p=p, width=16, final_llc=float(p)) for p in (7, 11)]
+        + [run_row(p=7, width=32, final_llc=1.0)]
+    )
+    out = analysis.fit_llc_vs_p(runs)
+    assert out["width"] == 16
+    assert "2 values of width present (16, 32); using the most common, width = 16" in out["notes"]
+
+
+# --------------------------------------------------------------------------- Figure 4
+
+
+def test_fit_lr_vs_gsm_skipped_fit_and_lr_order():
+    rows = [run_row(lr=lr, seed=s, gsm=1.0 - 10 * lr) for lr in (3e-3, 1e-3) for s in (0, 1)]
+    rows.append(run_row(lr=2e-3, final_val_acc=0.1, gsm=0.0))  # never generalised
+    out = analysis.fit_lr_vs_gsm(pd.DataFrame(rows), THR)
+    fit = out[1e-4]
+    for k in ("a", "b", "c", "r2"):
+        assert math.isnan(fit[k])
+    assert fit["status"] == "skipped" and fit["usable"] is False
+    assert fit["skipped"] == "2 distinct lr value(s) with a generalised run, need 3"
+    assert (fit["n"], fit["n_lr"], fit["n_runs"], fit["n_never"]) == (4, 2, 5, 1)
+    assert fit["never"]["lr"].tolist() == [1e-3, 2e-3, 3e-3]
+    assert fit["never"]["n_never"].tolist() == [0, 1, 0]
+
+
+# --------------------------------------------------------------------------- H.3, GSM vs LLC
+
+
+def test_lr_vs_max_llc_counts_and_notes():
+    rows = [run_row(lr=lr, seed=s, max_llc=10.0 * lr) for lr in (1e-3, 2e-3) for s in (0, 1)]
+    rows += [run_row(lr=0.0), run_row(lr=1e-3, max_llc=NAN), run_row(lr=1e-3, max_llc_valid=False)]
+    out = analysis.lr_vs_max_llc(pd.DataFrame(rows))
+    assert (out["n_runs"], out["n_valid"], out["n_dropped_nan"]) == (5, 4, 2)
+    assert out["notes"] == [
+        "dropped 2 run(s) with NaN lr / max LLC / weight decay (or lr <= 0)",
+        "1 of 5 maximum-LLC estimates not valid: drawn hollow, left out of means and fits",
+    ]
+    assert set(out) == {"points", "per_wd", "n_runs", "n_valid", "n_dropped_nan", "notes"}
+
+
+def test_fit_gsm_vs_llc_keys_notes_and_a_skipped_line():
+    rows = [run_row(seed=s, final_llc=10.0, gsm=0.5) for s in range(2)]
+    rows += [run_row(seed=2, final_val_acc=0.1), run_row(seed=3, final_llc_valid=False),
+             run_row(seed=4, gsm=NAN)]  # fmt: skip
+    out = analysis.fit_gsm_vs_llc(pd.DataFrame(rows), THR)
+    assert set(out) == {"points", "pooled", "per_wd", "n_runs", "n_valid", "n_never",
+                        "n_invalid", "n_dropped_nan", "notes"}  # fmt: skip
+    assert (out["n_runs"], out["n_valid"], out["n_never"], out["n_invalid"]) == (4, 2, 1, 1)
+    assert out["notes"] == [
+        "dropped 1 run(s) with NaN GSM / final LLC",
+        "1 run(s) never generalised: no GSM, shown apart, not fitted",
+        "1 of 3 final LLC estimates not valid: drawn hollow, left out of means and fits",
+    ]
+    assert_dict(out["pooled"], {
+        "slope": NAN, "intercept": NAN, "r2": NAN, "n": 2,
+        "skipped": "fit skipped: 1 distinct LLC value(s), need 2",
+    })  # fmt: skip
+
+
+# --------------------------------------------------------------------------- Figure 14
+
+
+def boundary_rows(p, fracs_gen):
+    """Runs of prime p: for each (n_train, fraction generalised) two runs."""
+    rows = []
+    for n, gen in fracs_gen:
+        for s in (0, 1):
+            ok = s < round(2 * gen)
+            rows.append(run_row(p=p, n_train=n, seed=s, final_val_acc=1.0 if ok else 0.1))
+    return rows
+
+
+def test_regime_boundary_order_open_brackets_and_mid():
+    x = lambda n, p: n / (p * math.log(p))  # noqa: E731
+    rows = boundary_rows(11, [(20, 0.0), (40, 0.5), (60, 1.0)])
+    rows = boundary_rows(13, [(30, 0.0), (50, 1.0)]) + rows  # p out of order in the table
+    out = analysis.regime_boundary(pd.DataFrame(rows), THR)
+    per_p = out["per_p"]
+    assert list(per_p.columns) == ["p", "x_fail", "x_gen", "n_x"]
+    assert per_p["p"].tolist() == [11.0, 13.0] and per_p["n_x"].tolist() == [3, 2]
+    assert per_p["x_gen"].tolist() == pytest.approx([x(40, 11), x(50, 13)])
+    assert per_p["x_fail"].tolist() == pytest.approx([x(20, 11), x(30, 13)])
+    assert out["lower"] == pytest.approx((x(20, 11) + x(30, 13)) / 2)
+    assert out["upper"] == pytest.approx((x(40, 11) + x(50, 13)) / 2)
+    assert out["mid"] == pytest.approx((out["lower"] + out["upper"]) / 2)
+    assert out["open_p"] == []
+    # every setting of p = 7 generalises: x_gen is its smallest x, the bracket is open
+    out = analysis.regime_boundary(pd.DataFrame(boundary_rows(7, [(10, 1.0), (20, 1.0)])), THR)
+    assert out["per_p"]["x_gen"].tolist() == pytest.approx([x(10, 7)])
+    assert math.isnan(out["per_p"]["x_fail"].iloc[0]) and out["open_p"] == [7.0]
+    assert math.isnan(out["mid"])
+
+
+# --------------------------------------------------------------------------- one run's track
+
+
+def small_log():
+    # memorised at step 200, generalised at step 600; validation loss falls from step 200
+    return pd.DataFrame({
+        "step": [100, 200, 300, 400, 500, 600, 700],
+        "train_acc": [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        "val_acc": [0.1, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0],
+        "val_loss": [1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2],
+    })  # fmt: skip
+
+
+def track(steps, values):
+    return pd.DataFrame({"step": steps, "llc_mean": values, "valid": True})
+
+
+def test_track_statistics_in_the_grokking_window():
+    llc = track([100, 200, 300, 400, 500, 600, 700], [5.0, 9.0, 12.0, 10.0, 8.0, 7.0, 6.0])
+    out = analysis.track_statistics(small_log(), llc)
+    # window 200..600: llc 9, 12, 10, 8, 7 against val loss 1, .8, .6, .4, .2
+    rho = analysis.spearman([9.0, 12.0, 10.0, 8.0, 7.0], [1.0, 0.8, 0.6, 0.4, 0.2])
+    lo, hi = analysis.spearman_ci(rho, 5)
+    assert_dict(out, {
+        "t_mem": 200.0, "t_gen": 600.0, "n_estimates": 7, "n_valid": 7, "n_window": 5,
+        "spearman": rho, "ci_low": lo, "ci_high": hi, "llc_start": 9.0, "llc_end": 7.0,
+        "rel_change": 7.0 / 9.0 - 1.0, "peak_step": 300.0,
+        "peak_position": "between memorisation and generalisation", "notes": [],
+    })  # fmt: skip
+    assert rho == pytest.approx(0.7)  # ranks (2,5,4,3,1) and (5,4,3,2,1): 1 - 6*6/120
+
+
+def test_track_statistics_with_three_estimates_in_the_window():
+    llc = track([200, 400, 600], [9.0, 8.0, 7.0])
+    out = analysis.track_statistics(small_log(), llc)
+    assert out["n_window"] == 3 and out["spearman"] == pytest.approx(1.0)
+    assert math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])  # no interval at n = 3
+
+
+def test_track_statistics_without_a_training_log():
+    log = small_log().iloc[:0]
+    out = analysis.track_statistics(log, track([100], [1.0]))
+    assert math.isnan(out["t_mem"]) and math.isnan(out["t_gen"])
+    assert out["notes"] == ["no grokking window: the run never memorised or generalised"]
+    assert out["peak_position"] == "unknown"
+
+
+# --------------------------------------------------------------------------- sampler grids
+
+
+def test_sampler_sensitivity_counts():
+    table = pd.DataFrame({
+        "sampler_lr": [1e-4, 1e-4, 1e-4, 3e-4, 3e-4, NAN],
+        "localization": [1.0, 1.0, 10.0, 10.0, 0.0, 1.0],
+        "llc_mean": [5.0, 6.0, 7.0, -1.0, 2.0, 3.0],
+        "valid": [True, False, True, True, True, True],
+    })  # fmt: skip
+    out = analysis.sampler_sensitivity(table)
+    assert (out["n"], out["n_valid"], out["n_repeated"]) == (4, 3, 1)
+    assert out["points"]["valid"].tolist() == [True, False, True, True]
+    assert out["all_positive"] is False
+    assert out["notes"] == [
+        "dropped 2 row(s) with NaN setting / estimate (or γ <= 0)",
+        "1 of 4 estimates not valid: drawn hollow",
+    ]
+
+
+def test_bias_reduced_points_carry_validity():
+    table = pd.DataFrame({
+        "nbeta": [10.0, 20.0, 40.0, 80.0], "llc_mean": [8.0, 9.0, 9.5, 1.0],
+        "valid": [True, True, True, False],
+    })  # fmt: skip
+    out = analysis.bias_reduced(table)
+    assert out["points"]["valid"].tolist() == [True, True, True, False]
+    assert out["fit"]["intercept"] == pytest.approx(10.0)
+    no_flag = analysis.bias_reduced(table.drop(columns=["valid"]))
+    assert no_flag["points"]["valid"].tolist() == [False] * 4 and no_flag["fit"] is None
+
+
+def test_calibration_points_defaults_and_notes():
+    table = pd.DataFrame({
+        "lr": [1e-4, 1e-4, 3e-4], "localization": [10.0] * 3, "nbeta": [5.0] * 3,
+        "llc_mean": [1.0, 2.0, 3.0], "valid": [True, False, False],
+        "chosen": [None, None, None],
+    })  # fmt: skip
+    out = analysis.calibration_points(table)
+    pts = out["points"]
+    assert pts["chosen"].tolist() == [False] * 3 and pts["step"].tolist() == [0, 0, 0]
+    assert out["notes"] == ["2 of 3 settings not valid: drawn hollow", "no setting chosen"]
+    table["chosen"] = [False, True, False]
+    out = analysis.calibration_points(table)
+    assert out["notes"] == [
+        "2 of 3 settings not valid: drawn hollow",
+        "the chosen setting is not valid: the best stationary one, marked as such",
+    ]
+
+
+def test_regime_boundary_with_a_text_entry_in_p():
+    """A summary whose p column holds text for one run (object dtype): that run is dropped and
+    x = n / (p ln p) is computed in floats for the others."""
+    table = pd.DataFrame({
+        "p": [7, 11, "n/a"], "n_train": [20, 48, 30],
+        "final_train_acc": [1.0, 1.0, 1.0], "final_val_acc": [1.0, 1.0, 1.0],
+    })  # fmt: skip
+    out = analysis.regime_boundary(table, THR)
+    assert out["points"]["x"].tolist() == pytest.approx(
+        [20 / (7 * math.log(7)), 48 / (11 * math.log(11))]
+    )
+    assert out["open_p"] == [7.0, 11.0]
+
+
+def test_sampler_sensitivity_without_a_validity_column():
+    table = pd.DataFrame(
+        {"sampler_lr": [1e-4, 3e-4], "localization": [1.0, 1.0], "llc_mean": [5.0, 6.0]}
+    )
+    out = analysis.sampler_sensitivity(table)
+    assert out["points"]["valid"].tolist() == [False, False] and out["n_valid"] == 0
+    assert out["notes"][0] == analysis.NOT_VALIDATED
