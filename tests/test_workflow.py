@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from grokking_llc.claims import NO_SAMPLER
 from grokking_llc.train import LOG_COLUMNS
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +117,7 @@ def test_outputs_have_the_documented_schemas(done_run):
     theory = pd.read_parquet(results / "theory" / f"{baseline}.parquet")
     assert theory["step"].tolist() == log["step"].tolist() and (theory["K_eff"] <= 16).all()
     claims = pd.read_parquet(results / "tables" / "claims.parquet")
-    assert set(claims["sampler"]) <= set(plan_cfg["llc"]["samplers"]) | {"-", None}
+    assert set(claims["sampler"]) <= set(plan_cfg["llc"]["samplers"]) | {NO_SAMPLER}
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
     calibration = pd.read_parquet(results / "calibration" / "baseline.parquet")
     assert calibration["chosen"].sum() >= 1
