@@ -230,3 +230,17 @@ def test_figure_catalog_read_from_the_modules_matches_the_registry():
             spec.reads,
             spec.per_sampler,
         )
+
+
+def test_two_names_for_one_setting_share_tracks_but_each_gets_rows():
+    cfg = base_config()
+    cfg["llc"]["samplers"]["twin"] = dict(cfg["llc"]["samplers"]["paper"])
+    plan = plan_of(cfg)
+    assert plan.samplers["twin"].sampler_id == plan.samplers["paper"].sampler_id
+    entries = plan.runs_table_entries()
+    twin = {e["run_id"] for e in entries if e["sampler"] == "twin"}
+    paper = {e["run_id"] for e in entries if e["sampler"] == "paper"}
+    assert twin == paper and twin
+    # one job per track, whichever name asked for it
+    keys = [k for k in plan.llc_jobs if k[1] == plan.samplers["paper"].sampler_id]
+    assert len(keys) == len(set(keys)) == len(paper)

@@ -524,14 +524,26 @@ class Plan:
         }
 
     def runs_table_entries(self) -> list[dict[str, Any]]:
-        """(run, sampler name) -> the track that gives its final and maximum LLC."""
+        """(run, sampler name) -> the track that gives its final and maximum LLC. Two names for
+        one setting share the track (one job) but each gets its rows."""
         out = []
         for name, sampler in self.samplers.items():
-            for key, job in self.llc_jobs.items():
-                if job.sampler.sampler_id == sampler.sampler_id and job.sampler.name == name:
-                    out.append(
-                        {"run_id": key[0], "sampler": name, "sampler_id": key[1], "path": job.path}
-                    )
+            covered = {
+                rid
+                for study in self.llc_studies
+                if self.sampler_covers(sampler, study)
+                for rid in self.study_runs[study]
+            }
+            for rid in sorted(covered):
+                job = self.track(self.runs[rid], sampler)
+                out.append(
+                    {
+                        "run_id": rid,
+                        "sampler": name,
+                        "sampler_id": sampler.sampler_id,
+                        "path": job.path,
+                    }
+                )
         return out
 
     # ---------------------------------------------------------------- figures
