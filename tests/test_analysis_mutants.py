@@ -574,3 +574,163 @@ def test_sampler_sensitivity_without_a_validity_column():
     out = analysis.sampler_sensitivity(table)
     assert out["points"]["valid"].tolist() == [False, False] and out["n_valid"] == 0
     assert out["notes"][0] == analysis.NOT_VALIDATED
+
+
+# --------------------------------------------------------------------------- second sample
+
+
+def test_bound_per_run_uses_each_runs_data_seed():
+    """Sparse splits where the data seed changes the bound (graph components differ)."""
+    df = pd.DataFrame({"p": [7, 7, 5], "width": [2, 2, 1], "train_frac": [0.3, 0.3, 0.3],
+                       "data_seed": [3, 0, 1]})  # fmt: skip
+    bound, _ = analysis.bound_per_run(df)
+    expected = [theory.data_restricted_bound(7, 2, train_frac=0.3, seed=3),
+                theory.data_restricted_bound(7, 2, train_frac=0.3, seed=0),
+                theory.data_restricted_bound(5, 1, train_frac=0.3, seed=1)]  # fmt: skip
+    assert bound.tolist() == expected
+    assert expected[0] != expected[1]
+
+
+def test_input_messages_name_the_argument():
+    with pytest.raises(ValueError) as err:
+        analysis.fit_linear([], [])
+    assert str(err.value) == "x is empty: need at least one value"
+    with pytest.raises(ValueError, match=r"^steps contains NaN"):
+        analysis.first_step_reaching([0, NAN], [1.0, 1.0], 0.5)
+    with pytest.raises(ValueError, match=r"^values contains NaN"):
+        analysis.first_step_reaching([0, 1], [1.0, NAN], 0.5)
+    with pytest.raises(ValueError) as err:
+        analysis.first_step_reaching([2, 1], [1.0, 1.0], 0.5)
+    assert str(err.value) == "steps must be strictly increasing"
+    with pytest.raises(ValueError) as err:
+        analysis.fit_proportional([0.0, 0.0], [1.0, 2.0])
+    assert str(err.value) == "every x is 0: no line through the origin"
+    with pytest.raises(ValueError, match=r"^x contains NaN"):
+        analysis.spearman([NAN, 1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"^y contains NaN"):
+        analysis.spearman([0.0, 1.0, 2.0], [1.0, 2.0, NAN])
+    with pytest.raises(ValueError) as err:
+        analysis.spearman([0.0, 1.0, 2.0], [1.0, 2.0])
+    assert str(err.value) == "inputs must have equal lengths, got x: 3, y: 2"
+    with pytest.raises(ValueError):
+        analysis.theory_quadratic([7, 11], [8])
+
+
+def test_bias_reduced_llc_with_two_temperatures_and_notes():
+    out = analysis.bias_reduced_llc([10.0, 20.0], [8.0, 9.0])  # llc = 10 - 20 / nbeta
+    assert out["intercept"] == pytest.approx(10.0) and out["n"] == 2
+    table = pd.DataFrame({"nbeta": [10.0, 20.0, NAN], "llc_mean": [8.0, 9.0, 1.0],
+                          "valid": [True, False, True]})  # fmt: skip
+    res = analysis.bias_reduced(table)
+    assert res["notes"] == [
+        "dropped 1 non-finite estimate(s)",
+        "1 of 2 estimates not valid: drawn hollow, left out of means and fits",
+        "no fit: the temperature sweep needs finite estimates at >= 2 values of nbeta",
+    ]
+
+
+def test_calibration_points_chosen_column_variants():
+    base = {"lr": [1e-4, 3e-4, 1e-3], "localization": [10.0] * 3, "nbeta": [5.0] * 3,
+            "llc_mean": [1.0, 2.0, 3.0], "valid": [True, True, True]}  # fmt: skip
+    out = analysis.calibration_points(pd.DataFrame({**base, "chosen": [NAN, 1.0, 0.0]}))
+    assert out["points"]["chosen"].tolist() == [False, True, False]
+    assert out["chosen"]["lr"].tolist() == [3e-4] and out["notes"] == []
+    out = analysis.calibration_points(pd.DataFrame(base))
+    assert out["points"]["chosen"].tolist() == [False] * 3
+    assert out["notes"] == ["no setting chosen"]
+
+
+def test_describe_unusable_fits():
+    fit = {"a": 1.0, "b": 2.0, "c": 3.0}
+    for status, why in [
+        ("no_curvature", "no exponential curvature resolved (within 1.25% of a straight line)"),
+        ("too_fast", "the fall happens within the first x spacing (rate not resolved)"),
+        ("absurd", "absurd parameters"),
+    ]:
+        assert analysis.describe_exponential({**fit, "status": status}) == (
+            f"exponential fit not usable: {why} (a = 1, b = 2, c = 3); curve not drawn"
+        )
+
+
+def test_exponential_fit_rate_inside_the_last_grid_cell():
+    """b = 980 over a span of 1 (k = 980, between the grid's last two points 967 and 1000):
+    the golden-section search between them finds it."""
+    x = np.r_[0.0, 0.0005 * np.arange(1, 8), 0.5, 1.0]
+    fit = analysis.fit_exponential_decay(x, np.exp(-980.0 * x))
+    assert fit["b"] == pytest.approx(980.0, rel=1e-4)
+
+
+def test_group_orders_and_columns():
+    g = analysis.group_stats(pd.DataFrame({"x": [2, 1, 1], "y": [1.0, 2.0, 4.0]}), "x", "y")
+    assert list(g.columns) == ["x", "mean", "std", "n"] and g["x"].tolist() == [1, 2]
+    rows = [run_row(p=p, seed=s, final_llc=3.0 * p + s, lr=1e-3 * (1 + s))
+            for p in (11, 7) for s in (0, 1)]  # fmt: skip
+    out = analysis.fit_llc_vs_p(pd.DataFrame(rows))
+    assert out["bound_points"]["p"].tolist() == [7, 11]
+    assert "mixed: lr in {0.001, 0.002}" in out["notes"]
+    wd_rows = [
+        run_row(
+            weight_decay=wd,
+            seed=s,
+            lr=1e-3 * (1 + s),
+            final_llc=1.0 + s + wd,
+            gsm=0.5 + s,
+            max_llc=2.0 + s,
+        )
+        for wd in (1e-3, 1e-4)
+        for s in (0, 1)
+    ]
+    wd_rows.append(run_row(weight_decay=1e-2, max_llc_valid=False))
+    gv = analysis.fit_gsm_vs_llc(pd.DataFrame(wd_rows[:4]), THR)
+    assert list(gv["per_wd"]) == [1e-4, 1e-3]
+    assert gv["notes"] == []
+    h3 = analysis.lr_vs_max_llc(pd.DataFrame(wd_rows))
+    assert list(h3["per_wd"]) == [1e-4, 1e-3, 1e-2]
+    assert math.isnan(h3["per_wd"][1e-2]["spearman"]) and h3["per_wd"][1e-2]["n_valid"] == 0
+    assert "index" not in h3["points"]
+    assert not any("weight_decay in" in n for n in h3["notes"])
+
+
+def test_fit_llc_vs_width_skipped_fit_keeps_its_keys():
+    out = analysis.fit_llc_vs_width(pd.DataFrame([run_row(width=16, seed=s) for s in (0, 1)]))
+    assert out["fit_skipped"] is not None
+    assert math.isnan(out["prop_c"]) and math.isnan(out["prop_r2"])
+
+
+def test_gsm_rows_count_what_they_drop():
+    rows = [run_row(lr=1e-3), run_row(lr=0.0), run_row(lr=-1e-3), run_row(lr=1e-3, gsm=NAN)]
+    df, dropped = analysis.gsm_rows(pd.DataFrame(rows), THR)
+    assert len(df) == 1 and dropped == 3
+
+
+def test_generalised_reads_text_in_the_validation_accuracy_as_not_generalised():
+    t = pd.DataFrame({"final_train_acc": [1.0, 1.0], "final_val_acc": ["n/a", 1.0]})
+    assert analysis.generalised(t, THR).tolist() == [False, True]
+
+
+def test_sampler_sensitivity_llc_std_column():
+    table = pd.DataFrame({"sampler_lr": [1e-4, 3e-4], "localization": [1.0, 1.0],
+                          "llc_mean": [5.0, 6.0], "llc_std": [0.5, "?"]})  # fmt: skip
+    std = analysis.sampler_sensitivity(table)["points"]["llc_std"]
+    assert std.dtype == np.float64 and std.iloc[0] == 0.5 and math.isnan(std.iloc[1])
+    std = analysis.sampler_sensitivity(table.drop(columns=["llc_std"]))["points"]["llc_std"]
+    assert std.dtype == np.float64 and std.isna().all()
+
+
+def test_track_statistics_text_estimates_levels_and_unknown_peaks():
+    llc = track([100, 200, 300, 400, 500, 600, 700], [5.0, 9.0, 12.0, 10.0, 8.0, 7.0, 6.0])
+    out = analysis.track_statistics(small_log(), llc, level=0.8)
+    rho = out["spearman"]
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(analysis.spearman_ci(rho, 5, 0.8))
+    llc["llc_mean"] = llc["llc_mean"].astype(object)
+    llc.loc[2, "llc_mean"] = "n/a"
+    out = analysis.track_statistics(small_log(), llc)
+    assert out["n_valid"] == 7 and out["peak_step"] == 400.0
+    never = small_log().assign(val_acc=0.1)  # memorised at 200, never generalised
+    out = analysis.track_statistics(never, track([100, 300], [1.0, 2.0]), window="all")
+    assert out["peak_step"] == 300.0 and out["peak_position"] == "unknown"
+
+
+def test_varying_note_shows_three_significant_digits():
+    df = pd.DataFrame({"lr": [0.0012345, 0.0023456]})
+    assert analysis.varying_note(df, exclude=()) == "mixed: lr in {0.00123, 0.00235}"
