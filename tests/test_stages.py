@@ -140,3 +140,17 @@ def test_a_chunk_without_checkpoints_is_an_empty_table_with_every_column(split):
     full = estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=1, chunk=0, chunks=2)
     assert len(empty) == 0 and len(full) == 1
     assert list(empty.columns) == list(full.columns)
+
+
+def test_a_setting_that_failed_calibration_makes_every_estimate_invalid(split):
+    """An estimate's own checks cannot make up for a setting whose calibration failed."""
+    ckpts = checkpoints([model_state(0), model_state(1)], [0, 10])
+    kw = dict(backend="fast", every=1)
+    free = estimate_run_llc(ckpts, split, RUN, SAMPLER, **kw)
+    passed = estimate_run_llc(ckpts, split, RUN, SAMPLER, setting_valid=True, **kw)
+    failed = estimate_run_llc(ckpts, split, RUN, SAMPLER, setting_valid=False, **kw)
+    assert free["setting_valid"].isna().all() and passed["setting_valid"].all()
+    np.testing.assert_array_equal(passed["valid"], free["valid"])
+    np.testing.assert_array_equal(failed["llc_mean"], free["llc_mean"])  # same numbers
+    assert not failed["valid"].any() and (failed["setting_valid"] == False).all()  # noqa: E712
+    assert failed["invalid_reason"].str.endswith("failed its calibration checks").all()

@@ -70,9 +70,15 @@ def estimate_run_llc(
     device: str = "cpu",
     run_id: str = "",
     sampler_id: str = "",
+    setting_valid: bool | None = None,
 ) -> pd.DataFrame:
     """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint,
-    each with its validity columns (SPEC section 10). Model, data and loss are built once."""
+    each with its validity columns (SPEC section 10). Model, data and loss are built once.
+
+    ``setting_valid``: for a calibrated sampler, whether its setting passed the calibration's
+    setting-level checks (nbeta scaling, rescaling invariance, at the calibration's
+    checkpoints); False makes every estimate invalid whatever its own checks say (a setting that
+    failed is not measuring the LLC). None (a setting written in the config) adds nothing."""
     from grokking_llc.model import get_loss
     from grokking_llc.train import checkpoint_state
 
@@ -93,10 +99,24 @@ def estimate_run_llc(
             steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
         )  # fmt: skip
         row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend, step=steps[i])
-        rows.append(row | {"seconds": seconds})
-    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, *ARRAY_COLUMNS, "seconds"]
+        rows.append(_with_setting(row, setting_valid) | {"seconds": seconds})
+    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, "setting_valid", *ARRAY_COLUMNS, "seconds"]
     # A chunk may hold no checkpoint (more chunks than checkpoints): an empty table, same columns.
     return pd.DataFrame(rows, columns=columns).sort_values("step", ignore_index=True)
+
+
+SETTING_FAILED = "the calibrated setting failed its calibration checks"
+
+
+def _with_setting(row: dict, setting_valid: bool | None) -> dict:
+    """``row`` with ``setting_valid``; an estimate under a setting that failed calibration is
+    not valid (its reason says so)."""
+    row = dict(row, setting_valid=setting_valid)
+    if setting_valid is False:
+        reason = row.get("invalid_reason") or ""
+        row["invalid_reason"] = f"{reason}; {SETTING_FAILED}" if reason else SETTING_FAILED
+        row["valid"] = False
+    return row
 
 
 def _seed_of(sampler: SamplerConfig | Mapping[str, Any]) -> int:
@@ -105,18 +125,21 @@ def _seed_of(sampler: SamplerConfig | Mapping[str, Any]) -> int:
     return int(sampler.get("seed", SamplerConfig().seed))
 
 
-def resolve_sampler(params: Mapping[str, Any], calibration_path: str | None) -> dict[str, Any]:
-    """The SGLD settings of a job: written in the config, or chosen by a calibration (which may
-    add a preconditioned kind's options)."""
+def resolve_sampler(
+    params: Mapping[str, Any], calibration_path: str | None
+) -> tuple[dict[str, Any], bool | None]:
+    """The SGLD settings of a job -- written in the config, or chosen by a calibration (which may
+    add a preconditioned kind's options) -- and whether the calibration found them valid (None
+    for settings written in the config)."""
     if params.get("sampler") is not None:
-        return dict(params["sampler"])
+        return dict(params["sampler"]), None
     if calibration_path is None:
         raise ValueError("a calibrated sampler's job needs its calibration table")
     from grokking_llc.calibrate import chosen_sampler
 
     settings, valid, reason = chosen_sampler(pd.read_parquet(calibration_path))
     log.info("calibrated settings %s (valid: %s): %s", settings, valid, reason)
-    return dict(settings)
+    return dict(settings), bool(valid)
 
 
 def run_estimate_llc(
@@ -138,11 +161,12 @@ def run_estimate_llc(
     from grokking_llc.train import load_checkpoints
 
     ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    sampler, setting_valid = resolve_sampler(params, calibration_path)
     df = estimate_run_llc(
         ckpts,
         pd.read_parquet(split_path),
         TrainConfig(**params["run"]),
-        resolve_sampler(params, calibration_path),
+        sampler,
         backend=params["backend"],
         every=params["every"],
         chunk=chunk,
@@ -150,6 +174,7 @@ def run_estimate_llc(
         device=device,
         run_id=run_id,
         sampler_id=sampler_id,
+        setting_valid=setting_valid,
     )
     write_parquet(df, out_path)
     return df
