@@ -244,3 +244,46 @@ def test_two_names_for_one_setting_share_tracks_but_each_gets_rows():
     # one job per track, whichever name asked for it
     keys = [k for k in plan.llc_jobs if k[1] == plan.samplers["paper"].sampler_id]
     assert len(keys) == len(set(keys)) == len(paper)
+
+
+def test_refine_names_adaptive_tracks_apart_and_changes_only_their_params():
+    cfg = base_config()
+    before = plan_of(copy.deepcopy(cfg))
+    cfg["llc"]["samplers"]["paper"]["refine"] = {"coarse": 3, "tolerance": 0.2}
+    after = plan_of(cfg)
+    paper = after.samplers["paper"].sampler_id
+    assert {k for k in after.llc_jobs if k[1] != paper} == {
+        k for k in before.llc_jobs if k[1] != paper
+    }  # other samplers' tracks: untouched
+    assert any(j.every > 0 for k, j in after.llc_jobs.items() if k[1] == paper)
+    olds = {(k[0], k[1]): j for k, j in before.llc_jobs.items() if k[1] == paper}
+    for key, job in after.llc_jobs.items():
+        if key[1] != paper:
+            assert job.params() == before.llc_jobs[key].params()
+            continue
+        old = olds[(key[0], key[1])]
+        if job.every == 0:  # a final-only track is one checkpoint: nothing to refine
+            assert job.track == "final" and job.params() == old.params()
+            continue
+        assert job.track == f"every{job.every}-refine3-0.2-0.5"
+        assert job.params() == {
+            **old.params(),
+            "refine": {"coarse": 3, "tolerance": 0.2, "max_fraction": 0.5},
+        }
+        assert job.path.endswith(f"/{job.track}.parquet")
+    assert {j.sampler.sampler_id for j in after.llc_jobs.values()} == {
+        j.sampler.sampler_id for j in before.llc_jobs.values()
+    }  # the estimates are unchanged
+
+
+@pytest.mark.parametrize(
+    ("refine", "key"),
+    [({"coarse": 1}, "coarse"), ({"tolerance": -1.0}, "tolerance"),
+     ({"max_fraction": 0.0}, "max_fraction"), ({"max_fraction": 2.0}, "max_fraction"),
+     ({"stride": 2}, "stride")],
+)  # fmt: skip
+def test_bad_refine_settings_are_refused_with_the_key(refine, key):
+    cfg = base_config()
+    cfg["llc"]["samplers"]["paper"]["refine"] = refine
+    with pytest.raises(Exception, match=key):
+        validate_config(cfg)

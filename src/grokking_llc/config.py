@@ -117,7 +117,7 @@ _TRAIN = schema_defaults("train")
 _SAMPLER = schema_defaults("llc", "samplers", "*")
 
 # Keys of a named sampler that are not SGLD settings (where and how it runs).
-SAMPLER_META_KEYS = ("backend", "calibration", "studies", "every", "every_by_study")
+SAMPLER_META_KEYS = ("backend", "calibration", "studies", "every", "every_by_study", "refine")
 
 
 def _canonical(value: Any) -> Any:

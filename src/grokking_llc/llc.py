@@ -360,9 +360,10 @@ def _diagnostic_means(diagnostics, burn: int, keep: np.ndarray):
 
 
 def default_diag_every(num_steps: int) -> int:
-    """Diagnostic-step spacing: ~60 diagnostic steps per run, every 10th to 100th step, so the
-    two extra gradient evaluations of each cost at most ~20% of the run."""
-    return int(min(100, max(10, num_steps // 60)))
+    """Diagnostic-step spacing: ~30 diagnostic steps per run, every 20th to 100th step. A
+    diagnostic step (two float64 loss-and-gradient evaluations and the MALA terms) costs about
+    four plain steps, so diagnostics add at most ~20% to a run (benchmarks/RESULTS.md)."""
+    return int(min(100, max(20, num_steps // 30)))
 
 
 def estimate_llc(
@@ -397,9 +398,37 @@ def estimate_llc(
     ``diag_every``: spacing of the fast backend's diagnostic steps (MALA acceptance, distances,
     forces); None: :func:`default_diag_every`; 0: none (the estimate is then not valid).
     """
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    [res] = estimate_llc_many(
+        model, [state], x, y, loss_fn, sampler, seeds=[seed], backend=backend, device=device,
+        diag_every=diag_every,
+    )  # fmt: skip
+    return res
+
+
+def estimate_llc_many(
+    model: torch.nn.Module,
+    states: list[Mapping[str, torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    sampler: Mapping[str, Any] | SamplerConfig,
+    *,
+    seeds: list[int],
+    backend: str = "devinterp",
+    device: str | torch.device | None = None,
+    diag_every: int | None = None,
+) -> list[LLCResult]:
+    """:func:`estimate_llc` at several checkpoints of one model: ``states[s]`` maps every
+    parameter name to checkpoint s's value, sampled with ``seeds[s]``. The fast backend stacks
+    the checkpoints along the chain axis (one batched computation; every checkpoint's numbers
+    are those of its own :func:`estimate_llc` call, tested); devinterp runs them one by one.
+    The model's parameters are left unchanged."""
     from grokking_llc.sgld import split_sampler
 
     cfg, opts = split_sampler(sampler)
+    if len(seeds) != len(states):
+        raise ValueError(f"{len(states)} states but {len(seeds)} seeds")
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
     if cfg.batch_size > len(x):
@@ -414,15 +443,34 @@ def estimate_llc(
         if opts.max_steps is not None and opts.max_steps > cfg.num_steps:
             log.warning("devinterp backend: fixed length %d steps (no adaptive length)",
                         cfg.num_steps)  # fmt: skip
-        out = devinterp_backend.sample_chains(
-            model, x, y, loss_fn, cfg, seed=seed, device=str(device), options=opts
-        )
-        diag = {k: out[k] for k in ("distance", "grad_norm", "loc_norm")}
-        return llc_from_traces(
-            out["trace"], out["init_loss"], nbeta, cfg.num_burnin_steps,
-            num_params=out["num_params"], diagnostics=diag,
-            mala_note="no MALA acceptance from devinterp 2.0.1", **common,
-        )  # fmt: skip
+        saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+        results = []
+        try:
+            for state, seed in zip(states, seeds, strict=True):
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        p.copy_(state[name])
+                out = devinterp_backend.sample_chains(
+                    model, x, y, loss_fn, cfg, seed=seed, device=str(device), options=opts
+                )
+                diag = {k: out[k] for k in ("distance", "grad_norm", "loc_norm")}
+                results.append(
+                    llc_from_traces(
+                        out["trace"],
+                        out["init_loss"],
+                        nbeta,
+                        cfg.num_burnin_steps,
+                        num_params=out["num_params"],
+                        diagnostics=diag,
+                        mala_note="no MALA acceptance from devinterp 2.0.1",
+                        **common,
+                    )  # fmt: skip
+                )
+        finally:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(saved[name])
+        return results
     if backend != "fast":
         raise ValueError(f"unknown LLC backend {backend!r}; choose one of {BACKENDS}")
     from grokking_llc import sgld
@@ -432,17 +480,25 @@ def estimate_llc(
 
     adaptive = opts.max_steps is not None and opts.max_steps > cfg.num_steps
     cap = opts.max_steps if adaptive else cfg.num_steps
-
-    state = {name: p.detach() for name, p in model.named_parameters()}
     every = default_diag_every(cfg.num_steps) if diag_every is None else int(diag_every)
-    [res] = sgld.sample_chains_many(
-        model, [state], x, y, loss_fn, cfg, seeds=[seed], device=device, options=opts,
+    samples = sgld.sample_chains_many(
+        model, states, x, y, loss_fn, cfg, seeds=list(seeds), device=device, options=opts,
         diag_every=every, max_steps=cap, stop=enough if adaptive else None,
     )  # fmt: skip
-    diag = {"steps": res.diag_steps, "log_accept": res.log_accept, "distance": res.distance,
-            "grad_norm": res.grad_norm, "loc_norm": res.loc_norm,
-            "distance_trace": res.distance_trace}  # fmt: skip
-    return llc_from_traces(
-        res.trace, res.init_loss, nbeta, cfg.num_burnin_steps, num_params=res.num_params,
-        diagnostics=diag, **common,
-    )  # fmt: skip
+    results = []
+    for res in samples:
+        diag = {"steps": res.diag_steps, "log_accept": res.log_accept, "distance": res.distance,
+                "grad_norm": res.grad_norm, "loc_norm": res.loc_norm,
+                "distance_trace": res.distance_trace}  # fmt: skip
+        results.append(
+            llc_from_traces(
+                res.trace,
+                res.init_loss,
+                nbeta,
+                cfg.num_burnin_steps,
+                num_params=res.num_params,
+                diagnostics=diag,
+                **common,
+            )  # fmt: skip
+        )
+    return results

@@ -184,6 +184,7 @@ class NamedSampler:
     every: int | None
     every_by_study: tuple  # frozen {study: stride}
     sampler_id: str
+    refine: tuple | None = None  # frozen refine settings (adaptive checkpoint selection)
 
     @property
     def calibrated(self) -> bool:
@@ -245,10 +246,18 @@ class LLCJob:
     every: int  # 0 = final checkpoint only
     chunks: int
     calibration: CalibrationJob | None
+    refine: tuple | None = None  # frozen {coarse, tolerance, max_fraction}: adaptive selection
 
     @property
     def track(self) -> str:
-        return "final" if self.every == 0 else f"every{self.every}"
+        """``final``, ``every<k>``, or ``every<k>-refine<coarse>-<tolerance>-<max_fraction>``
+        for an adaptively selected track (its rows differ, so its file does)."""
+        if self.every == 0:
+            return "final"
+        if self.refine is None:
+            return f"every{self.every}"
+        r = dict(self.refine)
+        return f"every{self.every}-refine{r['coarse']}-{r['tolerance']:g}-{r['max_fraction']:g}"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -269,6 +278,7 @@ class LLCJob:
             "backend": self.sampler.backend,
             "sampler": None if self.sampler.calibrated else self.sampler.settings.to_dict(),
             "every": self.every,
+            **({"refine": _thaw(self.refine)} if self.refine is not None else {}),
         }
 
 
@@ -370,6 +380,7 @@ class Plan:
             every=spec.get("every"),
             every_by_study=_frozen(spec.get("every_by_study", {})),
             sampler_id=sid,
+            refine=None if spec.get("refine") is None else _frozen(spec["refine"]),
         )
 
     def _calibration_job(self, study: str, backend: str, base: SamplerConfig) -> CalibrationJob:
@@ -471,6 +482,7 @@ class Plan:
             every=every,
             chunks=self.config["llc"]["chunks"] if every > 0 else 1,  # one checkpoint: one job
             calibration=self.calibrations[sampler.calibration] if sampler.calibrated else None,
+            refine=sampler.refine if every > 0 else None,
         )
 
     def samplers_of(self, study: str) -> list[NamedSampler]:

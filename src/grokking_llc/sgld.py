@@ -626,6 +626,8 @@ class _Sampler:
         if opts.kind != "sgld":
             self._setup_preconditioner()
         self._keep_noise, self._noise_copy = False, None
+        self._diff = None
+        self._quadratic64 = _is_plain_quadratic(model) and loss_fn is centred_mse
         self._diag: dict[str, list] = {"steps": [], **{k: [] for k in _DIAG_KEYS}}
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -698,6 +700,10 @@ class _Sampler:
 
     def _evaluate64(self, t: int):
         """Current parameters (float64), their loss and gradient on minibatch ``B_t``."""
+        if not hasattr(self, "_center64"):
+            self._center64 = {k: v.double() for k, v in self.views(self.center_flat).items()}
+        if self._quadratic64:
+            return self._evaluate64_quadratic(t)
         if not hasattr(self, "_grad_fn64"):
             self._x64 = self.x.double() if self.x.is_floating_point() else self.x
             self._y64 = self.y.double() if self.y.is_floating_point() else self.y
@@ -709,7 +715,6 @@ class _Sampler:
                 return self.loss_fn(functional_call(self.model, (params, buffers64), (xb,)), yb)
 
             self._grad_fn64 = vmap(grad_and_value(loss64), in_dims=(0, None, None))
-            self._center64 = {k: v.double() for k, v in self.views(self.center_flat).items()}
         w = {name: p.double() for name, p in self.params.items()}
         losses = torch.empty(self.M, dtype=torch.float64, device=self.device)
         grads = {name: torch.empty_like(v) for name, v in w.items()}
@@ -726,16 +731,49 @@ class _Sampler:
                 grads[name][chains] = g[name]
         return w, losses, grads
 
+    def _evaluate64_quadratic(self, t: int):
+        """:meth:`_evaluate64` for a plain QuadraticNet with the centred loss, written out in
+        float64 and batched over all chains (SPEC sections 2 and 4): ``h = W[a] + W[p+b]``,
+        ``pred = h^2 @ V``, ``r = P(Y - pred)``, ``L = |r|^2 / 2m``; with ``G = -r / m``,
+        ``dL/dV = (h^2)^T G`` and ``dL/dW[row] = sum of 2 h * (G V^T)`` over the batch rows
+        that use the row. Same values as the ``vmap(grad)`` path to float64 rounding (tested),
+        several times cheaper, so diagnostics stay a small part of a run."""
+        p, M, C, B = self.model.p, self.M, self.C, self.B
+        W = self.params["W"].double()  # (M, 2p, K)
+        V = self.params["V"].double()  # (M, K, p)
+        K = W.shape[-1]
+        W_rows = W.view(M * 2 * p, K)
+        sched = self.schedule[:, t]  # (S, B)
+        # chain m's copy of W starts at row m * 2p of the stacked rows
+        base = (torch.arange(M, device=self.device) * (2 * p)).view(M, 1)
+        rows_a = (base + self.x[sched, 0].repeat_interleave(C, dim=0)).reshape(-1)  # (M * B,)
+        rows_b = (base + p + self.x[sched, 1].repeat_interleave(C, dim=0)).reshape(-1)
+        h = (W_rows.index_select(0, rows_a) + W_rows.index_select(0, rows_b)).view(M, B, K)
+        h2 = h * h
+        pred = torch.bmm(h2, V)  # (M, B, p)
+        y1h = torch.nn.functional.one_hot(self.y[sched], p).to(torch.float64)
+        resid = y1h.repeat_interleave(C, dim=0) - pred
+        resid = resid - resid.mean(dim=1, keepdim=True)  # P(Y - pred), centred per chain
+        loss = resid.square().sum(dim=(1, 2)) * (0.5 / B)
+        g_pred = resid.mul(-1.0 / B)
+        g_v = torch.bmm(h2.transpose(1, 2), g_pred)
+        dh = torch.bmm(g_pred, V.transpose(1, 2)).mul_(h).mul_(2.0).view(M * B, K)
+        g_w = torch.zeros_like(W)
+        g_w_rows = g_w.view(M * 2 * p, K)
+        g_w_rows.index_add_(0, rows_a, dh)
+        g_w_rows.index_add_(0, rows_b, dh)
+        return {"W": W, "V": V}, loss, {"W": g_w, "V": g_v}
+
     def _record(self, t: int, before, after) -> None:
         """Per-chain log MALA acceptance, distance and force norms of step t (docstring)."""
         (w0, loss0, g0), (w1, loss1, g1) = before, after
         M, eps, nbeta, gamma, wd = self.M, self.eps, self.nbeta, self.gamma, self.wd
 
         def sq(a):
-            return a.reshape(M, -1).square().sum(dim=1)
+            return torch.linalg.vector_norm(a.reshape(M, -1), dim=1).square()
 
         def dot(a, b):
-            return (a * b).reshape(M, -1).sum(dim=1)
+            return torch.linalg.vecdot(a.reshape(M, -1), b.reshape(M, -1))
 
         xi = self.views(self._noise_copy.double())
         G = self.views(self.G.double()) if self.G is not None else None
@@ -744,17 +782,17 @@ class _Sampler:
         cross, quad = dist0.clone(), dist0.clone()
         for name in self.names:
             c = self._center64[name]
-            dist0 += sq(w0[name] - c)
-            dist1 += sq(w1[name] - c)
+            d0, d1 = w0[name] - c, w1[name] - c
+            dist0 += sq(d0)
+            dist1 += sq(d1)
             norm0 += sq(w0[name])
             norm1 += sq(w1[name])
             gsq += sq(g0[name])
             # S = grad U(w_t) + grad U(w_{t+1}), U = nbeta L_B + gamma/2 |w - w*|^2 + wd/2 |w|^2
-            s_sum = (
-                nbeta * (g0[name] + g1[name])
-                + gamma * (w0[name] + w1[name] - 2.0 * c)
-                + wd * (w0[name] + w1[name])
-            )
+            s_sum = torch.add(g0[name], g1[name]).mul_(nbeta)
+            s_sum.add_(d0, alpha=gamma).add_(d1, alpha=gamma)
+            if wd:
+                s_sum.add_(w0[name], alpha=wd).add_(w1[name], alpha=wd)
             if G is None:
                 cross += dot(xi[name], s_sum)
                 quad += sq(s_sum)
@@ -771,11 +809,14 @@ class _Sampler:
         d["loc_norm"].append(gamma * dist0.sqrt().cpu())
 
     def distance(self, out: torch.Tensor) -> None:
-        """``|w - w*|`` of every chain into ``out`` (M,), float64."""
-        diff = torch.sub(self.flat, self.center_flat)
+        """``|w - w*|`` of every chain into ``out`` (M,), float64 (per-tensor norms in the
+        parameters' dtype, combined in float64: one pass, no float64 copy of the state)."""
+        if self._diff is None:
+            self._diff = torch.empty_like(self.flat)
+        torch.sub(self.flat, self.center_flat, out=self._diff)
         total = torch.zeros(self.M, dtype=torch.float64, device=self.device)
-        for block in self.views(diff).values():
-            total += block.reshape(self.M, -1).double().square().sum(dim=1)
+        for block in self.views(self._diff).values():
+            total += torch.linalg.vector_norm(block.reshape(self.M, -1), dim=1).double().square()
         out.copy_(total.sqrt_())
 
     def diagnostics(self) -> dict[str, np.ndarray]:

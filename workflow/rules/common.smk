@@ -30,7 +30,7 @@ wildcard_constraints:
     split="|".join(PLAN.splits) or "NO_SPLITS",
     run="|".join(PLAN.runs) or "NO_RUNS",
     sampler="|".join(sorted({k[1] for k in PLAN.llc_jobs} | {g.sampler.sampler_id for g in PLAN.grid_jobs.values()})) or "NO_SAMPLERS",
-    track=r"every\d+|final",
+    track=r"every\d+(-refine\d+-[0-9.e+-]+-[0-9.e+-]+)?|final",
     chunk=r"\d+",
     chunks=r"\d+",
     grid="|".join(PLAN.grid_jobs) or "NO_GRIDS",

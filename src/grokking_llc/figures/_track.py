@@ -4,7 +4,10 @@ panel, reused by Figures 3 and 13 and the H.2 panels).
 An LLC track is drawn as a thin line through every estimate (gid ``llc_line:<sampler>``, its
 y data the per-checkpoint ``llc_mean``), filled markers at valid estimates
 (``llc_valid:<sampler>``), hollow markers at invalid ones (``llc_invalid:<sampler>``) and a band
-of +- the chains' standard deviation around valid estimates (``llc_band:<sampler>``).
+of +- the chains' standard deviation around valid estimates (``llc_band:<sampler>``). A track
+chosen adaptively (``selection`` column "coarse"/"refined") also gets a rug of its sampled
+checkpoints at the bottom of the axes (``llc_sampled_coarse:<sampler>``,
+``llc_sampled_refined:<sampler>``).
 """
 
 from __future__ import annotations
@@ -102,6 +105,17 @@ def draw_llc(ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0) -> dic
             gid=f"llc_invalid:{name}",
             label=f"LLC, {name}: not valid (hollow)",
         )
+    if "selection" in df and df["selection"].isin(["coarse", "refined"]).any():
+        # adaptive selection (grokking_llc.refine): a rug of the sampled checkpoints, refined
+        # ones taller, so uneven spacing reads as a choice, not missing data
+        refined = (df["selection"] == "refined").to_numpy()
+        for part, height, kind in ((~refined, 0.03, "coarse"), (refined, 0.06, "refined")):
+            if part.any():
+                ax.vlines(
+                    step[part], 0.0, height, transform=ax.get_xaxis_transform(), color=color,
+                    lw=0.8, gid=f"llc_sampled_{kind}:{name}",
+                    label=f"checkpoints sampled ({kind}), {name}",
+                )  # fmt: skip
     return {"n": int(len(df)), "n_valid": int(valid.sum())}
 
 

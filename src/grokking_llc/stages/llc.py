@@ -19,8 +19,9 @@ import pandas as pd
 
 from grokking_llc.config import SamplerConfig, TrainConfig
 from grokking_llc.io import write_parquet
-from grokking_llc.llc import SUMMARY_COLUMNS, LLCResult, estimate_llc
+from grokking_llc.llc import SUMMARY_COLUMNS, LLCResult, estimate_llc, estimate_llc_many
 from grokking_llc.plan import select_checkpoints
+from grokking_llc.refine import RefineSettings, select_adaptively
 
 log = logging.getLogger(__name__)
 
@@ -71,41 +72,104 @@ def estimate_run_llc(
     run_id: str = "",
     sampler_id: str = "",
     setting_valid: bool | None = None,
+    refine: RefineSettings | None = None,
+    train_log: pd.DataFrame | None = None,
+    batch: int | None = None,
 ) -> pd.DataFrame:
     """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint,
     each with its validity columns (SPEC section 10). Model, data and loss are built once.
+
+    Checkpoints are estimated ``batch`` at a time in one batched computation (same numbers as
+    one by one; None: :func:`checkpoint_batch`). With ``refine`` (and the run's ``train_log``
+    for the accuracies) the checkpoints are chosen adaptively (:mod:`grokking_llc.refine`) and
+    the ``selection`` column says which pass took each; otherwise it is "all".
 
     ``setting_valid``: for a calibrated sampler, whether its setting passed the calibration's
     setting-level checks (nbeta scaling, rescaling invariance, at the calibration's
     checkpoints); False makes every estimate invalid whatever its own checks say (a setting that
     failed is not measuring the LLC). None (a setting written in the config) adds nothing."""
     from grokking_llc.model import get_loss
+    from grokking_llc.sgld import split_sampler
     from grokking_llc.train import checkpoint_state
 
     model, x, y, dev = _model_and_data(run, split, device)
     loss_fn = get_loss(run.loss)
     base_seed = _seed_of(sampler)
     steps = checkpoints["steps"].tolist()
-    rows = []
-    for i in select_checkpoints(len(steps), every, chunk, chunks):
-        model.load_state_dict(checkpoint_state(checkpoints, i))
-        t0 = time.perf_counter()
-        res = estimate_llc(
-            model, x, y, loss_fn, sampler, seed=base_seed + steps[i], backend=backend, device=dev
-        )
-        seconds = time.perf_counter() - t0
-        log.info(
-            "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
-            steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
-        )  # fmt: skip
-        row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend, step=steps[i])
-        rows.append(_with_setting(row, setting_valid) | {"seconds": seconds})
-    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, "setting_valid", *ARRAY_COLUMNS, "seconds"]
+    candidates = select_checkpoints(len(steps), every, chunk, chunks)
+    num_chains = split_sampler(sampler)[0].num_chains
+    n_params = sum(p.numel() for p in model.parameters())
+    size = batch if batch is not None else checkpoint_batch(n_params, num_chains, backend)
+    rows: dict[int, dict] = {}
+
+    def estimate(positions: list[int]) -> list[float]:
+        """Estimate at these candidates, ``size`` checkpoints per batched computation."""
+        values = []
+        for start in range(0, len(positions), size):
+            part = [candidates[k] for k in positions[start : start + size]]
+            states = [checkpoint_state(checkpoints, i) for i in part]
+            t0 = time.perf_counter()
+            results = estimate_llc_many(
+                model, states, x, y, loss_fn, sampler, seeds=[base_seed + steps[i] for i in part],
+                backend=backend, device=dev,
+            )  # fmt: skip
+            seconds = (time.perf_counter() - t0) / len(part)
+            for i, res in zip(part, results, strict=True):
+                log.info(
+                    "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
+                    steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
+                )  # fmt: skip
+                row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend,
+                              step=steps[i])  # fmt: skip
+                rows[i] = _with_setting(row, setting_valid) | {"seconds": seconds}
+                values.append(float(res.llc_mean))
+        return values
+
+    if refine is None or len(candidates) < 3:
+        estimate(list(range(len(candidates))))
+        for row in rows.values():
+            row["selection"] = ALL
+    else:
+        accs = _accuracies(train_log, [steps[i] for i in candidates])
+        kinds = select_adaptively(accs, estimate, refine, batch=max(size, 2))
+        for k, kind in kinds.items():
+            rows[candidates[k]]["selection"] = kind
+        log.info("adaptive selection: %d of %d checkpoints estimated", len(kinds), len(candidates))
+    rows = [rows[i] for i in sorted(rows)]
+    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, "setting_valid", "selection", *ARRAY_COLUMNS,
+               "seconds"]  # fmt: skip
     # A chunk may hold no checkpoint (more chunks than checkpoints): an empty table, same columns.
     return pd.DataFrame(rows, columns=columns).sort_values("step", ignore_index=True)
 
 
 SETTING_FAILED = "the calibrated setting failed its calibration checks"
+ALL = "all"  # ``selection`` of a row of a track estimated at every candidate
+
+# Floats of stacked chain state per torch thread below which stacking more checkpoints into one
+# batched computation still pays (benchmarks/RESULTS.md, "Checkpoints batched").
+BATCH_FLOATS_PER_THREAD = 250_000
+MAX_BATCH = 8
+
+
+def checkpoint_batch(num_params: int, num_chains: int, backend: str, threads: int | None = None):
+    """Checkpoints per batched computation: as many as keep ``checkpoints x chains x params``
+    within :data:`BATCH_FLOATS_PER_THREAD` per torch thread (1 to :data:`MAX_BATCH`); 1 for
+    devinterp (it samples one checkpoint at a time)."""
+    if backend != "fast":
+        return 1
+    import torch
+
+    threads = torch.get_num_threads() if threads is None else threads
+    per = max(1, num_chains * num_params)
+    return int(min(MAX_BATCH, max(1, (BATCH_FLOATS_PER_THREAD * max(1, threads)) // per)))
+
+
+def _accuracies(train_log: pd.DataFrame | None, steps: list[int]) -> list[tuple[float, float]]:
+    """``(train_acc, val_acc)`` at each step, from the run's training log."""
+    if train_log is None:
+        raise ValueError("adaptive checkpoint selection needs the run's training log")
+    by_step = train_log.set_index("step")
+    return [(float(by_step.at[s, "train_acc"]), float(by_step.at[s, "val_acc"])) for s in steps]
 
 
 def _with_setting(row: dict, setting_valid: bool | None) -> dict:
@@ -162,6 +226,7 @@ def run_estimate_llc(
 
     ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
     sampler, setting_valid = resolve_sampler(params, calibration_path)
+    refine = params.get("refine")
     df = estimate_run_llc(
         ckpts,
         pd.read_parquet(split_path),
@@ -175,6 +240,8 @@ def run_estimate_llc(
         run_id=run_id,
         sampler_id=sampler_id,
         setting_valid=setting_valid,
+        refine=RefineSettings(**refine) if refine else None,
+        train_log=pd.read_parquet(train_log_path) if refine else None,
     )
     write_parquet(df, out_path)
     return df
