@@ -287,3 +287,61 @@ def test_bad_refine_settings_are_refused_with_the_key(refine, key):
     cfg["llc"]["samplers"]["paper"]["refine"] = refine
     with pytest.raises(Exception, match=key):
         validate_config(cfg)
+
+
+def test_runs_equal_but_for_the_seed_are_trained_together_within_the_stack_size():
+    from grokking_llc.plan import MAX_TRAIN_STACK, train_stack_size
+
+    cfg = base_config()
+    cfg["studies"] = {
+        "seeds": {"width": 8, "seed": list(range(8))},  # 8 runs of one setting
+        "mixed": {"width": 8, "lr": [1.0e-3, 2.0e-3], "seed": [0, 1]},  # 2 settings x 2 seeds
+        "alone": {"width": 16},  # one run of its setting
+        "tf": {"model": "transformer", "width": 16, "loss": "cross_entropy",
+               "model_options": {"ff_dim": 16}, "seed": [0, 1]},  # not batched: transformer
+    }  # fmt: skip
+    plan = plan_of(only_figures(cfg, fig14={"study": "seeds"}))
+    groups = list(plan.train_groups.values())
+    assert MAX_TRAIN_STACK == 6 and train_stack_size(7, 8) == 6
+    sizes = sorted(len(g.runs) for g in groups)
+    # seeds: 6 + 2; mixed: 2 + 2 (seed 0 at lr 1e-3 may be a seeds run: then 6 + 3 or so)
+    grouped = [r.run_id for g in groups for r in g.runs]
+    assert len(grouped) == len(set(grouped))  # a run is in one group at most
+    assert sorted(grouped + plan.solo_runs) == sorted(plan.runs)
+    for g in groups:
+        base = {**g.runs[0].train.to_dict(), "seed": None}
+        assert all({**r.train.to_dict(), "seed": None} == base for r in g.runs)
+        assert [r.train.seed for r in g.runs] == sorted(r.train.seed for r in g.runs)
+        assert g.runs[0].train.model == "quadratic"
+        assert g.rule_name == f"train_group_{g.group_id}" and g.rule_name.isidentifier()
+        assert g.params() == {"runs": [r.params() for r in g.runs]}
+    assert max(sizes) == 6 and 1 not in sizes
+    tf_runs = [rid for rid in plan.runs if rid.startswith("transformer")]
+    assert len(tf_runs) == 2 and set(tf_runs) <= set(plan.solo_runs)
+
+
+def test_stack_size_from_the_parameter_count():
+    from grokking_llc.plan import TRAIN_STACK_FLOATS, train_stack_size
+
+    assert train_stack_size(53, 64) == 6
+    assert train_stack_size(53, 256) == 6  # 40,704 parameters: 6 fit in 250k floats
+    assert train_stack_size(53, 512) == 3
+    assert train_stack_size(53, 1024) == 1  # alone: stacking K=1024 does not pay
+    assert train_stack_size(1, TRAIN_STACK_FLOATS) == 1
+
+
+def test_plan_batches_exactly_the_runs_train_many_can_train():
+    from grokking_llc.config import TrainConfig
+    from grokking_llc.train_many import can_batch
+
+    seen = {True: 0, False: 0}
+    for kw in ({}, {"model": "transformer", "loss": "cross_entropy"},
+               {"loss": "cross_entropy"}):  # fmt: skip
+        cfg = base_config()
+        cfg["studies"] = {"s": {"width": 8, "seed": [0, 1], **kw}}
+        plan = plan_of(only_figures(cfg, fig14={"study": "s"}))
+        for rid, run in plan.runs.items():
+            batched = can_batch(TrainConfig(**run.params()))
+            assert (rid not in plan.solo_runs) == batched
+            seen[batched] += 1
+    assert seen[True] >= 2 and seen[False] >= 4

@@ -154,3 +154,39 @@ def test_a_setting_that_failed_calibration_makes_every_estimate_invalid(split):
     np.testing.assert_array_equal(failed["llc_mean"], free["llc_mean"])  # same numbers
     assert not failed["valid"].any() and (failed["setting_valid"] == False).all()  # noqa: E712
     assert failed["invalid_reason"].str.endswith("failed its calibration checks").all()
+
+
+def test_a_group_job_writes_each_runs_outputs_as_training_it_alone(tmp_path, split):
+    """train_group_<id> (stages.train.run_train_group) against train_model for each run: the
+    same checkpoints and logs, bitwise, in each run's own files; work dirs removed."""
+    from grokking_llc.io import torch_load
+    from grokking_llc.stages.train import run_train_group, run_train_model
+
+    split_path = tmp_path / "split.parquet"
+    split.to_parquet(split_path)
+    runs = [RUN.to_dict() | {"seed": s, "lr": 1e-2} for s in (0, 3)]
+    out = {}
+    for mode in ("group", "alone"):
+        d = tmp_path / mode
+        paths = [(d / f"r{i}" / "train_log.parquet", d / f"r{i}" / "checkpoints.pt",
+                  d / f"r{i}" / "partial") for i in range(2)]  # fmt: skip
+        for log_p, _, _ in paths:
+            log_p.parent.mkdir(parents=True)
+        if mode == "group":
+            run_train_group({"runs": runs}, [str(split_path)] * 2,
+                            train_logs=[str(p[0]) for p in paths],
+                            checkpoints=[str(p[1]) for p in paths],
+                            work_dirs=[str(p[2]) for p in paths], device="cpu")  # fmt: skip
+        else:
+            for run, (log_p, ck, wd) in zip(runs, paths, strict=True):
+                run_train_model(run, str(split_path), train_log=str(log_p), checkpoints=str(ck),
+                                work_dir=str(wd), device="cpu")  # fmt: skip
+        assert not any(p[2].exists() for p in paths)
+        out[mode] = [(pd.read_parquet(p[0]), torch_load(p[1])) for p in paths]
+    for (log_g, ck_g), (log_a, ck_a) in zip(out["group"], out["alone"], strict=True):
+        pd.testing.assert_frame_equal(log_g, log_a)
+        assert ck_g["steps"].tolist() == [0, 10, 20]
+        for name in ck_a["params"]:
+            assert torch.equal(ck_g["params"][name], ck_a["params"][name])
+    # two seeds, two different runs
+    assert not torch.equal(out["group"][0][1]["params"]["W"], out["group"][1][1]["params"]["W"])

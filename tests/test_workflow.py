@@ -56,7 +56,12 @@ def planned_jobs(ws: Path, config: str = "my.yaml", target: str = "figures") -> 
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    jobs: dict[str, int] = {}
+    for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M):
+        # one rule per batched training group (train_group_<id>): counted together
+        name = "train_group" if m[1].startswith("train_group_") else m[1]
+        jobs[name] = jobs.get(name, 0) + int(m[2])
+    return jobs
 
 
 def write_config(ws: Path, change=None, name: str = "edited.yaml") -> str:
@@ -156,6 +161,7 @@ def test_paper_sampler_edit_reruns_its_tracks_grids_and_plots_only(done_run):
     jobs = planned_jobs(done_run, name)
     assert set(jobs) == {"estimate_llc", "gather_llc", "estimate_llc_grid"} | LLC_PLOTS
     assert "calibrate_sampler" not in jobs and "train_model" not in jobs
+    assert "train_group" not in jobs
 
 
 def test_calibration_grid_edit_reruns_calibration_and_calibrated_tracks_only(done_run):
@@ -184,19 +190,20 @@ def test_changing_every_leaves_grids_and_calibration_alone(done_run):
     name = write_config(done_run, lambda c: c["llc"].update(every=2))
     jobs = planned_jobs(done_run, name)
     assert "estimate_llc_grid" not in jobs and "calibrate_sampler" not in jobs
-    assert "estimate_llc" in jobs and "train_model" not in jobs
+    assert "estimate_llc" in jobs and "train_model" not in jobs and "train_group" not in jobs
 
 
 def test_config_override_from_the_command_line(done_run):
     out = snakemake(done_run, "-n", "figures", "--config", "plots={dpi: 61}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "plot_figure" in out.stdout and "train_model" not in out.stdout
+    assert "train_group" not in out.stdout
 
 
 def test_new_sweep_value_trains_only_the_new_run(done_run):
     name = write_config(done_run, lambda c: c["studies"]["over_width"]["width"].append(12))
     jobs = planned_jobs(done_run, name)
-    assert jobs["train_model"] == 1 and "make_split" not in jobs
+    assert jobs["train_model"] == 1 and "make_split" not in jobs and "train_group" not in jobs
     chunks = yaml.safe_load((done_run / "my.yaml").read_text())["llc"]["chunks"]
     assert jobs["estimate_llc"] == chunks and jobs["gather_llc"] == 1  # paper only
 
@@ -204,7 +211,16 @@ def test_new_sweep_value_trains_only_the_new_run(done_run):
 def test_one_runs_training_edit_retrains_that_run_only(done_run):
     name = write_config(done_run, lambda c: c["studies"]["transformer"].update(lr=2.0e-3))
     jobs = planned_jobs(done_run, name)
-    assert jobs["train_model"] == 1 and "make_split" not in jobs
+    assert jobs["train_model"] == 1 and "make_split" not in jobs and "train_group" not in jobs
+
+
+def test_a_new_seed_trains_one_new_group_and_leaves_the_others(done_run):
+    """lr_wd sweeps 2 seeds per setting (trained in pairs); a third seed makes new groups of
+    three, whose runs 0 and 1 are bitwise those already trained -- but a new group is a new job,
+    so the study's runs are trained again (the cost of batching, stated in the README)."""
+    name = write_config(done_run, lambda c: c["studies"]["lr_wd"].update(seed=[0, 1, 2]))
+    jobs = planned_jobs(done_run, name)
+    assert jobs["train_group"] == 4 and "train_model" not in jobs  # 2 lr x 2 wd settings
 
 
 def test_a_small_config_of_ones_own_runs_exactly_that(done_run, tmp_path):

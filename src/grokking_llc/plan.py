@@ -29,6 +29,8 @@ This module imports neither torch nor matplotlib: a dry run stays fast.
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -169,6 +171,41 @@ class RunJob:
 
     def params(self) -> dict[str, Any]:
         return self.train.to_dict()
+
+
+# Runs trained together (grokking_llc.train_many, bitwise the numbers of training each alone):
+# the plain QuadraticNet with the centred loss, runs equal in everything but the seed, as many
+# per job as keep the stacked parameters within TRAIN_STACK_FLOATS (benchmarks/RESULTS.md,
+# "Training: one run vs batched runs": stacking pays up to ~250k floats, not beyond).
+BATCHED_TRAIN_MODELS = ("quadratic",)
+BATCHED_TRAIN_LOSSES = ("centred_mse",)
+TRAIN_STACK_FLOATS = 250_000
+MAX_TRAIN_STACK = 6
+
+
+def train_stack_size(p: int, width: int) -> int:
+    """Runs per batched training job for QuadraticNet(p, width): 3pK parameters each."""
+    return int(min(MAX_TRAIN_STACK, max(1, TRAIN_STACK_FLOATS // (3 * p * width))))
+
+
+@dataclass(frozen=True)
+class TrainGroupJob:
+    """Runs of one setting (all but the seed equal) trained in one batched job; each keeps its
+    own outputs (checkpoints, log, partial state)."""
+
+    runs: tuple[RunJob, ...]
+
+    @property
+    def group_id(self) -> str:
+        digest = hashlib.sha256(" ".join(r.run_id for r in self.runs).encode()).hexdigest()
+        return f"g{digest[:10]}"
+
+    @property
+    def rule_name(self) -> str:
+        return f"train_group_{self.group_id}"
+
+    def params(self) -> dict[str, Any]:
+        return {"runs": [r.params() for r in self.runs]}
 
 
 @dataclass(frozen=True)
@@ -682,6 +719,37 @@ class Plan:
 
     def figure_targets(self) -> list[str]:
         return [job.path for job in self.figures.values()]
+
+    @cached_property
+    def train_groups(self) -> dict[str, TrainGroupJob]:
+        """Batched training jobs: runs equal in everything but the seed, of a model and loss
+        train_many handles, in seed order, :func:`train_stack_size` per job; a run left alone
+        is trained by ``train_model``."""
+        by_setting: dict[str, list[RunJob]] = {}
+        for run in self.runs.values():
+            t = run.train
+            if t.model not in BATCHED_TRAIN_MODELS or t.model_options:
+                continue
+            if t.loss not in BATCHED_TRAIN_LOSSES:
+                continue
+            key = json.dumps({**t.to_dict(), "seed": None}, sort_keys=True)
+            by_setting.setdefault(key, []).append(run)
+        groups: dict[str, TrainGroupJob] = {}
+        for runs in by_setting.values():
+            runs.sort(key=lambda r: (r.train.seed, r.run_id))
+            size = train_stack_size(runs[0].train.p, runs[0].train.width)
+            for start in range(0, len(runs), size):
+                part = tuple(runs[start : start + size])
+                if len(part) > 1:
+                    job = TrainGroupJob(part)
+                    groups[job.group_id] = job
+        return dict(sorted(groups.items()))
+
+    @cached_property
+    def solo_runs(self) -> list[str]:
+        """Runs trained alone by ``train_model`` (not in any :attr:`train_groups`)."""
+        grouped = {r.run_id for g in self.train_groups.values() for r in g.runs}
+        return [rid for rid in self.runs if rid not in grouped]
 
     def intermediate_targets(self) -> list[str]:
         """Every file the figures and tables are built from. Snakemake rebuilds a missing file

@@ -20,6 +20,10 @@ rule make_split:
 
 
 rule train_model:
+    # runs trained alone; runs of one setting that differ only in their seed are trained
+    # together by the train_group_<id> rules below (same numbers, bitwise; faster)
+    wildcard_constraints:
+        run="|".join(PLAN.solo_runs) or "NO_RUNS",
     input:
         split=get_run_split,
     output:
@@ -44,3 +48,33 @@ rule train_model:
         "../../environment.yml"
     script:
         "../scripts/train_model.py"
+
+
+for _group in PLAN.train_groups.values():
+
+    rule:
+        name:
+            _group.rule_name
+        input:
+            splits=[r.split_path for r in _group.runs],
+        output:
+            checkpoints=[r.checkpoints for r in _group.runs],
+            train_logs=[r.train_log for r in _group.runs],
+        params:
+            group=_group.params(),
+            device=DEVICE,
+            work_dirs=[r.work_dir for r in _group.runs],
+            code=code_version("train"),
+        log:
+            f"{RESULTS}/logs/train_group/{_group.group_id}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train_group/{_group.group_id}.tsv"
+        # as train_model, for up to 6 runs at once (stacked parameters; K <= 256 at p = 53)
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=240,
+        conda:
+            "../../environment.yml"
+        script:
+            "../scripts/train_group.py"
