@@ -16,6 +16,8 @@ Sections (one thread, ``torch.set_num_threads(1)``, the pipeline's setting per j
    ``target_ess``): steps used and seconds.
 4. Per-step cost of the fast backend against this machine's ceilings measured in the same run:
    float32 matmul GFLOP/s, elementwise add GB/s and Gaussian draws per second.
+5. With ``--training``: one against batched training (``benchmarks/bench_train.py``'s table,
+   run in this same process), so every ratio of issue 14 comes from one run.
 
 Medians of interleaved repeats; the load average before and after is printed, since other
 processes on a shared machine move every number (the ratios, measured in one run, less so).
@@ -59,6 +61,7 @@ def parse_args(argv=None):
     ap.add_argument("--target-ess", type=float, default=100.0)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--append", action="store_true")
+    ap.add_argument("--training", action="store_true", help="also bench_train.py's table")
     return ap.parse_args(argv)
 
 
@@ -205,6 +208,11 @@ def main(argv=None) -> None:
     parts += calibrated_section(args, log)
     parts += adaptive_section(args, log)
     parts += ceiling_section(ceil, gauss, log)
+    if args.training:
+        import bench_train
+
+        table = bench_train.main(["--repeats", "2"])
+        parts += ["### 5. " + table.split("\n", 1)[0].lstrip("# "), table.split("\n", 1)[1]]
     after = conditions()
     head = [
         "## Throughput: batched checkpoints, calibrated protocol, adaptive length, ceilings",
