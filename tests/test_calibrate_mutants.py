@@ -7,6 +7,7 @@ unchecked by the mutation run (docs/mutation.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -353,6 +354,17 @@ def test_setting_mask_and_best_fallback_on_a_table():
     )
     assert cal._setting_mask(table, ("sgld", 1e-4, 10.0, 100.0)).tolist() == [False, True, False]
     assert cal._setting_mask(table, None).tolist() == [False] * 3
+    # step sizes and nbeta are matched to 1e-12 relative (plus numpy's atol 1e-8)
+    near = table.assign(lr=[1.0, 1.000001, 1.0], nbeta=[10.0, 10.0, 10.000001])
+    assert cal._setting_mask(near, ("sgld", 1.0, 10.0, 100.0)).tolist() == [True, False, False]
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: np.isclose's default atol=1e-8 makes step "
+                   "sizes below ~1e-8 match each other in _setting_mask")  # fmt: skip
+def test_setting_mask_tells_tiny_step_sizes_apart():
+    table = pd.DataFrame({"kind": ["sgld"] * 2, "lr": [1e-9, 3e-9], "nbeta": [1e4] * 2,
+                          "localization": [100.0] * 2})  # fmt: skip
+    assert cal._setting_mask(table, ("sgld", 1e-9, 1e4, 100.0)).tolist() == [True, False]
     assert cal._best_fallback(table.iloc[:0]) == (None, "nothing was run")
 
 
@@ -477,6 +489,11 @@ def test_preconditioner_of_each_kind_by_hand():
     h = gauss_newton_diagonal(model, params, x, y, loss, num_probes=3, seed=0)["weight"]
     G = cal._preconditioner(model, params, x, y, loss, gopts, 3, 5)
     torch.testing.assert_close(G["weight"], 1.0 / (h + 0.5 * float(h.mean())))
+    # a small damping: the floor 0.01 * mean(h) is below 1 and still used
+    small = SamplerOptions(kind="gn_diag", gn_damping=0.01, gn_probes=3)
+    G = cal._preconditioner(model, params, x, y, loss, small, 3, 5)
+    assert 0 < 0.01 * float(h.mean()) < 1
+    torch.testing.assert_close(G["weight"], 1.0 / (h + 0.01 * float(h.mean())))
     # a zero diagonal has no scale: 1 / (0 + 1)
     G0 = cal._preconditioner(model, params, x, y, lambda p, t: (p * 0.0).sum(), gopts, 3, 5)
     assert torch.equal(G0["weight"], torch.ones(1, 3))
@@ -539,7 +556,7 @@ def test_grid_normalisation_and_its_errors():
     assert cal._normalise_grid({"localization": [0.0, 3]}, 100)[0]["localization"] == [0.0, 3.0]
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['gamma', 'zz'\]; use \('kind'"):
         cal._normalise_grid({"gamma": [1.0], "zz": 1}, 100)
-    with pytest.raises(ValueError, match="give lr or lr_scaled, not both"):
+    with pytest.raises(ValueError, match="^calibration grid: give lr or lr_scaled, not both$"):
         cal._normalise_grid({"lr": [1e-3], "lr_scaled": [1.0]}, 100)
     with pytest.raises(ValueError, match="unknown kind 'adam'; choose from"):
         cal._normalise_grid({"kind": ["sgld", "adam"]}, 100)
@@ -614,6 +631,10 @@ def test_runner_loads_each_state_into_a_copy_caches_and_passes_its_arguments(mon
     assert r1[0].llc_mean == 4.0 and 0.0 <= r1[1] < 5.0
     for k, p in targets[0].model.named_parameters():
         assert torch.equal(p, before[k])  # the target's own model is never loaded
+    # a target's own symmetry wins over the calibration's
+    targets[0].symmetry = lambda st, c: {"W": st["W"] * 3.0, "V": st["V"]}
+    runner.run(0, s, rescale=0.5, symmetry=cal.quadratic_rescaling)
+    assert seen[3][:2] == (pytest.approx(3 * w), pytest.approx(v))
 
 
 def test_log_lines_of_the_runner_and_the_calibration(monkeypatch, caplog):
@@ -706,7 +727,7 @@ def test_num_steps_must_leave_sixteen_draws(monkeypatch):
     monkeypatch.setattr(cal, "estimate_llc", Script(walk_outcome, 1.0))
     with pytest.raises(ValueError, match="num_steps 15 leaves too few"):
         cal.calibrate_targets(make_targets(), base={}, grid=GRID, num_steps=15)
-    res, _ = run(monkeypatch, walk_outcome)  # 100 steps, no burn-in
+    cal.calibrate_targets(make_targets(), base={}, grid=GRID, num_steps=16, symmetry=None)
     cal.calibrate_targets(make_targets(), base={"num_burnin_steps": 4}, grid=GRID, num_steps=20,
                           symmetry=None)  # fmt: skip
 
@@ -830,7 +851,7 @@ def table_of(*rows, target=None):
 
 @pytest.mark.parametrize("worse", [
     {"step_ok": False}, {"localisation_dominated": True}, {"eps_flat": False},
-    {"checks_passed": False}, {"llc_mean": -1.0}, {"stationary": False},
+    {"checks_passed": False}, {"llc_mean": -1.0}, {"llc_mean": 0.0}, {"stationary": False},
     {"llc_mean": math.nan}, {"eps_flat": None}, {"checks_passed": None},
 ])  # fmt: skip
 def test_each_check_counts_in_the_fallback_score(worse):
@@ -965,8 +986,9 @@ def test_device_and_exhaustive_are_passed_on(monkeypatch, name):
     monkeypatch.setattr(cal, "estimate_llc", rec)
     grid = {"kind": ["sgld"], "lr": [1e-3, 1e-4], "nbeta": [3.0, 7.0], "localization": [1.0]}
     res, _ = entry(name, base=BASE, grid=grid, device="cpu", exhaustive=True, symmetry=None,
-                   num_steps=40)  # fmt: skip
+                   num_steps=40, diag_every=7)  # fmt: skip
     assert all(c["device"] == "cpu" and isinstance(c["device"], str) for c in rec.calls)
+    assert {c["diag_every"] for c in rec.calls} == {7}
     assert {c["settings"]["nbeta"] for c in rec.calls} == {7.0, 3.5, 3.0}  # both groups walked
     assert res.chosen["nbeta"] == 7.0 and res.chosen["num_draws"] == 40
 
@@ -1010,16 +1032,19 @@ def test_relative_step_sizes_follow_each_groups_rate(monkeypatch):
 
 
 def test_table_columns(monkeypatch):
-    res, _ = run(monkeypatch, walk_outcome)
-    cols = list(res.table.columns)
-    assert cols[:6] == ["step", "target", "kind", "nbeta", "localization", "lr"]
-    for c in ("lr_scaled", "llc_reason", "curvature", "precond_max", "seconds", "eps_flat",
-              "llc_nbeta_half", "nbeta_elasticity", "llc_rescaled_2", "llc_rescaled_0.5",
-              "rescale_change", "checks_passed", "chosen", "chosen_valid", "reason",
-              "settings", "llc_mean", "r_hat", "stationary"):  # fmt: skip
-        assert cols.count(c) == 1, c
-    assert "reason" in cols and "_res" not in cols
-    assert not any(c.startswith("XX") for c in cols)
+    def outcome(kind, lr, nbeta, gamma, c, seed):
+        res = walk_outcome(kind, lr, nbeta, gamma, c, seed)
+        return dataclasses.replace(res, reason="all chains diverged") if lr == 1e-2 else res
+
+    res, _ = run(monkeypatch, outcome)
+    summary = set(result(1.0).summary()) - {"reason", "nbeta"}  # grokking_llc.llc's columns
+    assert [c for c in res.table.columns if c not in summary] == [
+        "step", "target", "kind", "nbeta", "localization", "lr", "lr_scaled", "llc_reason",
+        "curvature", "precond_max", "seconds", "eps_flat", "llc_nbeta_half",
+        "nbeta_elasticity", "llc_rescaled_2", "llc_rescaled_0.5", "rescale_change",
+        "checks_passed", "chosen", "chosen_valid", "reason", "settings",
+    ]  # fmt: skip
+    assert res.table["llc_reason"].tolist() == ["all chains diverged", "", ""]
 
 
 def test_top_curvature_is_seeded_and_zero_without_iterations():
@@ -1032,6 +1057,11 @@ def test_top_curvature_is_seeded_and_zero_without_iterations():
     c = cal.top_curvature(model, params, x, y, loss, iters=1, seed=6)
     assert a == b and a != c
     assert cal.top_curvature(model, params, x, y, loss, iters=0) == 0.0
+    # double precision throughout (the random start takes the parameters' dtype)
+    model64 = model.double()
+    got = cal.top_curvature(model64, {"weight": torch.ones(1, 3, dtype=torch.float64)},
+                            x.double(), y.double(), loss)  # fmt: skip
+    assert got == pytest.approx(6.0, rel=1e-12)
 
 
 def test_random_draws_are_made_on_the_datas_device(monkeypatch):
@@ -1039,18 +1069,21 @@ def test_random_draws_are_made_on_the_datas_device(monkeypatch):
     tests run on the CPU, where a missing device would go unnoticed)."""
     from grokking_llc.sgld import SamplerOptions
 
-    real_gen, real_perm, seen = torch.Generator, torch.randperm, []
+    seen = []
 
-    def gen(*a, **kw):
-        seen.append(("generator", kw.get("device")))
-        return real_gen(*a, **kw)
+    class TorchSpy:  # the torch module as calibrate.py sees it, with two spied functions
+        def __getattr__(self, name):
+            return getattr(torch, name)
 
-    def perm(*a, **kw):
-        seen.append(("randperm", kw.get("device")))
-        return real_perm(*a, **kw)
+        def Generator(self, *a, **kw):  # noqa: N802
+            seen.append(("generator", kw.get("device")))
+            return torch.Generator(*a, **kw)
 
-    monkeypatch.setattr(torch, "Generator", gen)
-    monkeypatch.setattr(torch, "randperm", perm)
+        def randperm(self, *a, **kw):
+            seen.append(("randperm", kw.get("device")))
+            return torch.randperm(*a, **kw)
+
+    monkeypatch.setattr(cal, "torch", TorchSpy())
     model, x, y, loss = linear_problem()
     cal._preconditioner(model, {"weight": torch.ones(1, 3)}, x, y, loss,
                         SamplerOptions(kind="rmsprop"), 2, 0)  # fmt: skip

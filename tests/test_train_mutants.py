@@ -504,3 +504,41 @@ def test_checkpoint_state_is_one_checkpoint_by_index():
     st = tr.checkpoint_state(ck, 1)
     assert set(st) == {"W", "V"} and torch.equal(st["W"], torch.tensor([2.0]))
     assert float(st["V"]) == 4.0
+
+
+class Clock:
+    """A stand-in for the time module whose perf_counter advances 1 s per call."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def progress(messages):
+    return [m.split("  ")[0] + " " + m.rsplit("  ", 1)[1] for m in messages if "steps/s" in m]
+
+
+def test_progress_every_and_the_rate_on_a_fake_clock(split, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    monkeypatch.setattr(tr, "time", Clock())
+    # t0 = 1, last report 2, checkpoints read 3, 4, 5: each 1 s after the last report
+    tr.train(CFG, split, tmp_path / "a", progress_every_s=1.0)
+    rid = CFG.run_id
+    assert progress(caplog.messages) == [f"{rid} step 20/50 10 steps/s",  # 20 / (3 - 1)
+                                         f"{rid} step 40/50 13 steps/s",  # 40 / 3
+                                         f"{rid} step 50/50 12 steps/s"]  # 50 / 4  # fmt: skip
+    caplog.clear()
+    monkeypatch.setattr(tr, "time", Clock())
+    tr.train(CFG, split, tmp_path / "b", progress_every_s=1.5)  # step 20 is only 1 s after
+    assert progress(caplog.messages) == [f"{rid} step 40/50 13 steps/s",
+                                         f"{rid} step 50/50 12 steps/s"]  # fmt: skip
+    # resumed at step 20: the rate counts the steps of this call only
+    tr.train(CFG, split, tmp_path / "c", _stop_after_step=20)
+    caplog.clear()
+    monkeypatch.setattr(tr, "time", Clock())
+    tr.train(CFG, split, tmp_path / "c", progress_every_s=1.0)
+    assert progress(caplog.messages) == [f"{rid} step 40/50 10 steps/s",  # 20 / 2
+                                         f"{rid} step 50/50 10 steps/s"]  # 30 / 3  # fmt: skip
