@@ -9,6 +9,7 @@ import yaml
 
 from grokking_llc.config import (
     SAMPLER_HASH_BASE,
+    SAMPLER_META_KEYS,
     TRAIN_HASH_BASE,
     ConfigError,
     SamplerConfig,
@@ -63,7 +64,8 @@ def test_every_schema_train_key_is_a_field_and_in_the_hash_base():
     assert set(props) == set(TrainConfig.__dataclass_fields__) == set(TRAIN_HASH_BASE)
     sampler = load_schema()["properties"]["llc"]["properties"]["samplers"]
     props = sampler["additionalProperties"]["properties"]
-    meta = {"backend", "calibration", "studies", "every", "every_by_study"}
+    meta = set(SAMPLER_META_KEYS)
+    assert meta == {"backend", "calibration", "studies", "every", "every_by_study", "refine"}
     assert set(props) - meta == set(SamplerConfig.__dataclass_fields__)
     assert set(SamplerConfig.__dataclass_fields__) | {"backend", "every"} == set(SAMPLER_HASH_BASE)
 
