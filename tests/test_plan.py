@@ -345,3 +345,11 @@ def test_plan_batches_exactly_the_runs_train_many_can_train():
             assert (rid not in plan.solo_runs) == batched
             seen[batched] += 1
     assert seen[True] >= 2 and seen[False] >= 4
+
+
+def test_batch_training_off_trains_every_run_alone():
+    cfg = base_config()
+    assert plan_of(copy.deepcopy(cfg)).train_groups  # lr_wd has two seeds per setting
+    cfg["batch_training"] = False
+    plan = plan_of(cfg)
+    assert plan.train_groups == {} and plan.solo_runs == list(plan.runs)

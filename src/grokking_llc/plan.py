@@ -726,6 +726,8 @@ class Plan:
         train_many handles, in seed order, :func:`train_stack_size` per job; a run left alone
         is trained by ``train_model``."""
         by_setting: dict[str, list[RunJob]] = {}
+        if not self.config.get("batch_training", True):
+            return {}
         for run in self.runs.values():
             t = run.train
             if t.model not in BATCHED_TRAIN_MODELS or t.model_options:
