@@ -2,7 +2,7 @@
 # Both build the virtual environment from the pinned requirements first (once).
 PYTHON ?= python3
 VENV   ?= .venv
-CORES  ?= 8
+CORES  ?= $(shell nproc 2>/dev/null || echo 8)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
