@@ -82,8 +82,13 @@ MODULES: dict[str, list[str]] = {
         "tests/test_diagnostics.py",
         "tests/test_validity_mutants.py",
     ],
-    "llc": ["tests/test_llc_mutants.py", "tests/test_llc.py"],
-    "sgld": ["tests/test_sgld.py"],
+    # only fast files: test_llc.py, test_sgld.py and test_throughput.py run SGLD for 35-90 s, too
+    # slow to run per mutant (a survivor costs every mapped test reaching its function); the
+    # mutant files check the estimator, the sampler and the diagnostics against references
+    "llc": ["tests/test_llc_mutants2.py", "tests/test_llc_mutants.py"],
+    "sgld": ["tests/test_sgld_mutants.py"],
+    "refine": ["tests/test_refine_mutants.py", "tests/test_refine.py"],
+    "train_many": ["tests/test_train_many_mutants.py", "tests/test_train_many.py"],
     # only the fast file: test_calibrate.py runs SGLD (~35 s), too slow to run per mutant; the
     # mutant file scripts estimate_llc and checks the symmetries, curvature and grid by hand
     "calibrate": ["tests/test_calibrate_mutants.py"],
@@ -99,7 +104,14 @@ MODULES: dict[str, list[str]] = {
 }
 # Modules whose full run is too long for routine use on 2 shared cores: a fixed random sample of
 # this many mutants by default (--sample overrides it for every module; --sample 0 runs all).
-DEFAULT_SAMPLE: dict[str, int] = {"theory": 400, "analysis": 400, "calibrate": 300, "llc": 300}
+DEFAULT_SAMPLE: dict[str, int] = {
+    "theory": 400,
+    "analysis": 400,
+    "calibrate": 300,
+    "llc": 300,
+    "sgld": 300,
+    "train_many": 300,
+}
 # Paths the tests read, copied into every scratch copy when they exist.
 SUPPORT = ["config", ".test", "workflow/schemas"]
 
