@@ -108,13 +108,19 @@ def test_outputs_have_the_documented_schemas(done_run):
         assert not (run_dir / "partial").exists()
     (baseline,) = training.loc[training["studies"].map(lambda s: "baseline" in s), "run_id"]
     log = pd.read_parquet(results / "runs" / baseline / "train_log.parquet")
-    tracks = sorted((results / "llc" / baseline).glob("*/every1.parquet"))
-    assert len(tracks) == 2  # paper and calibrated
-    for track in tracks:
+    (full,) = (results / "llc" / baseline).glob("*/every1.parquet")  # paper: every checkpoint
+    # calibrated: adaptive selection (.test: refine coarse 2, max_fraction 0.8)
+    (adaptive,) = (results / "llc" / baseline).glob("*/every1-refine2-0.1-0.8.parquet")
+    for track in (full, adaptive):
         llc = pd.read_parquet(track)
-        assert llc["step"].tolist() == log["step"].tolist()  # every checkpoint (every: 1)
         assert {"valid", "stationary", "localisation_dominated", "r_hat", "ess"} <= set(llc)
         assert llc["valid"].dtype == bool
+    llc = pd.read_parquet(full)
+    assert llc["step"].tolist() == log["step"].tolist() and (llc["selection"] == "all").all()
+    llc = pd.read_parquet(adaptive)
+    coarse = llc.loc[llc["selection"] == "coarse", "step"].tolist()
+    assert coarse == [0, 100, 200]  # every 2nd of the 5 checkpoints and the last
+    assert 3 <= len(llc) <= 4 and set(llc["selection"]) <= {"coarse", "refined"}
     # calibrated sampler: final checkpoint only for over_p
     over_p = training.loc[training["studies"].map(lambda s: "over_p" in s), "run_id"]
     finals = [f for r in over_p for f in (results / "llc" / r).glob("*/final.parquet")]
