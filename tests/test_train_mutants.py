@@ -18,7 +18,13 @@ import torch
 import grokking_llc.train as tr
 from grokking_llc.config import TrainConfig
 from grokking_llc.data import make_split, split_tensors
-from grokking_llc.io import CheckpointFileError, file_digest, torch_load, torch_save
+from grokking_llc.io import (
+    CheckpointFileError,
+    CorruptFileError,
+    file_digest,
+    torch_load,
+    torch_save,
+)
 from grokking_llc.model import accuracy, build_model, get_loss
 
 CFG = TrainConfig(
@@ -85,10 +91,11 @@ def assert_matches_reference(res, c, split):
 
 
 def test_training_matches_the_reference_loop_with_a_last_checkpoint_at_max_steps(split, tmp_path):
-    res = tr.train(CFG, split, tmp_path / "w")
+    work = tmp_path / "nested" / "w"  # parents are made
+    res = tr.train(CFG, split, work)
     assert res.log["step"].tolist() == [0, 20, 40, 50]
     assert_matches_reference(res, CFG, split)
-    files = sorted(p.name for p in (tmp_path / "w").iterdir())
+    files = sorted(p.name for p in work.iterdir())
     assert files == ["ckpt_0000000.pt", "ckpt_0000020.pt", "ckpt_0000040.pt",
                      "ckpt_0000050.pt", "state.prev.pt", "state.pt"]  # fmt: skip
 
@@ -223,6 +230,7 @@ def test_checkpoint_file_names(tmp_path):
     assert tr._ckpt_step(tmp_path / "ckpt.pt") is None
     assert tr._ckpt_step(tmp_path / "ckpt_x.pt") is None
     assert tr._ckpt_step(tmp_path / "ckpt_5_x.pt") is None  # everything after the first "_"
+    assert tr._ckpt_step(tmp_path / "ckpt_x_5.pt") is None
     assert tr._discard_dir(tmp_path / "partial") == tmp_path / "partial.discard"
 
 
@@ -307,12 +315,14 @@ def test_resume_falls_back_to_the_previous_state(stopped, split, caplog):
     work, state = stopped
     caplog.set_level(logging.INFO, logger="grokking_llc.train")
     (work / tr.STATE_FILE).write_bytes(b"garbage")
+    with pytest.raises(CorruptFileError) as err:
+        torch_load(work / tr.STATE_FILE)
     got = tr._resume_state(CFG, work)
     assert got["step"] == 0
     assert not (work / tr.PREV_STATE_FILE).exists() and (work / tr.STATE_FILE).exists()
     assert torch_load(work / tr.STATE_FILE)["step"] == 0
     assert not tr.ckpt_path(work, 20).exists() and tr.ckpt_path(work, 0).exists()
-    assert any(m.startswith(f"discarding {work / tr.STATE_FILE}: ") for m in caplog.messages)
+    assert f"discarding {work / tr.STATE_FILE}: {err.value}" in caplog.messages
     assert f"resuming {CFG.run_id} from the previous state {work / tr.PREV_STATE_FILE}" in (
         caplog.messages
     )
@@ -381,6 +391,8 @@ def test_collect_checkpoints_by_glob_or_by_steps(split, tmp_path):
     assert tr.collect_checkpoints(work, steps=[0, 20], digests=digests)["steps"].tolist() == [0, 20]
     with pytest.raises(CheckpointFileError, match="ckpt_0000020.pt is missing or differs"):
         tr.collect_checkpoints(work, steps=[0, 20], digests=[digests[0], digests[0]])
+    with pytest.raises(ValueError):  # one digest for two files
+        tr.collect_checkpoints(work, steps=[0, 20], digests=digests[:1])
     with pytest.raises(CheckpointFileError, match="ckpt_0000030.pt is missing or differs"):
         tr.collect_checkpoints(work, steps=[0, 30], digests=[digests[0], digests[0]])
     with pytest.raises(FileNotFoundError):
@@ -461,10 +473,9 @@ def test_checkpoints_file_shape_problems(tmp_path):
     path = tmp_path / "ck.pt"
     for bad in ([1, 2], {"steps": torch.tensor([0])}, {"params": {}}):
         torch_save(bad, path)
-        with pytest.raises(
-            CheckpointFileError, match="not a checkpoints file \\(needs 'steps' and 'params'\\)"
-        ):
-            tr.load_checkpoints(path)  # fmt: skip
+        msg = f"{path}: not a checkpoints file (needs 'steps' and 'params')"
+        with pytest.raises(CheckpointFileError, match=f"^{re.escape(msg)}$"):
+            tr.load_checkpoints(path)
     torch_save({**good_ckpts(), "steps": torch.tensor([5])} | {"params": {"W": torch.zeros(1)}},
                path)  # fmt: skip
     assert tr.load_checkpoints(path)["steps"].tolist() == [5]
@@ -509,11 +520,11 @@ def test_checkpoint_state_is_one_checkpoint_by_index():
 class Clock:
     """A stand-in for the time module whose perf_counter advances 1 s per call."""
 
-    def __init__(self):
-        self.now = 0.0
+    def __init__(self, tick=1.0):
+        self.now, self.tick = 0.0, tick
 
     def perf_counter(self):
-        self.now += 1.0
+        self.now += self.tick
         return self.now
 
 
@@ -542,3 +553,106 @@ def test_progress_every_and_the_rate_on_a_fake_clock(split, tmp_path, monkeypatc
     tr.train(CFG, split, tmp_path / "c", progress_every_s=1.0)
     assert progress(caplog.messages) == [f"{rid} step 40/50 10 steps/s",  # 20 / 2
                                          f"{rid} step 50/50 10 steps/s"]  # 30 / 3  # fmt: skip
+
+
+def test_progress_defaults_to_ten_seconds_and_a_fast_rate(split, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    rid = CFG.run_id
+    # 5 s per reading: t0 = 5, last report 10, checkpoints at 15 (5 s: no), 20 (10 s), 25 (last)
+    monkeypatch.setattr(tr, "time", Clock(5.0))
+    tr.train(CFG, split, tmp_path / "a")
+    assert progress(caplog.messages) == [f"{rid} step 40/50 3 steps/s",  # 40 / 15
+                                         f"{rid} step 50/50 2 steps/s"]  # 50 / 20  # fmt: skip
+    # under a second since the start: 20 steps in 0.5 s
+    caplog.clear()
+    monkeypatch.setattr(tr, "time", Clock(0.25))
+    tr.train(CFG, split, tmp_path / "b", progress_every_s=0.25)
+    assert progress(caplog.messages)[0] == f"{rid} step 20/50 40 steps/s"
+
+
+def test_progress_lines_show_the_latest_checkpoint(split, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    res = tr.train(CFG, split, tmp_path / "a", progress_every_s=0.0)
+    lines = [m for m in caplog.messages if "steps/s" in m]
+    for line, r in zip(lines, res.log.iloc[1:].itertuples(), strict=True):
+        assert line.startswith(
+            f"{CFG.run_id} step {r.step}/50  train loss {r.train_loss:.3g} acc {r.train_acc:.3f}"
+            f"  val loss {r.val_loss:.3g} acc {r.val_acc:.3f}  "
+        )
+
+
+def test_initial_state_passes_the_model_options():
+    c = cfg(model="transformer", width=8, loss="cross_entropy",
+            model_options={"ff_dim": 4, "num_layers": 1, "num_heads": 2})  # fmt: skip
+    _, model, _ = tr._initial_state(c, torch.device("cpu"))
+    assert (model.num_layers, model.num_heads, model.ff_dim) == (1, 2, 4)
+    _, model, _ = tr._initial_state(CFG, torch.device("meta"))  # moved to the device
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_tensors_and_model_go_to_the_resolved_device(split, tmp_path, monkeypatch):
+    seen = []
+    real_split, real_init = tr.split_tensors, tr._initial_state
+
+    def spy_split(*a, **kw):
+        seen.append(("split", a[1:], kw))
+        return real_split(*a, **kw)
+
+    def spy_init(*a, **kw):
+        seen.append(("init", a[1:], kw))
+        return real_init(*a, **kw)
+
+    monkeypatch.setattr(tr, "split_tensors", spy_split)
+    monkeypatch.setattr(tr, "_initial_state", spy_init)
+    tr.train(cfg(max_steps=1), split, tmp_path / "w", device="cpu")
+    cpu = torch.device("cpu")
+    assert seen == [("split", ("train", cpu), {}), ("split", ("val", cpu), {}),
+                    ("init", (cpu,), {})]  # fmt: skip
+
+
+def test_train_run_passes_the_device(split, tmp_path, monkeypatch):
+    seen = []
+    real = tr.train
+
+    def spy(*a, **kw):
+        seen.append(kw.get("device"))
+        return real(*a, **{**kw, "device": "cpu"})
+
+    monkeypatch.setattr(tr, "train", spy)
+    tr.train_run(cfg(max_steps=1), split, log_path=tmp_path / "l.parquet",
+                 checkpoints_path=tmp_path / "c.pt", work_dir=tmp_path / "w",
+                 device="sentinel")  # fmt: skip
+    assert seen == ["sentinel"]
+
+
+def test_only_the_logged_and_unchanged_checkpoints_are_collected(split, tmp_path, monkeypatch):
+    c = cfg(max_steps=20)
+    work = tmp_path / "w"
+
+    def stray(point, step):  # a file appearing after the training, not in the log
+        if point == "trained":
+            torch_save(torch_load(tr.ckpt_path(work, 0)), tr.ckpt_path(work, 30))
+
+    monkeypatch.setattr(tr, "_FAULT_HOOK", stray)
+    assert tr.train(c, split, work).checkpoints["steps"].tolist() == [0, 20]
+
+    def tamper(point, step):  # a logged file changed after it was written
+        if point == "trained":
+            torch_save(torch_load(tr.ckpt_path(work, 0)), tr.ckpt_path(work, 20))
+
+    monkeypatch.setattr(tr, "_FAULT_HOOK", tamper)
+    work = tmp_path / "w2"
+    with pytest.raises(CheckpointFileError, match="ckpt_0000020.pt is missing or differs"):
+        tr.train(c, split, work)
+
+
+def test_discard_of_a_missing_file_is_fine(tmp_path):
+    tr._discard(tmp_path / "gone.pt", "already removed")
+    assert not (tmp_path / "gone.pt").exists()
+
+
+def test_resume_from_the_previous_state_when_the_state_is_missing(stopped):
+    work, _ = stopped
+    (work / tr.STATE_FILE).unlink()
+    got = tr._resume_state(CFG, work)
+    assert got["step"] == 0 and (work / tr.STATE_FILE).exists()
