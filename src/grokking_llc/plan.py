@@ -173,7 +173,7 @@ class RunJob:
         return self.train.to_dict()
 
 
-# Runs trained together (grokking_llc.train_many, bitwise the numbers of training each alone):
+# Runs trained together (grokking_llc.train_many: bitwise the numbers of training each alone):
 # the plain QuadraticNet with the centred loss, runs equal in everything but the seed, as many
 # per job as keep the stacked parameters within TRAIN_STACK_FLOATS (benchmarks/RESULTS.md,
 # "Training: one run vs batched runs": stacking pays up to ~250k floats, not beyond).
