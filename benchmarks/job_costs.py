@@ -61,13 +61,59 @@ def table(rules: dict[str, dict[str, float]], node_cores: int, wall: float | Non
     return "\n".join(lines) + "\n"
 
 
+def coverage(results: Path, full: str, partial: str) -> str:
+    """Estimates per sampler (from the gathered tracks: rows, seconds per estimate by width,
+    valid ones), and the cost of giving sampler ``partial`` the coverage of sampler ``full``:
+    every checkpoint ``full`` estimated, at ``partial``'s measured seconds per estimate for
+    that width (a track's ``seconds`` column is the job's wall time per estimate)."""
+    import re
+
+    import pandas as pd
+
+    frames = []
+    for path in (results / "llc").glob("*/*/*.parquet"):
+        if "-chunk" in path.name:
+            continue
+        df = pd.read_parquet(path, columns=["run_id", "sampler_id", "step", "seconds", "valid"])
+        frames.append(df.assign(track=path.stem))
+    df = pd.concat(frames, ignore_index=True)
+    runs = pd.read_parquet(results / "tables" / "runs.parquet", columns=["sampler_id", "sampler"])
+    names = dict(zip(runs["sampler_id"], runs["sampler"], strict=False))
+    df["sampler"] = df["sampler_id"].map(names)
+    df["K"] = df["run_id"].map(lambda r: int(re.search(r"-K(\d+)-", r)[1]))
+    df["model"] = df["run_id"].str.split("-").str[0]
+    lines = ["| sampler | model | K | tracks | estimates | valid | s per estimate | job time (s) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (name, model, k), g in df.groupby(["sampler", "model", "K"]):
+        n_tracks = g.groupby(["run_id", "track"]).ngroups
+        lines.append(f"| {name} | {model} | {k} | {n_tracks} | {len(g)} | {int(g['valid'].sum())} "
+                     f"| {g['seconds'].mean():.2f} | {g['seconds'].sum():,.0f} |")  # fmt: skip
+    per = df[df["sampler"] == partial].groupby(["model", "K"])["seconds"].mean()
+    want = df[df["sampler"] == full].groupby(["model", "K"]).size()
+    cost = sum(n * per.get(key, per.mean()) for key, n in want.items())
+    have = df.loc[df["sampler"] == partial, "seconds"].sum()
+    lines += ["", f"Full coverage for `{partial}` (every checkpoint `{full}` estimates, "
+              f"{int(want.sum())} estimates at `{partial}`'s measured seconds per estimate and "
+              f"width): {cost:,.0f} s of job time, against {have:,.0f} s for its "
+              f"{int((df['sampler'] == partial).sum())} estimates in this run."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--node-cores", type=int, default=32)
     ap.add_argument("--wall-seconds", type=float, default=None)
+    ap.add_argument(
+        "--coverage",
+        nargs=2,
+        metavar=("FULL", "PARTIAL"),
+        help="also the estimates per sampler and PARTIAL's cost at FULL's coverage",
+    )
     args = ap.parse_args(argv)
     print(table(job_costs(args.results), args.node_cores, args.wall_seconds))
+    if args.coverage:
+        print(coverage(args.results, *args.coverage))
 
 
 if __name__ == "__main__":
