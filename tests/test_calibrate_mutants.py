@@ -359,9 +359,8 @@ def test_setting_mask_and_best_fallback_on_a_table():
     assert cal._setting_mask(near, ("sgld", 1.0, 10.0, 100.0)).tolist() == [True, False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: np.isclose's default atol=1e-8 makes step "
-                   "sizes below ~1e-8 match each other in _setting_mask")  # fmt: skip
 def test_setting_mask_tells_tiny_step_sizes_apart():
+    """Was a bug (np.isclose's default atol=1e-8 made step sizes below ~1e-8 one setting)."""
     table = pd.DataFrame({"kind": ["sgld"] * 2, "lr": [1e-9, 3e-9], "nbeta": [1e4] * 2,
                           "localization": [100.0] * 2})  # fmt: skip
     assert cal._setting_mask(table, ("sgld", 1e-9, 1e4, 100.0)).tolist() == [True, False]

@@ -511,9 +511,13 @@ def _setting_mask(table: pd.DataFrame, key) -> np.ndarray:
     if key is None or table.empty:
         return np.zeros(len(table), dtype=bool)
     kind, lr, nbeta, gamma = key
-    return ((table["kind"] == kind) & np.isclose(table["lr"], lr, rtol=1e-12)
-            & np.isclose(table["nbeta"], nbeta, rtol=1e-12)
-            & np.isclose(table["localization"], gamma, rtol=1e-12)).to_numpy()  # fmt: skip
+
+    # relative tolerance only: step sizes of 1e-9 and 3e-9 are different settings
+    def same(column, value):
+        return np.isclose(table[column], value, rtol=1e-12, atol=0.0)
+
+    mask = (table["kind"] == kind) & same("lr", lr) & same("nbeta", nbeta)
+    return (mask & same("localization", gamma)).to_numpy()
 
 
 def _step_sizes(runner: _Runner, kind: str, grid, nbeta: float, gamma: float, scale) -> list:
