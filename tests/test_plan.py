@@ -353,3 +353,20 @@ def test_batch_training_off_trains_every_run_alone():
     cfg["batch_training"] = False
     plan = plan_of(cfg)
     assert plan.train_groups == {} and plan.solo_runs == list(plan.runs)
+
+
+def test_refine_leaves_final_only_tracks_alone():
+    """A final-only track is one checkpoint: refine changes neither its name nor its params."""
+    cfg = base_config()
+    before = plan_of(copy.deepcopy(cfg))
+    cfg["llc"]["samplers"]["calibrated"]["refine"] = {"coarse": 2}
+    after = plan_of(cfg)
+    finals = [k for k, j in after.llc_jobs.items() if j.every == 0]
+    assert finals  # .test: the calibrated sampler's over_p runs are final-only
+    for key in finals:
+        job = after.llc_jobs[key]
+        assert job.refine is None and job.track == "final"
+        assert job.params() == before.llc_jobs[key].params()
+        assert "refine" not in job.params()
+    refined = [j for j in after.llc_jobs.values() if j.refine is not None]
+    assert refined and all(dict(j.refine)["coarse"] == 2 for j in refined)
