@@ -202,6 +202,35 @@ def _resume_state(cfg: TrainConfig, work_dir: Path) -> dict | None:
     return state
 
 
+def write_checkpoint(cfg, work_dir: Path, step: int, model, opt, gen, rows, digests, streak):
+    """Checkpoint ``step`` of a run: its weights (digest appended to ``digests``), then the full
+    training state, the previous one kept as ``state.prev.pt``; every file atomically, a fault
+    boundary between each (module docstring). Shared by :func:`train` and ``train_many``."""
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    digests.append(torch_save(weights, ckpt_path(work_dir, step)))
+    _boundary("ckpt_written", step)
+    state_path, prev_path = work_dir / STATE_FILE, work_dir / PREV_STATE_FILE
+    if state_path.exists():
+        os.replace(state_path, prev_path)
+    _boundary("state_rotated", step)
+    torch_save(
+        {
+            "format": STATE_FORMAT,
+            "run_id": cfg.run_id,
+            "config": cfg.to_dict(),
+            "step": step,
+            "streak": streak,
+            "log": rows,
+            "digests": digests,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+        },
+        state_path,
+    )
+    _boundary("state_written", step)
+
+
 def train(
     cfg: TrainConfig,
     split: pd.DataFrame,
@@ -230,7 +259,6 @@ def train(
     rows: list[dict] = []
     digests: list[str] = []
     step, streak = 0, 0
-    state_path, prev_path = work_dir / STATE_FILE, work_dir / PREV_STATE_FILE
     _boundary("start")
     state = _resume_state(cfg, work_dir)
     if state is not None:
@@ -252,28 +280,7 @@ def train(
         model.train()
         rows.append(dict(zip(LOG_COLUMNS, (step, tr_loss, va_loss, tr_acc, va_acc), strict=True)))
         streak = streak + 1 if va_acc >= cfg.early_stop_acc else 0
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        digests.append(torch_save(weights, ckpt_path(work_dir, step)))
-        _boundary("ckpt_written", step)
-        if state_path.exists():
-            os.replace(state_path, prev_path)
-        _boundary("state_rotated", step)
-        torch_save(
-            {
-                "format": STATE_FORMAT,
-                "run_id": cfg.run_id,
-                "config": cfg.to_dict(),
-                "step": step,
-                "streak": streak,
-                "log": rows,
-                "digests": digests,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-            },
-            state_path,
-        )
-        _boundary("state_written", step)
+        write_checkpoint(cfg, work_dir, step, model, opt, gen, rows, digests, streak)
         return streak >= cfg.early_stop_patience
 
     if not rows:

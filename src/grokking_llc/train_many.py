@@ -63,9 +63,6 @@ from grokking_llc.io import torch_save, write_parquet
 from grokking_llc.model import get_loss
 from grokking_llc.train import (
     LOG_COLUMNS,
-    PREV_STATE_FILE,
-    STATE_FILE,
-    STATE_FORMAT,
     CheckpointMismatchError,
     TrainResult,
     _boundary,
@@ -73,10 +70,10 @@ from grokking_llc.train import (
     _initial_state,
     _remove_discarded,
     _resume_state,
-    ckpt_path,
     collect_checkpoints,
     evaluate,
     resolve_device,
+    write_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -209,29 +206,8 @@ class _Run:
             dict(zip(LOG_COLUMNS, (step, tr_loss, va_loss, tr_acc, va_acc), strict=True))
         )
         self.streak = self.streak + 1 if va_acc >= cfg.early_stop_acc else 0
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        self.digests.append(torch_save(weights, ckpt_path(work_dir, step)))
-        _boundary("ckpt_written", step)
-        state_path, prev_path = work_dir / STATE_FILE, work_dir / PREV_STATE_FILE
-        if state_path.exists():
-            os.replace(state_path, prev_path)
-        _boundary("state_rotated", step)
-        torch_save(
-            {
-                "format": STATE_FORMAT,
-                "run_id": cfg.run_id,
-                "config": cfg.to_dict(),
-                "step": step,
-                "streak": self.streak,
-                "log": self.rows,
-                "digests": self.digests,
-                "model": model.state_dict(),
-                "optimizer": self.opt.state_dict(),
-                "generator": self.gen.get_state(),
-            },
-            state_path,
-        )
-        _boundary("state_written", step)
+        write_checkpoint(cfg, work_dir, step, model, self.opt, self.gen, self.rows, self.digests,
+                         self.streak)  # fmt: skip
 
     def result(self) -> TrainResult:
         _boundary("trained", self.step)
