@@ -65,7 +65,9 @@ def test_every_schema_train_key_is_a_field_and_in_the_hash_base():
     sampler = load_schema()["properties"]["llc"]["properties"]["samplers"]
     props = sampler["additionalProperties"]["properties"]
     meta = set(SAMPLER_META_KEYS)
-    assert meta == {"backend", "calibration", "studies", "every", "every_by_study", "refine"}
+    assert meta == {
+        "backend", "calibration", "studies", "every", "every_by_study", "refine", "protocol",
+    }  # fmt: skip
     assert set(props) - meta == set(SamplerConfig.__dataclass_fields__)
     assert set(SamplerConfig.__dataclass_fields__) | {"backend", "every"} == set(SAMPLER_HASH_BASE)
 

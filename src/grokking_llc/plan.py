@@ -222,10 +222,17 @@ class NamedSampler:
     every_by_study: tuple  # frozen {study: stride}
     sampler_id: str
     refine: tuple | None = None  # frozen refine settings (adaptive checkpoint selection)
+    protocol: str | None = None  # a published estimator (config.PROTOCOLS), e.g. "paper"
 
     @property
     def calibrated(self) -> bool:
         return self.calibration is not None
+
+    @property
+    def as_published(self) -> bool:
+        """Runs the paper's estimator exactly (``protocol: paper``, SPEC section 4): its
+        figures draw what the paper draws and the scorecard's as-published verdicts use it."""
+        return self.protocol == "paper"
 
 
 @dataclass(frozen=True)
@@ -418,6 +425,7 @@ class Plan:
             every_by_study=_frozen(spec.get("every_by_study", {})),
             sampler_id=sid,
             refine=None if spec.get("refine") is None else _frozen(spec["refine"]),
+            protocol=spec.get("protocol"),
         )
 
     def _calibration_job(self, study: str, backend: str, base: SamplerConfig) -> CalibrationJob:
