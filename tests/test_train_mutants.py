@@ -22,6 +22,8 @@ from grokking_llc.io import (
     CheckpointFileError,
     CorruptFileError,
     file_digest,
+    parquet_provenance,
+    settings_hash,
     torch_load,
     torch_save,
 )
@@ -412,11 +414,17 @@ def test_train_run_outputs_and_a_leftover_discard_folder(split, tmp_path, caplog
     res = tr.train_run(CFG, split, log_path=tmp_path / "log.parquet",
                        checkpoints_path=tmp_path / "ck.pt", work_dir=work)  # fmt: skip
     assert f"removing {trash}, left by a clean-up that was interrupted" in caplog.messages
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "log.parquet"]
+    # the outputs and their digest records (grokking_llc.io); the work dir and the trash gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".digests", "ck.pt", "log.parquet"]
+    assert sorted(p.name for p in (tmp_path / ".digests").iterdir()) == [
+        "ck.pt.json", "log.parquet.json",
+    ]  # fmt: skip
     ck = torch_load(tmp_path / "ck.pt")
-    assert set(ck) == {"steps", "params", "config", "run_id"}
+    assert set(ck) == {"steps", "params", "config", "run_id", "provenance"}
     assert ck["steps"].tolist() == [0, 20, 40, 50] and ck["run_id"] == CFG.run_id
     assert ck["config"] == CFG.to_dict()
+    assert ck["provenance"] == {"run_id": CFG.run_id, "settings": settings_hash(CFG.to_dict())}
+    assert parquet_provenance(tmp_path / "log.parquet") == ck["provenance"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "log.parquet"), res.log)
     assert_matches_reference(res, CFG, split)
 

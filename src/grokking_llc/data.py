@@ -1,8 +1,13 @@
-"""Modular-addition data (SPEC section 1).
+"""Modular-addition data (SPEC section 1), and how many samples each loss needs.
 
 All ``p^2`` pairs ``(a, b)`` with label ``c = (a + b) mod p``;
 ``n = round(train_frac * p^2)`` of them are drawn uniformly without replacement as the training
 split, the rest is validation.
+
+:data:`LOSS_MIN_SAMPLES` is the one place that says on how few samples each loss of
+:mod:`grokking_llc.model` is still a loss (config validation, training and the LLC estimator all
+ask :func:`loss_samples_problem`); it lives here, beside the split sizes, because config checks
+must not import torch.
 """
 
 from __future__ import annotations
@@ -33,6 +38,33 @@ def is_prime(p: int) -> bool:
 def n_train(p: int, train_frac: float) -> int:
     """Training-set size ``n = round(train_frac * p^2)`` (SPEC section 1)."""
     return int(round(train_frac * p * p))
+
+
+# The fewest samples (a minibatch or a split) on which each loss is defined and not identically
+# zero, and why. SPEC section 2: the centred square loss centres every output column over the n
+# samples it is given (P = I - 11^T/n), so for n = 1 its residual, and the loss, are 0 whatever
+# the weights: training on such batches learns nothing, SGLD sees a flat loss (every LLC 0).
+LOSS_MIN_SAMPLES: dict[str, tuple[int, str]] = {
+    "centred_mse": (
+        2,
+        "the centred square loss centres each output over the samples it is given (SPEC "
+        "section 2), so over one sample it is 0 whatever the weights",
+    ),
+    "cross_entropy": (1, "a mean over no sample is undefined"),
+}
+
+
+def loss_min_samples(loss: str) -> int:
+    """The fewest samples ``loss`` is a loss on (1 for a loss without a rule)."""
+    return LOSS_MIN_SAMPLES.get(loss, (1, ""))[0]
+
+
+def loss_samples_problem(loss: str, n: int) -> str | None:
+    """Why ``n`` samples (a minibatch or a split) are too few for ``loss`` (None: enough)."""
+    need, why = LOSS_MIN_SAMPLES.get(loss, (1, "a mean over no sample is undefined"))
+    if n >= need:
+        return None
+    return f"{n} sample(s) are too few for loss {loss!r}, which needs >= {need}: {why}"
 
 
 def make_split(p: int, train_frac: float, seed: int) -> pd.DataFrame:

@@ -424,6 +424,7 @@ def estimate_llc_many(
     the checkpoints along the chain axis (one batched computation; every checkpoint's numbers
     are those of its own :func:`estimate_llc` call, tested); devinterp runs them one by one.
     The model's parameters are left unchanged."""
+    from grokking_llc.model import check_loss_samples
     from grokking_llc.sgld import split_sampler
 
     cfg, opts = split_sampler(sampler)
@@ -433,6 +434,7 @@ def estimate_llc_many(
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
     if cfg.batch_size > len(x):
         raise ValueError(f"sampler batch_size {cfg.batch_size} exceeds the {len(x)} samples")
+    check_loss_samples(loss_fn, cfg.batch_size, "sampler batch_size")  # SPEC section 2
     if device is None:
         device = next(model.parameters()).device
     nbeta = cfg.resolved_nbeta

@@ -113,6 +113,25 @@ def cross_entropy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, LossFn] = {"centred_mse": centred_mse, "cross_entropy": cross_entropy}
 
 
+def loss_name(loss: str | LossFn) -> str | None:
+    """The registered name of a loss given by name or as one of :data:`LOSSES` (None for a
+    callable that is not registered)."""
+    if isinstance(loss, str):
+        return loss
+    return next((name for name, fn in LOSSES.items() if fn is loss), None)
+
+
+def check_loss_samples(loss: str | LossFn, n: int, what: str) -> None:
+    """Refuse a minibatch or split of ``n`` samples on which ``loss`` is identically zero or
+    undefined (the rule of :data:`grokking_llc.data.LOSS_MIN_SAMPLES`; SPEC section 2), with a
+    ``ValueError`` naming ``what``. An unregistered callable has no rule beyond n >= 1."""
+    from grokking_llc.data import loss_samples_problem
+
+    problem = loss_samples_problem(loss_name(loss) or "", int(n))
+    if problem is not None:
+        raise ValueError(f"{what}: {problem}")
+
+
 def get_loss(name: str) -> LossFn:
     """The loss function registered under ``name``."""
     try:

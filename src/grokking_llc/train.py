@@ -8,6 +8,12 @@ of every checkpoint file), written in that order, each atomically; the state bef
 as ``state.prev.pt``. Every random draw comes from one seeded generator whose state is saved, so
 a run killed at any point and resumed ends with exactly the numbers of an uninterrupted run.
 
+Outputs prove whose they are: ``checkpoints.pt`` holds ``"provenance"`` (the run id and the hash
+of its settings, :func:`run_provenance`) and ``train_log.parquet`` the same in its metadata;
+:func:`load_checkpoints` refuses either when it belongs to another run than the one expected.
+A run whose minibatch or split is too small for its loss (one sample under the centred loss,
+which is then 0 whatever the weights; SPEC section 2) is refused before anything is written.
+
 Resume trusts nothing it has not checked: it takes the newest state file that loads, belongs to
 this run and agrees with the checkpoint files (every logged step has its file with the recorded
 digest, the streak matches the log); checkpoint files the state does not list are deleted; a
@@ -39,12 +45,15 @@ from grokking_llc.data import split_tensors
 from grokking_llc.io import (
     CheckpointFileError,
     CorruptFileError,
+    check_provenance,
     file_digest,
+    provenance,
+    read_parquet,
     torch_load,
     torch_save,
     write_parquet,
 )
-from grokking_llc.model import accuracy, build_model, get_loss
+from grokking_llc.model import accuracy, build_model, check_loss_samples, get_loss
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,28 @@ class TrainResult:
 
     log: pd.DataFrame
     checkpoints: dict  # {"steps": LongTensor (T,), "params": {name: Tensor (T, ...)}}
+
+
+def run_provenance(cfg: TrainConfig) -> dict[str, Any]:
+    """What a run's ``checkpoints.pt`` and ``train_log.parquet`` carry to prove whose they are:
+    its run id and the hash of its training settings (:func:`grokking_llc.io.provenance`)."""
+    return provenance(cfg.run_id, cfg.to_dict())
+
+
+def check_trainable(cfg: TrainConfig, n_train: int, n_val: int) -> None:
+    """Refuse a run whose training minibatch, training split or validation split is too small
+    for its loss (:func:`grokking_llc.model.check_loss_samples`; SPEC section 2), naming the key;
+    warn when ``early_stop_acc`` is at or below chance accuracy 1/p (every checkpoint counts, so
+    the run stops after ``early_stop_patience`` checkpoints whatever it learns)."""
+    check_loss_samples(cfg.loss, min(cfg.batch_size, n_train), f"run {cfg.run_id}: batch_size")
+    check_loss_samples(cfg.loss, n_train, f"run {cfg.run_id}: the training split")
+    check_loss_samples(cfg.loss, n_val, f"run {cfg.run_id}: the validation split (val_loss)")
+    if cfg.early_stop_acc <= 1.0 / cfg.p:
+        log.warning(
+            "%s: early_stop_acc %g is at or below chance accuracy 1/p = %.3g: every checkpoint "
+            "counts towards the early stop, so training stops after %d checkpoint(s)",
+            cfg.run_id, cfg.early_stop_acc, 1.0 / cfg.p, cfg.early_stop_patience,
+        )  # fmt: skip
 
 
 def resolve_device(device: str) -> torch.device:
@@ -207,7 +238,7 @@ def write_checkpoint(cfg, work_dir: Path, step: int, model, opt, gen, rows, dige
     training state, the previous one kept as ``state.prev.pt``; every file atomically, a fault
     boundary between each (module docstring). Shared by :func:`train` and ``train_many``."""
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    digests.append(torch_save(weights, ckpt_path(work_dir, step)))
+    digests.append(torch_save(weights, ckpt_path(work_dir, step), record=False))
     _boundary("ckpt_written", step)
     state_path, prev_path = work_dir / STATE_FILE, work_dir / PREV_STATE_FILE
     if state_path.exists():
@@ -227,6 +258,7 @@ def write_checkpoint(cfg, work_dir: Path, step: int, model, opt, gen, rows, dige
             "generator": gen.get_state(),
         },
         state_path,
+        record=False,  # a work file: the state lists its checkpoints' digests itself
     )
     _boundary("state_written", step)
 
@@ -248,12 +280,13 @@ def train(
     right after the checkpoint at that step.
     """
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     loss_fn = get_loss(cfg.loss)
     x_tr, y_tr = split_tensors(split, "train", dev)
     x_va, y_va = split_tensors(split, "val", dev)
     n = len(y_tr)
+    check_trainable(cfg, n, len(y_va))
+    work_dir.mkdir(parents=True, exist_ok=True)
 
     gen, model, opt = _initial_state(cfg, dev)
     rows: list[dict] = []
@@ -379,16 +412,23 @@ def train_run(
     result = train(cfg, split, work_dir, device=device)
     if result.checkpoints["steps"].tolist() != result.log["step"].tolist():
         raise CheckpointMismatchError(f"{work_dir}: checkpoint steps differ from the log")
-    torch_save(
-        {**result.checkpoints, "config": cfg.to_dict(), "run_id": cfg.run_id}, checkpoints_path
-    )
-    _boundary("checkpoints_written")
-    write_parquet(result.log, log_path)
+    write_outputs(cfg, result, checkpoints_path, log_path)
     _boundary("outputs_written")
     os.replace(work_dir, trash)
     _boundary("partial_renamed")
     _remove_discarded(trash)
     return result
+
+
+def write_outputs(cfg: TrainConfig, result: TrainResult, checkpoints_path, log_path) -> None:
+    """A finished run's two outputs, each atomically and carrying :func:`run_provenance`:
+    ``checkpoints.pt`` first, then the log (a fault boundary between). Shared with
+    ``train_many``."""
+    prov = run_provenance(cfg)
+    ckpts = {**result.checkpoints, "config": cfg.to_dict(), "run_id": cfg.run_id}
+    torch_save({**ckpts, "provenance": prov}, checkpoints_path, provenance=prov)
+    _boundary("checkpoints_written")
+    write_parquet(result.log, log_path, provenance=prov)
 
 
 def _checkpoints_problem(ckpts: Any) -> str | None:
@@ -414,24 +454,34 @@ def _describe_steps(steps: list[int]) -> str:
 
 
 def load_checkpoints(
-    path: str | Path, *, train_log: str | Path | pd.DataFrame | None = None
+    path: str | Path,
+    *,
+    train_log: str | Path | pd.DataFrame | None = None,
+    expect: TrainConfig | dict[str, Any] | None = None,
 ) -> dict:
     """Read a consolidated checkpoints file written by :func:`train_run` (``weights_only``).
 
-    With ``train_log`` (the run's ``train_log.parquet``, or its table), refuse a file whose
-    steps are not exactly the logged ones, with :class:`CheckpointMismatchError` naming both
-    files. A file carrying a pickled callable raises :class:`grokking_llc.io.UnsafeFileError`,
-    an unreadable one :class:`grokking_llc.io.CorruptFileError`."""
+    With ``expect`` (the run the plan expects, or its :func:`run_provenance`), refuse a file,
+    and a ``train_log`` file, made for another run (or not saying whose it is), with
+    :class:`grokking_llc.io.ProvenanceError` naming the file and both run ids. With
+    ``train_log`` (the run's ``train_log.parquet``, or its table), refuse a file whose steps are
+    not exactly the logged ones, with :class:`CheckpointMismatchError` naming both files. A file
+    carrying a pickled callable raises :class:`grokking_llc.io.UnsafeFileError`, an unreadable
+    one :class:`grokking_llc.io.CorruptFileError`."""
+    if isinstance(expect, TrainConfig):
+        expect = run_provenance(expect)
     ckpts = torch_load(path)
     problem = _checkpoints_problem(ckpts)
     if problem is not None:
         raise CheckpointFileError(f"{path}: {problem}")
+    found = ckpts.get("provenance")
+    check_provenance(path, found if isinstance(found, dict) else None, expect)
     if train_log is not None:
         if isinstance(train_log, pd.DataFrame):
             logged, log_name = train_log["step"].tolist(), "the training log"
         else:
-            logged = pd.read_parquet(train_log, columns=["step"])["step"].tolist()
-            log_name = str(train_log)
+            table = read_parquet(train_log, expect=expect, columns=["step"])
+            logged, log_name = table["step"].tolist(), str(train_log)
         have = ckpts["steps"].tolist()
         if have != logged:
             first = next(

@@ -59,7 +59,6 @@ import torch.nn.functional as F
 
 from grokking_llc.config import TrainConfig
 from grokking_llc.data import n_train, split_tensors
-from grokking_llc.io import torch_save, write_parquet
 from grokking_llc.model import get_loss
 from grokking_llc.train import (
     LOG_COLUMNS,
@@ -70,10 +69,12 @@ from grokking_llc.train import (
     _initial_state,
     _remove_discarded,
     _resume_state,
+    check_trainable,
     collect_checkpoints,
     evaluate,
     resolve_device,
     write_checkpoint,
+    write_outputs,
 )
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,10 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, split: pd.DataFrame, work_dir: Path, dev, loss_fn):
         self.cfg, self.work_dir, self.loss_fn = cfg, work_dir, loss_fn
-        work_dir.mkdir(parents=True, exist_ok=True)
         self.x_tr, self.y_tr = split_tensors(split, "train", dev)
         self.x_va, self.y_va = split_tensors(split, "val", dev)
+        check_trainable(cfg, len(self.y_tr), len(self.y_va))
+        work_dir.mkdir(parents=True, exist_ok=True)
         self.gen, self.model, self.opt = _initial_state(cfg, dev)
         self.rows: list[dict] = []
         self.digests: list[str] = []
@@ -411,9 +413,7 @@ def train_many_run(
     ):
         if result.checkpoints["steps"].tolist() != result.log["step"].tolist():
             raise CheckpointMismatchError(f"{work_dir}: checkpoint steps differ from the log")
-        torch_save({**result.checkpoints, "config": cfg.to_dict(), "run_id": cfg.run_id}, ck_path)
-        _boundary("checkpoints_written")
-        write_parquet(result.log, log_path)
+        write_outputs(cfg, result, ck_path, log_path)
         _boundary("outputs_written")
         trash = _discard_dir(work_dir)
         os.replace(work_dir, trash)
