@@ -45,4 +45,5 @@ rule figures:
     input:
         PLAN.figure_targets(),
         get_scorecard_targets(),
+        get_summary_targets(),
         PLAN.intermediate_targets(),

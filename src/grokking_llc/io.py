@@ -201,15 +201,21 @@ def _describe(prov: Mapping[str, Any] | None, keys) -> str:
 
 
 def check_provenance(
-    path: str | os.PathLike, found: Mapping[str, Any] | None, expect: Mapping[str, Any] | None
+    path: str | os.PathLike,
+    found: Mapping[str, Any] | None,
+    expect: Mapping[str, Any] | None,
+    *,
+    missing_ok: bool = False,
 ) -> None:
     """Refuse ``found`` (a file's provenance) unless it has every value of ``expect`` (the
     plan's), with :class:`ProvenanceError` naming the file and both. ``expect`` None or empty:
     nothing is checked. A file without provenance (written before files carried it, or by
-    another tool) is refused with advice."""
+    another tool) is refused with advice, unless ``missing_ok``."""
     if not expect:
         return
     keys = list(expect)
+    if found is None and missing_ok:
+        return
     if found is None:
         raise ProvenanceError(
             f"{path} does not say whose it is (written before outputs carried their provenance, "
@@ -247,15 +253,18 @@ def parquet_provenance(path: str | os.PathLike) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def read_parquet(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None, **kwargs):
-    """``pandas.read_parquet`` after checking the file's provenance against ``expect``; a file
-    that cannot be read raises :class:`CorruptFileError` naming it (one line)."""
+def read_parquet(
+    path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None, missing_ok=False, **kw
+):
+    """``pandas.read_parquet`` after checking the file's provenance against ``expect``
+    (:func:`check_provenance`); a file that cannot be read raises :class:`CorruptFileError`
+    naming it (one line)."""
     import pandas as pd
 
     if expect:
-        check_provenance(path, parquet_provenance(path), expect)
+        check_provenance(path, parquet_provenance(path), expect, missing_ok=missing_ok)
     try:
-        return pd.read_parquet(path, **kwargs)
+        return pd.read_parquet(path, **kw)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -268,17 +277,16 @@ def check_ids_in_path(path: str | os.PathLike) -> None:
     """Refuse a Parquet table whose provenance names a run or sampler that its path does not:
     the plan names each run's and each track's files by those ids (``runs/<run>/``,
     ``llc/<run>/<sampler>/``, ``llc_grid/<grid>/<run>-<sampler>.parquet``), so the path is what
-    the plan expects. For readers that get no ids in their params (figures, scorecard); a table
-    without provenance is refused like any other reader refuses it."""
+    the plan expects. For readers that get no ids in their params (figures, scorecard). A table
+    without provenance passes: the workflow rebuilds such files before any job runs
+    (:func:`heal_outputs`), so only a table made by hand reaches a reader without it."""
     found = parquet_provenance(path)
     expect = {}
     for key in ("run_id", "sampler_id"):
         value = (found or {}).get(key)
         if isinstance(value, str) and value not in str(path):
             expect[key] = "<named in the path>"
-    if found is None:
-        check_provenance(path, None, {"run_id": "<named in the path>"})
-    elif expect:
+    if expect:
         parts = Path(path).parts
         raise ProvenanceError(
             f"{path} was made for {_describe(found, list(expect))}, which its path "

@@ -11,6 +11,7 @@ rule estimate_llc:
         job=get_llc_params,
         device=DEVICE,
         code=code_version("llc"),
+        provenance=get_llc_input_provenance,
     log:
         f"{RESULTS}/logs/estimate_llc/{{run}}/{{sampler}}/{{track}}-chunk{{chunk}}of{{chunks}}.log",
     benchmark:
@@ -43,7 +44,7 @@ rule gather_llc:
         runtime=5,
     run:
         # In-process: pandas only, no interpreter start-up per track.
-        gather_in_process(list(input), output[0], log[0])
+        gather_in_process(list(input), output[0], log[0], get_llc_provenance(wildcards))
 
 
 rule estimate_llc_grid:

@@ -17,4 +17,5 @@ run_estimate_llc(
     run_id=snakemake.wildcards.run,
     sampler_id=snakemake.wildcards.sampler,
     calibration_path=snakemake.input.get("calibration"),
+    calibration_provenance=snakemake.params.provenance.get("calibration"),
 )

@@ -12,4 +12,5 @@ run_estimate_llc_grid(
     snakemake.output[0],
     snakemake.params.job,
     device=snakemake.params.device,
+    sampler_id=snakemake.wildcards.sampler,
 )

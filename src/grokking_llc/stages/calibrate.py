@@ -29,7 +29,7 @@ import pandas as pd
 
 from grokking_llc.calibrate import Target, calibrate_targets, chosen_sampler, model_symmetry
 from grokking_llc.config import TrainConfig
-from grokking_llc.io import write_parquet
+from grokking_llc.io import provenance, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_calibrate_sampler(
     targets = []
     for ckpt_path, split_path, run in zip(checkpoints_paths, split_paths, runs, strict=True):
         cfg = TrainConfig(**run)
-        ckpts = load_checkpoints(ckpt_path)
+        ckpts = load_checkpoints(ckpt_path, expect=cfg)
         model = build_model(cfg.model, cfg.p, width=cfg.width, options=cfg.model_options)
         model = model.to(dev)
         x, y = split_tensors(pd.read_parquet(split_path), "train", dev)
@@ -105,5 +105,8 @@ def run_calibrate_sampler(
     )  # fmt: skip
     log.info("calibration of %d checkpoint(s) in %.0fs: %s", len(targets), result.seconds,
              result.reason)  # fmt: skip
-    write_parquet(result.table, out_table)
+    # whose it is: the runs and the hash of the job's settings (the plan's CalibrationJob.params)
+    prov = provenance([TrainConfig(**r).run_id for r in runs],
+                      {"calibration": dict(calibration), "runs": list(runs)})  # fmt: skip
+    write_parquet(result.table, out_table, provenance=prov)
     return result.table

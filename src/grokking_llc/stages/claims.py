@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from grokking_llc.claims import compute_claims
-from grokking_llc.io import write_parquet
+from grokking_llc.io import check_ids_in_path, write_parquet
 
 
 def _as_list(value: Any) -> list:
@@ -25,6 +25,8 @@ def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
             continue
         names = params[f"{key}_samplers"]
         paths = _as_list(inputs[f"{key}_llc"])
+        for path in [inputs[f"{key}_train_log"], *paths]:
+            check_ids_in_path(path)  # the run (and sampler) the plan named the file by
         tracks[key] = {
             "train_log": pd.read_parquet(inputs[f"{key}_train_log"]),
             "llc": {n: pd.read_parquet(p) for n, p in zip(names, paths, strict=True)},

@@ -219,18 +219,27 @@ def run_estimate_llc(
     run_id: str,
     sampler_id: str,
     calibration_path: str | None = None,
+    calibration_provenance: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Rule ``estimate_llc``: read a run's checkpoints (checked against its training log),
-    estimate at this chunk's checkpoints, write Parquet atomically."""
+    """Rule ``estimate_llc``: read a run's checkpoints (checked against its training log, both
+    against the run of ``params``), estimate at this chunk's checkpoints, write Parquet
+    atomically, carrying the run id, ``sampler_id`` and the hash of ``params``
+    (:func:`grokking_llc.io.provenance`). A calibration table must carry
+    ``calibration_provenance`` (the plan's) when it is given."""
+    from grokking_llc.io import check_provenance, parquet_provenance, provenance
     from grokking_llc.train import load_checkpoints
 
-    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    run = TrainConfig(**params["run"])
+    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path, expect=run)
+    if calibration_path is not None and calibration_provenance:
+        found = parquet_provenance(calibration_path)
+        check_provenance(calibration_path, found, calibration_provenance)
     sampler, setting_valid = resolve_sampler(params, calibration_path)
     refine = params.get("refine")
     df = estimate_run_llc(
         ckpts,
         pd.read_parquet(split_path),
-        TrainConfig(**params["run"]),
+        run,
         sampler,
         backend=params["backend"],
         every=params["every"],
@@ -243,7 +252,7 @@ def run_estimate_llc(
         refine=RefineSettings(**refine) if refine else None,
         train_log=pd.read_parquet(train_log_path) if refine else None,
     )
-    write_parquet(df, out_path)
+    write_parquet(df, out_path, provenance=provenance(run_id, params, sampler_id=sampler_id))
     return df
 
 
@@ -255,15 +264,19 @@ def run_estimate_llc_grid(
     params: Mapping[str, Any],
     *,
     device: str,
+    sampler_id: str | None = None,
 ) -> pd.DataFrame:
     """Rule ``estimate_llc_grid``: the LLC at a run's final checkpoint for each sampler override
     in ``params["grid"]`` (localisation/step-size sweep of appendix B.2, temperature sweep of
-    B.1). Every grid point uses the seed ``sampler.seed + final step``."""
+    B.1). Every grid point uses the seed ``sampler.seed + final step``. The run's files are
+    checked against the run of ``params``; the table carries the run id, ``sampler_id`` and the
+    hash of ``params``."""
+    from grokking_llc.io import provenance
     from grokking_llc.model import get_loss
     from grokking_llc.train import checkpoint_state, load_checkpoints
 
     cfg = TrainConfig(**params["run"])
-    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path, expect=cfg)
     model, x, y, dev = _model_and_data(cfg, pd.read_parquet(split_path), device)
     last = len(ckpts["steps"]) - 1
     model.load_state_dict(checkpoint_state(ckpts, last))
@@ -288,5 +301,6 @@ def run_estimate_llc_grid(
             }
         )
     df = pd.DataFrame(rows)
-    write_parquet(df, out_path)
+    ids = {"sampler_id": sampler_id} if sampler_id is not None else {}
+    write_parquet(df, out_path, provenance=provenance(cfg.run_id, params, **ids))
     return df

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from grokking_llc.gsm import summarize_training
-from grokking_llc.io import write_parquet
+from grokking_llc.io import provenance, read_parquet, write_parquet
 
 LLC_SUMMARY_COLUMNS = (
     "sampler", "sampler_id", "final_llc", "final_llc_std", "final_llc_valid", "final_step_llc",
@@ -24,9 +24,14 @@ def run_summarize_training(
     log_paths: Sequence[str], out_path: str, runs: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
     """One row per run (``runs``: run id -> {"run": settings, "studies": [...]}, in the order of
-    ``log_paths``)."""
+    ``log_paths``); each log must carry its run's provenance."""
     rows = [
-        summarize_training(meta["run"], pd.read_parquet(path), run_id=rid, studies=meta["studies"])
+        summarize_training(
+            meta["run"],
+            read_parquet(path, expect=provenance(rid, meta["run"])),
+            run_id=rid,
+            studies=meta["studies"],
+        )
         for (rid, meta), path in zip(runs.items(), log_paths, strict=True)
     ]
     df = pd.DataFrame(rows)
@@ -69,11 +74,14 @@ def run_summarize_runs(
     training_path: str, tracks: Sequence[Mapping[str, str]], out_path: str
 ) -> pd.DataFrame:
     """``tracks``: one entry per (run, named sampler) with keys run_id, sampler, sampler_id and
-    path (its LLC table). The training summary's row of each run is repeated per sampler."""
+    path (its LLC table, which must carry that run and sampler id). The training summary's row
+    of each run is repeated per sampler."""
     training = pd.read_parquet(training_path).set_index("run_id", drop=False)
     rows = []
     for entry in tracks:
-        summary = summarize_track(pd.read_parquet(entry["path"]))
+        ids = {"run_id": entry["run_id"], "sampler_id": entry["sampler_id"]}
+        # ids only (a track without provenance was made by hand: the workflow rebuilds those)
+        summary = summarize_track(read_parquet(entry["path"], expect=ids, missing_ok=True))
         base = training.loc[entry["run_id"]].to_dict()
         rows.append(
             base | {"sampler": entry["sampler"], "sampler_id": entry["sampler_id"]} | summary

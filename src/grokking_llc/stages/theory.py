@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from grokking_llc.config import TrainConfig
-from grokking_llc.io import write_parquet
+from grokking_llc.io import provenance, write_parquet
 from grokking_llc.plan import select_checkpoints
 from grokking_llc.theory import theory_table
 from grokking_llc.train import load_checkpoints
@@ -18,14 +18,15 @@ from grokking_llc.train import load_checkpoints
 def run_compute_theory(
     checkpoints_path: str, train_log_path: str, out_path: str, params: Mapping[str, Any]
 ) -> pd.DataFrame:
-    """One row per selected checkpoint: K_eff, closed forms, lazy bounds, data-restricted count."""
+    """One row per selected checkpoint: K_eff, closed forms, lazy bounds, data-restricted count.
+    The run's files must be the run of ``params``; the table carries its id and params' hash."""
     cfg = TrainConfig(**params["run"])
-    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path)
+    ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path, expect=cfg)
     keep = select_checkpoints(len(ckpts["steps"]), params["every"])
     subset = {
         "steps": ckpts["steps"][keep],
         "params": {k: v[keep] for k, v in ckpts["params"].items()},
     }
     df = theory_table(subset, cfg.p, cfg.width, cfg.train_frac, cfg.data_seed)
-    write_parquet(df, out_path)
+    write_parquet(df, out_path, provenance=provenance(cfg.run_id, params))
     return df
