@@ -128,6 +128,29 @@ BAD = [
     ("study_twice_in_list", [("figures.h2.studies", ["over_p", "over_p"])],
      "figures.h2.studies", "twice"),
     ("no_study_at_all", [("studies", {}), ("figures", {})], "studies", "no study"),
+    # issue 21: a minibatch or split on which the centred loss is identically 0 (SPEC 2)
+    ("train_batch_of_one", [("train.batch_size", 1)], "train.batch_size",
+     "too few for loss 'centred_mse'"),
+    ("train_batch_of_one_in_study", [("studies.lr_wd.batch_size", [16, 1])],
+     "studies.lr_wd.batch_size", "needs >= 2"),
+    ("sampler_batch_of_one", [("llc.samplers.calibrated.nbeta", 2.0),
+                              ("llc.samplers.calibrated.batch_size", 1)],
+     "llc.samplers.calibrated.batch_size", "every LLC would be 0"),
+    ("one_validation_pair", [("studies.over_width.train_frac", 48 / 49)],
+     "studies.over_width.train_frac", "1 validation pairs"),
+    # issue 21: early stop at chance accuracy stops every run after `patience` checkpoints
+    ("early_stop_acc_zero", [("train.early_stop_acc", 0.0)], "train.early_stop_acc", "chance"),
+    ("early_stop_acc_at_chance_in_sweep", [("studies.over_p.early_stop_acc", 1 / 13)],
+     "studies.over_p.early_stop_acc", "at or below chance accuracy 1/p"),
+    # issue 21: a figure of LLC values whose study no sampler estimates would be dropped
+    ("llc_figure_study_not_estimated",
+     [("llc.samplers", {"only": {"backend": "fast", "studies": ["over_p"], "batch_size": 16}}),
+      ("figures.b2.sampler", "only"), ("figures.bias_reduced.sampler", "only")],
+     "figures.fig2.study", "no sampler estimates 'over_width'"),
+    ("h2_studies_not_estimated_by_one_sampler",
+     [("llc.samplers.paper.studies", ["baseline", "over_p", "lr_wd", "transformer"]),
+      ("llc.samplers.calibrated.studies", ["over_width"]), ("figures.fig2.study", None)],
+     "figures.h2.studies", "no sampler estimates 'over_p', 'over_width'"),
 ]  # fmt: skip
 
 
@@ -179,17 +202,71 @@ def test_training_only_study_may_have_fewer_pairs_than_the_sampler_batch(base):
 
 
 def test_edges_are_accepted(base):
-    # batch equal to the training set (29 pairs); nbeta set with batch 1; num_heads dividing
+    # batch equal to the training set (29 pairs); nbeta set with batch 2 (the centred loss's
+    # least); num_heads dividing; training batch 2; early stop just above chance (1/7)
     ok = patched(
         base,
         [
             ("llc.samplers.paper.batch_size", 29),
             ("llc.samplers.calibrated.nbeta", 2.0),
-            ("llc.samplers.calibrated.batch_size", 1),
+            ("llc.samplers.calibrated.batch_size", 2),
             ("studies.transformer.model_options", {"ff_dim": 16, "num_heads": 4}),
+            ("studies.baseline", {"batch_size": 2, "early_stop_acc": 0.15}),
         ],
     )
     check_config(filled(ok))
+
+
+def test_cross_entropy_runs_may_use_one_sample(base):
+    """The rule is per loss (grokking_llc.data.LOSS_MIN_SAMPLES): cross-entropy is a loss on
+    one sample, so a transformer-only sampler and training batch of 1 are accepted."""
+    cfg = patched(base, [("studies.transformer.batch_size", 1)])
+    cfg["llc"]["samplers"]["tr"] = {"backend": "fast", "studies": ["transformer"], "nbeta": 2.0,
+                                    "batch_size": 1}  # fmt: skip
+    check_config(filled(cfg))
+    cfg["studies"]["transformer"]["loss"] = "centred_mse"
+    with pytest.raises(ConfigError, match="studies.transformer.batch_size: 1: 1 sample"):
+        check_config(filled(cfg))
+
+
+def _validated_figures(cfg):
+    return validate_config(cfg)["figures"]
+
+
+def test_a_config_of_ones_own_studies_draws_them(base):
+    """Issue 21: figures whose schema default names `baseline` (fig3, traces) take the config's
+    only study when it defines no baseline, none when it defines several; a study the user
+    wrote is kept, and so is null."""
+    llc = {"samplers": {"paper": {"batch_size": 16}}}  # the default 128 exceeds 29 pairs
+    mine = {"train": base["train"], "studies": {"mine": {}}, "llc": llc}
+    figs = _validated_figures(mine)
+    assert figs["fig3"]["study"] == "mine" and figs["traces"]["study"] == "mine"
+    assert figs["fig1"]["study"] is None  # defaults that name no study stay as they are
+    two = {"train": base["train"], "studies": {"a": {}, "b": {"seed": 1}}, "llc": llc}
+    figs = _validated_figures(two)
+    assert figs["fig3"]["study"] is None and figs["traces"]["study"] is None
+    written = {**two, "figures": {"fig3": {"study": "b"}, "traces": {"study": None}}}
+    figs = _validated_figures(written)
+    assert figs["fig3"]["study"] == "b" and figs["traces"]["study"] is None
+    # a config that defines baseline keeps the schema's default
+    figs = _validated_figures({"train": base["train"], "studies": {"baseline": {}, "x": {}},
+                               "llc": llc})  # fmt: skip
+    assert figs["fig3"]["study"] == "baseline"
+    # the only study, but no sampler estimates it: no LLC figure of it (nothing refused)
+    sampler = {"backend": "fast", "studies": [], "batch_size": 16}
+    lone = {"train": base["train"], "studies": {"mine": {}}, "llc": {"samplers": {"s": sampler}}}
+    figs = _validated_figures(lone)
+    assert figs["fig3"]["study"] is None and figs["traces"]["study"] is None
+
+
+def test_a_user_study_not_estimated_by_the_written_figure_is_refused(base):
+    """Issue 21: a figure the user points at a study no sampler estimates is refused at
+    validation (the plan used to leave it out silently)."""
+    cfg = {"train": base["train"], "studies": {"mine": {}, "other": {}},
+           "llc": {"samplers": {"s": {"backend": "fast", "studies": ["other"], "batch_size": 16}}},
+           "figures": {"fig3": {"study": "mine"}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^config error at figures.fig3.study: no sampler"):
+        validate_config(cfg)
 
 
 # ------------------------------------------------------------------------------------- YAML

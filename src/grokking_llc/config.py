@@ -377,7 +377,9 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
     from grokking_llc import validation
 
     schema = load_schema(schema_path)
-    cfg = _fill_defaults(expand_protocols(config), schema)
+    cfg = expand_protocols(config)
+    validation.fill_figure_studies(cfg, schema)  # before the defaults: only studies it defines
+    cfg = _fill_defaults(cfg, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.absolute_path), e.message))
     if errors:

@@ -16,11 +16,22 @@ one line naming the key (``config error at <key>: <rule>``), the first problem o
   columns; a training set of at least 2 pairs and a validation set of at least 1; the training
   batch within the training set; the checkpoint interval within the step budget; model options
   that the model kind takes (asked of the architecture: a transformer's head count must divide
-  its width, the quadratic net takes none);
+  its width, the quadratic net takes none); no minibatch or split on which the run's loss is
+  identically zero or undefined (:data:`grokking_llc.data.LOSS_MIN_SAMPLES`: the centred loss
+  needs 2 samples in the training batch, the training split and the validation split, SPEC
+  section 2); an ``early_stop_acc`` above chance accuracy 1/p (at or below it every checkpoint
+  counts and the run stops after ``early_stop_patience`` checkpoints whatever it learns);
 * samplers (every mapping under ``llc.samplers`` and ``llc.sampler`` if present): the schema's
   limits, a positive step size, ``nbeta: null`` (``m / ln m``) only with ``batch_size >= 2``, and
   a batch within the training set of every run the sampler estimates (its studies', those of its
-  calibration, the first run of a grid figure that uses it).
+  calibration, the first run of a grid figure that uses it) and large enough for that run's loss;
+* figures: a figure that draws LLC values points at a study some sampler estimates (one
+  sampler for all the studies of ``h2``), else it could not be drawn.
+
+:func:`fill_figure_studies` runs before the schema's defaults are filled: a figure whose study
+the user did not write defaults to the schema's study only when the config defines it, else to
+the config's only study (when a sampler estimates it, for an LLC figure), else to none, so a
+config never refers to a study its user did not write.
 
 Each rule is a small function over the config in :data:`CHECKS`, robust to keys it does not
 know; they run in order and the first problem found is raised as
@@ -38,7 +49,7 @@ from typing import Any
 import yaml
 
 from grokking_llc.config import ConfigError, TrainConfig, expand_study, load_schema
-from grokking_llc.data import is_prime, n_train
+from grokking_llc.data import is_prime, loss_samples_problem, n_train
 from grokking_llc.plan import LLC_READS, figure_catalog
 
 Problem = tuple[str, str]  # (key path, rule broken)
@@ -375,6 +386,21 @@ def _run_problems(run: TrainConfig, train_props: Mapping[str, Any]) -> Iterator[
     if run.batch_size > n:
         rule = f"{run.batch_size} exceeds the {n} training pairs (p={run.p})"
         yield ("batch_size", "p", "train_frac"), rule
+    problem = loss_samples_problem(run.loss, min(run.batch_size, n))
+    if problem:
+        yield ("batch_size", "loss"), f"{run.batch_size}: {problem} (training minibatch)"
+    if 2 <= n < run.p**2:
+        problem = loss_samples_problem(run.loss, n) or loss_samples_problem(run.loss, run.p**2 - n)
+        if problem:
+            rule = f"gives {n} training and {run.p**2 - n} validation pairs: {problem}"
+            yield ("train_frac", "p", "loss"), rule
+    if run.early_stop_acc <= 1.0 / run.p:
+        rule = (
+            f"{run.early_stop_acc:g} is at or below chance accuracy 1/p = {1.0 / run.p:.3g}: "
+            f"every checkpoint counts, so training would stop after early_stop_patience="
+            f"{run.early_stop_patience} checkpoint(s) whatever it learns"
+        )
+        yield ("early_stop_acc", "p"), rule
     if run.checkpoint_every > run.max_steps:
         rule = f"{run.checkpoint_every} is larger than the step budget max_steps={run.max_steps}"
         yield ("checkpoint_every", "max_steps"), rule
@@ -430,10 +456,49 @@ def check_samplers(ctx: _Context) -> Iterator[Problem]:
     for where, spec, why, run in ctx.sampled_runs():
         batch = spec.get("batch_size", default_batch)
         n = n_train(run.p, run.train_frac)
+        key = _key(where, "batch_size") if where.startswith("llc.samplers") else where
         if isinstance(batch, int) and batch > n:
-            key = _key(where, "batch_size") if where.startswith("llc.samplers") else where
             rule = f"SGLD batch {batch} exceeds the {n} training pairs of {why}"
             yield key, f"{rule} (p={run.p}, train_frac={run.train_frac:g})"
+        problem = loss_samples_problem(run.loss, batch) if isinstance(batch, int) else None
+        if problem:
+            yield key, f"SGLD batch {batch} of {why}: {problem}; every LLC would be 0"
+
+
+def _covering_samplers(ctx: _Context, studies: list[str]) -> list[str]:
+    """Named samplers that estimate every study of ``studies`` (``studies: null`` covers every
+    study an LLC figure draws)."""
+    out = []
+    for name, spec in ctx.samplers.items():
+        own = _dict(spec).get("studies")
+        if own is None or all(s in own for s in studies):
+            out.append(name)
+    return out
+
+
+def check_figures(ctx: _Context) -> Iterator[Problem]:
+    """A figure that draws LLC values of its study's runs needs a sampler that estimates that
+    study (for ``h2``, one that estimates all its studies); the plan would otherwise leave the
+    figure out without a word."""
+    studies = set(ctx.studies)
+    for key, entry in _dict(ctx.cfg.get("figures")).items():
+        if not _track_figure(key) or not isinstance(entry, dict):
+            continue
+        study = entry.get("study")
+        wanted = [study] if isinstance(study, str) else list(entry.get("studies") or [])
+        field = "study" if isinstance(study, str) else "studies"
+        if not wanted or not set(wanted) <= studies:  # unknown names: check_names says so
+            continue
+        if not _covering_samplers(ctx, wanted):
+            own = {n: _dict(s).get("studies") for n, s in ctx.samplers.items()}
+            yield (
+                _key("figures", key, field),
+                (
+                    f"no sampler estimates {', '.join(repr(s) for s in wanted)} (the samplers' "
+                    f"studies: {own}), so the figure could not be drawn; add the study to a "
+                    "sampler's studies or set this figure's study to null"
+                ),
+            )
 
 
 def check_step_sizes(ctx: _Context) -> Iterator[Problem]:
@@ -456,8 +521,41 @@ CHECKS: list[Callable[[_Context], Iterator[Problem]]] = [
     check_runs,
     check_names,
     check_samplers,
+    check_figures,
     check_step_sizes,
 ]
+
+
+def fill_figure_studies(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Before the schema's defaults are filled (in place): each figure whose study the user did
+    not write and whose schema default names a study (Figure 3, the traces: ``baseline``) takes
+    that study only if the config defines it; else the config's only study, when it has exactly
+    one (and, for a figure of LLC values, a sampler estimates it); else none. A user's config
+    with ``studies: {mine: ...}`` thus draws ``mine`` instead of being refused on a key it never
+    wrote."""
+    figs_schema = _dict(_dict(_dict(schema.get("properties")).get("figures")).get("properties"))
+    studies = (
+        cfg.get("studies")
+        if "studies" in cfg
+        else _dict(_dict(schema.get("properties")).get("studies")).get("default")
+    )
+    if not isinstance(studies, dict) or ("figures" in cfg and not isinstance(cfg["figures"], dict)):
+        return  # the schema refuses it
+    ctx = _Context(cfg, schema)
+    samplers_given = isinstance(_dict(cfg.get("llc")).get("samplers"), dict)
+    for key, sub in figs_schema.items():
+        default = _dict(_dict(_dict(sub).get("properties")).get("study")).get("default")
+        entry = _dict(cfg).get("figures", {}).get(key)
+        if not isinstance(default, str) or (isinstance(entry, dict) and "study" in entry):
+            continue
+        if entry is not None and not isinstance(entry, dict):
+            continue  # the schema refuses it
+        if default in studies:
+            continue  # the schema's default fills it
+        only = next(iter(studies)) if len(studies) == 1 else None
+        if only is not None and _track_figure(key) and samplers_given:
+            only = only if _covering_samplers(ctx, [only]) else None
+        cfg.setdefault("figures", {}).setdefault(key, {})["study"] = only
 
 
 def check_config(cfg: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> None:
