@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -415,3 +416,38 @@ def test_make_unlock_removes_only_a_stale_lock(tmp_path):
     out = _make_unlock(work, fakebin)  # the process is gone: the lock is stale
     assert out.returncode == 0 and "removing the lock" in out.stderr
     assert called.read_text().split() == ["--unlock", "--cores", "1"]
+
+
+def test_readme_lock_advice_lists_only_this_directory(tmp_path):
+    """Issue 21: the README's `pgrep -af snakemake` listed Snakemake runs of every directory;
+    its command now lists those whose working directory is this one only."""
+    if not pathlib.Path("/proc").is_dir() or shutil.which("pgrep") is None:
+        pytest.skip("needs /proc and pgrep")
+    text = (REPO / "README.md").read_text()
+    (cmd,) = [line.strip() for line in text.splitlines()
+              if line.strip().startswith("for p in $(pgrep -f snakemake)")]  # fmt: skip
+    advice = tmp_path / "advice.sh"  # a script: its own command line does not say snakemake
+    advice.write_text(cmd + "\n")
+    fake = tmp_path / "bin" / "snakemake"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    here, elsewhere, empty = (tmp_path / d for d in ("here", "elsewhere", "empty"))
+    for d in (here, elsewhere, empty):
+        d.mkdir()
+    procs = [subprocess.Popen([str(fake)], cwd=d) for d in (here, elsewhere)]
+    try:
+        time.sleep(0.2)
+
+        def listed(where):
+            out = subprocess.run(["bash", str(advice)], cwd=where, capture_output=True,
+                                 text=True, timeout=30)  # fmt: skip
+            return [int(line.split()[0]) for line in out.stdout.splitlines()]
+
+        assert listed(here) == [procs[0].pid]
+        assert listed(elsewhere) == [procs[1].pid]
+        assert listed(empty) == []
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
