@@ -294,8 +294,15 @@ def test_bootstrap_percentiles_against_a_reference_loop():
         idx = np.r_[rng.choice([0, 1, 2], size=3, replace=True),
                     rng.choice([3, 4, 5], size=3, replace=True)]  # fmt: skip
         reps.append(table["y"].to_numpy()[idx].mean())
-    lo, hi = np.quantile(reps, [0.1, 0.9])
-    assert out["value"] == {"value": 25.0 / 6.0, "ci_low": lo, "ci_high": hi, "n_boot": 300,
+    # bias-corrected percentile interval by the textbook recipe (Efron and Tibshirani 14.3)
+    theta, phi = 25.0 / 6.0, NormalDist()
+    reps = np.asarray(reps)
+    z0 = phi.inv_cdf((np.sum(reps < theta) + 0.5 * np.sum(reps == theta)) / 300)
+    q = [phi.cdf(2 * z0 + phi.inv_cdf(0.1)), phi.cdf(2 * z0 + phi.inv_cdf(0.9))]
+    bc_lo, bc_hi = np.quantile(reps, q)
+    p_lo, p_hi = np.quantile(reps, [0.1, 0.9])
+    lo, hi = min(bc_lo, p_lo, theta), max(bc_hi, p_hi, theta)
+    assert out["value"] == {"value": theta, "ci_low": lo, "ci_high": hi, "z0": z0, "n_boot": 300,
                             "n_failed": 0}  # fmt: skip
 
 
@@ -313,7 +320,8 @@ def test_bootstrap_of_a_statistic_that_fails_on_the_full_table():
 # --------------------------------------------------------------------------- Figures 1 and 2
 
 FIG1_KEYS = {
-    "width", "x", "points", "means", "n_runs", "n_valid", "n_p", "n_dropped_nan", "slope",
+    "width", "x", "use", "points", "means", "n_runs", "n_valid", "n_used", "n_p",
+    "n_dropped_nan", "slope",
     "intercept", "r2", "fit_skipped", "theory_scale", "theory_r2", "theory_slope",
     "theory_slope_scaled", "bound_scale", "bound_r2", "bound_slope", "bound_slope_scaled",
     "notes",
@@ -400,7 +408,9 @@ def test_lr_vs_max_llc_counts_and_notes():
         "dropped 2 run(s) with NaN lr / max LLC / weight decay (or lr <= 0)",
         "1 of 5 maximum-LLC estimates not valid: drawn hollow, left out of means and fits",
     ]
-    assert set(out) == {"points", "per_wd", "n_runs", "n_valid", "n_dropped_nan", "notes"}
+    assert set(out) == {
+        "use", "points", "per_wd", "n_runs", "n_valid", "n_used", "n_dropped_nan", "notes",
+    }  # fmt: skip
 
 
 def test_fit_gsm_vs_llc_keys_notes_and_a_skipped_line():
@@ -408,8 +418,8 @@ def test_fit_gsm_vs_llc_keys_notes_and_a_skipped_line():
     rows += [run_row(seed=2, final_val_acc=0.1), run_row(seed=3, final_llc_valid=False),
              run_row(seed=4, gsm=NAN)]  # fmt: skip
     out = analysis.fit_gsm_vs_llc(pd.DataFrame(rows), THR)
-    assert set(out) == {"points", "pooled", "per_wd", "n_runs", "n_valid", "n_never",
-                        "n_invalid", "n_dropped_nan", "notes"}  # fmt: skip
+    assert set(out) == {"use", "points", "pooled", "per_wd", "n_runs", "n_valid", "n_used",
+                        "n_never", "n_invalid", "n_dropped_nan", "notes"}  # fmt: skip
     assert (out["n_runs"], out["n_valid"], out["n_never"], out["n_invalid"]) == (4, 2, 1, 1)
     assert out["notes"] == [
         "dropped 1 run(s) with NaN GSM / final LLC",
@@ -482,8 +492,10 @@ def test_track_statistics_in_the_grokking_window():
     assert_dict(out, {
         "t_mem": 200.0, "t_gen": 600.0, "n_estimates": 7, "n_valid": 7, "n_window": 5,
         "spearman": rho, "ci_low": lo, "ci_high": hi, "llc_start": 9.0, "llc_end": 7.0,
-        "rel_change": 7.0 / 9.0 - 1.0, "peak_step": 300.0,
+        "rel_change": 7.0 / 9.0 - 1.0, "peak_step": 300.0, "peak_llc": 12.0,
+        "first_step": 100.0, "first_llc": 5.0, "last_step": 700.0, "last_llc": 6.0,
         "peak_position": "between memorisation and generalisation", "notes": [],
+        "use": "valid", "status_counts": {"valid": 7, "invalid": 0, "not_a_minimum": 0},
     })  # fmt: skip
     assert rho == pytest.approx(0.7)  # ranks (2,5,4,3,1) and (5,4,3,2,1): 1 - 6*6/120
 

@@ -269,6 +269,87 @@ def test_h2_titles_fit_and_do_not_overlap(n_panels):
     assert len(by_gid(fig, "llc_invalid:paper")) == n_panels
 
 
+# ------------------------------------------------------------------ the paper's protocol (issue 20)
+
+
+def test_fig1_under_the_papers_protocol_draws_and_fits_every_estimate():
+    rng = np.random.default_rng(1)
+    noise = {(p, s): rng.normal(0, 2.0) for p in PRIMES for s in (0, 1, 2)}
+    runs = runs_vs_p(fn=lambda p, s: 3.0 * p + 2.0 + noise[(p, s)], invalid={(7, 1), (13, 2)})
+    fig = draw("fig1", runs, protocol="paper")
+    # every run filled, none hollow: what the paper draws
+    assert not by_gid(fig, "runs_invalid")
+    assert len(xy(one(fig, "runs_valid"))[0]) == 12
+    # means and the least-squares line go through all 12 runs
+    x, y = xy(one(fig, "means"))
+    assert y == pytest.approx([runs.loc[runs["p"] == p, "final_llc"].mean() for p in PRIMES])
+    slope, icpt = np.polyfit(runs["p"], runs["final_llc"], 1)
+    fx, fy = xy(one(fig, "fit"))
+    assert fy == pytest.approx(slope * fx + icpt)
+    # marked as the paper's protocol, with the count that fails the validity checks
+    assert "the paper's protocol" in plotting_axes(fig)[0].get_title()
+    assert "2 of 12 fail the validity checks (2 failed a check, 0 not a minimum)" in texts(fig)
+    # the same table under a validated sampler leaves them out
+    valid_fit = xy(one(draw("fig1", runs, protocol=None), "fit"))[1]
+    assert not np.allclose(valid_fit, fy)
+
+
+def test_estimates_at_a_checkpoint_that_is_not_a_minimum_are_a_grey_x():
+    runs = runs_vs_p(invalid={(7, 1), (11, 0), (13, 2)})
+    runs["final_llc_status"] = np.where(runs["final_llc_valid"], "valid", "invalid")
+    runs.loc[(runs["p"] == 11) & (runs["seed"] == 0), "final_llc_status"] = "not_a_minimum"
+    runs.loc[(runs["p"] == 11) & (runs["seed"] == 0), "final_llc"] = -500.0
+    fig = draw("fig1", runs)
+    nam = one(fig, "runs_not_a_minimum")
+    assert nam.get_marker() == "x" and sorted_pairs(*xy(nam)) == [(11.0, -500.0)]
+    assert len(xy(one(fig, "runs_invalid"))[0]) == 2
+    means = xy(one(fig, "means"))[1]
+    assert -500.0 not in means and means[PRIMES.index(11)] == pytest.approx(3.0 * 11 + 2.0)
+    assert (
+        "3 of 12 final LLC estimates not valid, left out of means and fits: 2 failed a check "
+        "(hollow), 1 at a checkpoint that is not a minimum (grey x)"
+    ) in " ".join(texts(fig).split())
+
+
+def test_track_figures_under_the_papers_protocol_and_events_that_never_happen():
+    log = train_log(t_gen=70)  # validation accuracy never reaches 0.99 (60 checkpoints)
+    paper = grokking_track(log, invalid_every=2)
+    cal = grokking_track(log, invalid_every=3, sampler="calibrated")
+    cal.loc[0, ["valid", "invalid_reason"]] = [False, "not_a_minimum: |grad| 0.012"]
+    fig = draw("fig3", (log, {"paper": paper, "calibrated": cal}), samplers=["paper", "calibrated"],
+               protocols=["paper", None], title="baseline run")  # fmt: skip
+    # the paper's protocol: every estimate filled, none hollow, its panel marked
+    filled = one(fig, "llc_valid:paper")
+    assert xy(filled)[0].tolist() == paper["step"].tolist() and not by_gid(fig, "llc_invalid:paper")
+    assert any("paper: the paper's protocol" in a.get_title(loc="left") for a in fig.axes)
+    # the validated sampler: hollow where invalid, a grey x where not a minimum
+    assert xy(one(fig, "llc_not_a_minimum:calibrated"))[0].tolist() == [cal["step"].iloc[0]]
+    assert len(xy(one(fig, "llc_invalid:calibrated"))[0]) == int((~cal["valid"]).sum()) - 1
+    notes = " ".join(texts(fig).split())
+    assert "validation acc at step never" in notes and "nan" not in notes
+    assert f"{int((~paper['valid']).sum())} of {len(paper)} fail the validity checks" in notes
+    assert "(1 at a checkpoint that is not a minimum)" in notes
+
+
+def test_runs_figures_under_the_papers_protocol_fill_every_point():
+    runs = gsm_runs(lambda lr, wd, s: 2.0 - 100.0 * lr + 0.01 * s)
+    runs["final_llc"] = 10.0 * runs["gsm"] + 5.0
+    runs["max_llc"] = 300.0 - 1e4 * runs["lr"]
+    runs.loc[::4, ["final_llc_valid", "max_llc_valid"]] = False
+    for key in ("lr_vs_max_llc", "gsm_vs_llc"):
+        paper = draw(key, runs, protocol="paper")
+        assert not by_gid(paper, "runs_invalid"), key
+        assert "the paper's protocol" in plotting_axes(paper)[0].get_title(), key
+        assert by_gid(draw(key, runs), "runs_invalid"), key
+    # GSM on LLC: the pooled line is fitted through every run
+    fx, fy = xy(one(draw("gsm_vs_llc", runs, protocol="paper"), "fit"))
+    slope, icpt = np.polyfit(runs["final_llc"], runs["gsm"], 1)
+    assert fy == pytest.approx(slope * fx + icpt)
+    panels = [("run", train_log(), grokking_track(train_log(), invalid_every=2))]
+    h2 = draw("h2", panels, protocol="paper")
+    assert not by_gid(h2, "llc_invalid:paper") and "the paper's protocol" in texts(h2)
+
+
 # --------------------------------------------------------------------------- Figure 4
 
 

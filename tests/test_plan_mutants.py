@@ -280,9 +280,12 @@ def test_claims_inputs_and_params_written_out(plan):
     assert plan.claims_params() == {
         "samplers": ["cal", "paper"],
         "studies": {"fig3": "base", "b2": "base", "bias_reduced": "base"},
+        "published": [],
         "seed": 0,
         "fig3_samplers": ["cal", "paper"],
+        "fig3_run": R0.to_dict(),
         "fig13_samplers": [],
+        "fig13_run": None,
         "theory_baseline": {"p": 7, "width": 16, "train_frac": 0.6, "data_seed": 0},
     }
 

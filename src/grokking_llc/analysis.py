@@ -11,8 +11,8 @@ Building blocks:
   :func:`fit_exponential_decay` (``a exp(-b x) + c``; reports when it did not converge or found
   absurd parameters instead of returning numbers to draw);
 * :func:`spearman` (rank correlation, average ranks for ties) with :func:`spearman_ci`
-  (Fisher z), and :func:`bootstrap` (percentile intervals from resampling runs within each
-  setting, explicit seed);
+  (Fisher z), and :func:`bootstrap` (bias-corrected percentile intervals,
+  :func:`bias_corrected_interval`, from resampling runs within each setting, explicit seed);
 * :func:`group_stats` -- the per-setting mean, standard deviation (ddof=1) and count that
   every figure draws.
 
@@ -90,6 +90,20 @@ HYPERPARAMETERS = (
 )
 
 NOT_VALIDATED = "no validity column: every estimate treated as not validated"
+
+# An estimate's status (SPEC section 10; issue 19's ``status`` column, derived from ``valid``
+# and ``invalid_reason`` where a table lacks it: :func:`estimate_status`).
+STATUS_VALID = "valid"
+STATUS_INVALID = "invalid"
+STATUS_NOT_A_MINIMUM = "not_a_minimum"
+STATUSES = (STATUS_VALID, STATUS_INVALID, STATUS_NOT_A_MINIMUM)
+
+# Which LLC estimates enter means, fits and statistics: the valid ones (every validated
+# sampler), or all of them, as the paper does (a sampler running the paper's protocol, SPEC
+# section 4; figures and the scorecard's as-published verdicts).
+USE_VALID = "valid"
+USE_ALL = "all"
+USES = (USE_VALID, USE_ALL)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -401,6 +415,39 @@ def describe_exponential(fit: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- bootstrap
 
 
+def bias_corrected_interval(
+    replicates: ArrayLike, estimate: float, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Bias-corrected percentile (BC) bootstrap interval (Efron 1981; Efron and Tibshirani
+    1993, section 14.3). Returns ``(low, high, z0)``.
+
+    ``z0 = Phi^-1(p)``, ``p`` the fraction of ``replicates`` below ``estimate`` (ties count
+    half; clipped to ``[0.5/B, 1 - 0.5/B]`` for B replicates), measures how far the bootstrap
+    distribution's median sits from the estimate: a statistic whose replicates are skewed or
+    biased (a plug-in variance, a rank correlation near -1 on resampled runs with ties) has
+    ``z0 != 0``. The interval is the ``Phi(2 z0 + z_a)`` and ``Phi(2 z0 + z_{1-a})`` quantiles
+    of the replicates (``a = (1 - level)/2``); ``z0 = 0`` gives the percentile interval. A NaN
+    ``estimate`` gives the percentile interval and ``z0 = NaN``; no finite replicate gives NaN
+    throughout. (Where the replicates lie almost all on one side of the estimate both ends move
+    into that tail and the interval can still miss the estimate: :func:`bootstrap` guards it.)
+    """
+    reps = np.asarray(replicates, dtype=float)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return math.nan, math.nan, math.nan
+    unit = NormalDist()
+    z_a = unit.inv_cdf((1.0 - level) / 2.0)
+    if not math.isfinite(estimate):
+        lo, hi = np.quantile(reps, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+        return float(lo), float(hi), math.nan
+    below = float(np.sum(reps < estimate)) + 0.5 * float(np.sum(reps == estimate))
+    frac = min(max(below / reps.size, 0.5 / reps.size), 1.0 - 0.5 / reps.size)
+    z0 = unit.inv_cdf(frac)
+    q_lo, q_hi = unit.cdf(2.0 * z0 + z_a), unit.cdf(2.0 * z0 - z_a)
+    lo, hi = (float(v) for v in np.quantile(reps, [q_lo, q_hi]))
+    return lo, hi, float(z0)
+
+
 def bootstrap(
     table: pd.DataFrame,
     statistic: Callable[[pd.DataFrame], float | Mapping[str, float]],
@@ -410,7 +457,7 @@ def bootstrap(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, dict[str, float]]:
-    """Percentile bootstrap over runs, resampling runs within each setting.
+    """Bias-corrected percentile bootstrap over runs, resampling runs within each setting.
 
     Each replicate draws, for every group of ``by`` (a setting: one x value, or one
     combination of hyperparameters), as many rows as the group has, with replacement, from
@@ -420,9 +467,17 @@ def bootstrap(
 
     ``statistic`` returns a float or a mapping of named floats. Returns, per name (``"value"``
     for a float statistic), a dict with ``value`` (the statistic on ``table``), ``ci_low``,
-    ``ci_high`` (the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of the replicates that
-    are finite), ``n_boot`` (finite replicates) and ``n_failed`` (replicates that gave NaN or
-    raised ValueError). With 2-3 runs per setting the bootstrap sees only a handful of distinct
+    ``ci_high``, ``z0``, ``n_boot`` (finite replicates) and ``n_failed`` (replicates that gave
+    NaN or raised ValueError).
+
+    The interval spans the bias-corrected percentile interval of the finite replicates
+    (:func:`bias_corrected_interval`, ``z0`` its bias correction), the plain percentile
+    interval and the value itself: it always contains its own point estimate, and it is never
+    narrower than either interval. Both guards matter with a few runs per setting: at Figure
+    4's wd 1e-4 (rho -0.972, 3 seeds) 99.8% of the replicates fall below the value (resamples
+    that drop one of a swapped pair order perfectly), the percentile interval [-0.989, -0.973]
+    excludes it, and BC pushes both ends to the top replicate; the interval reported is
+    [-0.989, -0.972]. With 2-3 runs per setting the bootstrap sees only a handful of distinct
     resamples, and its interval is narrower than the truth; the claims treat it as such.
     """
 
@@ -451,15 +506,20 @@ def bootstrap(
                 reps[k].append(v)
             else:
                 failed[k] += 1
-    q = ((1.0 - level) / 2.0, (1.0 + level) / 2.0)
     out: dict[str, dict[str, float]] = {}
     for k in keys:
         arr = np.asarray(reps[k])
-        lo, hi = (float(v) for v in np.quantile(arr, q)) if arr.size else (math.nan, math.nan)
+        value = full.get(k, math.nan)
+        lo, hi, z0 = bias_corrected_interval(arr, value, level)
+        if arr.size:
+            p_lo, p_hi = np.quantile(arr, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+            point = [value] if math.isfinite(value) else []
+            lo, hi = min(lo, float(p_lo), *point), max(hi, float(p_hi), *point)
         out[k] = {
-            "value": full.get(k, math.nan),
+            "value": value,
             "ci_low": lo,
             "ci_high": hi,
+            "z0": z0,
             "n_boot": int(arr.size),
             "n_failed": int(failed[k]),
         }
@@ -515,6 +575,96 @@ def llc_validity(llc: pd.DataFrame) -> tuple[np.ndarray, str | None]:
     return llc["valid"].fillna(False).astype(bool).to_numpy(), None
 
 
+def estimate_status(
+    table: pd.DataFrame,
+    *,
+    status: str = "status",
+    valid: str = "valid",
+    reason: str | None = "invalid_reason",
+) -> np.ndarray:
+    """Each estimate's status (SPEC section 10): :data:`STATUS_VALID`, :data:`STATUS_INVALID`
+    (failed a validity check) or :data:`STATUS_NOT_A_MINIMUM` (w* is not a minimum: the LLC is
+    not defined there, apart from sampler failures). The one place the fallback lives.
+
+    The ``status`` column when the table has it (a row where it is missing falls back); else
+    ``not_a_minimum`` where ``reason`` (``invalid_reason``) starts with it, ``valid`` where the
+    ``valid`` flag is true, ``invalid`` otherwise (a table without the flag: every estimate
+    ``invalid``, as :func:`llc_validity` treats it). An LLC table reads ``status`` / ``valid``
+    / ``invalid_reason``; a runs table ``final_llc_status`` / ``final_llc_valid`` (or ``max_``).
+    """
+    n = len(table)
+    flag = (
+        table[valid].fillna(False).astype(bool).to_numpy()
+        if valid in table
+        else np.zeros(n, dtype=bool)
+    )
+    out = np.where(flag, STATUS_VALID, STATUS_INVALID).astype(object)
+    if reason is not None and reason in table:
+        why = table[reason].to_numpy(dtype=object)
+        nam = np.array(
+            [isinstance(r, str) and r.startswith(STATUS_NOT_A_MINIMUM) for r in why], dtype=bool
+        )
+        out[nam & ~flag] = STATUS_NOT_A_MINIMUM
+    if status in table:
+        given = table[status].to_numpy(dtype=object)
+        known = np.array([g in STATUSES for g in given], dtype=bool)
+        out[known] = given[known]
+    return out
+
+
+def status_counts(statuses: ArrayLike) -> dict[str, int]:
+    """``{status: count}`` over :data:`STATUSES` (zeros included)."""
+    arr = np.asarray(statuses, dtype=object)
+    return {s: int(np.sum(arr == s)) for s in STATUSES}
+
+
+def status_note(
+    statuses: ArrayLike, what: str = "estimates", *, use: str = USE_VALID, fitted: bool = True
+) -> str | None:
+    """The sentence an LLC figure prints about estimates that are not valid, by kind.
+
+    ``use="valid"`` (validated samplers): they are left out (of means and fits when
+    ``fitted``); invalid ones drawn hollow, those at a checkpoint that is not a minimum as a
+    grey x. ``use="all"`` (the paper's protocol): every estimate is drawn and fitted as the
+    paper does, and the sentence counts how many fail the validity checks. None when every
+    estimate is valid."""
+    c = status_counts(statuses)
+    total = sum(c.values())
+    bad = total - c[STATUS_VALID]
+    if use == USE_ALL:
+        kinds = f"{c[STATUS_INVALID]} failed a check, {c[STATUS_NOT_A_MINIMUM]} not a minimum"
+        return (
+            f"paper's protocol (SPEC section 4), drawn and fitted as the paper does: every one "
+            f"of {total} {what} used; {bad} of {total} fail the validity checks ({kinds})"
+        )
+    if not bad:
+        return None
+    if not c[STATUS_NOT_A_MINIMUM]:
+        return invalid_note(bad, total, what, fitted=fitted)
+    tail = ", left out of means and fits" if fitted else ""
+    return (
+        f"{bad} of {total} {what} not valid{tail}: {c[STATUS_INVALID]} failed a check (hollow), "
+        f"{c[STATUS_NOT_A_MINIMUM]} at a checkpoint that is not a minimum (grey x)"
+    )
+
+
+def check_use(use: str) -> str:
+    """``use`` if it is :data:`USE_VALID` or :data:`USE_ALL`; ValueError naming it otherwise."""
+    if use not in USES:
+        raise ValueError(f"use must be one of {USES}, got {use!r}")
+    return use
+
+
+def fmt_step(step: Any) -> str:
+    """A training step for a note or a reason: the number, or "never" for an event that did
+    not happen (NaN)."""
+    try:
+        v = float(step)
+    except (TypeError, ValueError):
+        return str(step)
+    return "never" if math.isnan(v) else fmt(v, 8)
+
+
 # Runs-table LLC columns: value column, validity column, and the pre-validity name of the value.
 _RUN_LLC = {
     "final": ("final_llc", "final_llc_valid", "llc_final"),
@@ -522,14 +672,20 @@ _RUN_LLC = {
 }
 
 
-def run_llc(runs: pd.DataFrame, which: str = "final") -> tuple[pd.DataFrame, str | None]:
-    """A copy of ``runs`` with columns ``llc`` (the run's ``final`` or ``max`` LLC) and
-    ``llc_valid`` (bool), and a note when the validity column is missing.
+def run_llc(
+    runs: pd.DataFrame, which: str = "final", use: str = USE_VALID
+) -> tuple[pd.DataFrame, str | None]:
+    """A copy of ``runs`` with columns ``llc`` (the run's ``final`` or ``max`` LLC),
+    ``llc_valid`` (bool), ``llc_status`` (:func:`estimate_status` of ``<which>_llc_status`` /
+    ``<which>_llc_valid`` / ``<which>_llc_invalid_reason``) and ``llc_used`` (bool: whether
+    the estimate enters means and fits -- the valid ones under ``use="valid"``, every one under
+    ``use="all"``, the paper's protocol), and a note when the validity column is missing.
 
     Columns read: ``final_llc`` / ``final_llc_valid`` or ``max_llc`` / ``max_llc_valid``. An old
     table with only ``llc_final`` / ``llc_max`` (or without the validity column) is read with
     every estimate marked not valid, and the note says so.
     """
+    check_use(use)
     value, flag, old = _RUN_LLC[which]
     df = runs.copy()
     note = None
@@ -544,6 +700,11 @@ def run_llc(runs: pd.DataFrame, which: str = "final") -> tuple[pd.DataFrame, str
     else:
         df["llc_valid"] = False
         note = NOT_VALIDATED
+    stem = value.removesuffix("_llc")
+    df["llc_status"] = estimate_status(
+        df, status=f"{stem}_llc_status", valid=flag, reason=f"{stem}_llc_invalid_reason"
+    )
+    df["llc_used"] = df["llc_valid"].to_numpy(dtype=bool) | (use == USE_ALL)
     return df, note
 
 
@@ -635,10 +796,10 @@ def theory_quadratic(p: Iterable[Any], K: Iterable[Any]) -> np.ndarray:
 
 
 def _select_fixed(
-    runs: pd.DataFrame, fixed: str, vary: str
+    runs: pd.DataFrame, fixed: str, vary: str, use: str = USE_VALID
 ) -> tuple[pd.DataFrame, dict[str, Any], list[str | None]]:
     """Runs with a finite final LLC at the most common value of ``fixed``."""
-    df, note = run_llc(runs, "final")
+    df, note = run_llc(runs, "final", use)
     notes: list[str | None] = [note]
     df, dropped = finite_rows(df, ["llc", vary, fixed])
     info: dict[str, Any] = {"n_dropped_nan": dropped}
@@ -674,17 +835,20 @@ def _theory_fit(y: np.ndarray, t: np.ndarray, x: np.ndarray, prefix: str, out: d
         out[f"{prefix}slope_scaled"] = c * out[f"{prefix}slope"]
 
 
-def _fit_llc_scaling(runs: pd.DataFrame, x: str, fixed: str) -> dict[str, Any]:
-    df, info, notes = _select_fixed(runs, fixed=fixed, vary=x)
+def _fit_llc_scaling(runs: pd.DataFrame, x: str, fixed: str, use: str) -> dict[str, Any]:
+    df, info, notes = _select_fixed(runs, fixed=fixed, vary=x, use=use)
     valid = df["llc_valid"].to_numpy(dtype=bool) if len(df) else np.zeros(0, dtype=bool)
-    used = df[valid].reset_index(drop=True)
+    mask = df["llc_used"].to_numpy(dtype=bool) if len(df) else np.zeros(0, dtype=bool)
+    used = df[mask].reset_index(drop=True)
     out: dict[str, Any] = {
         fixed: info[fixed],
         "x": x,
+        "use": use,
         "points": df,
         "means": group_stats(used, x, "llc"),
         "n_runs": len(df),
         "n_valid": int(valid.sum()),
+        "n_used": len(used),
         f"n_{x}": int(used[x].nunique()) if len(used) else 0,
         "n_dropped_nan": info["n_dropped_nan"],
         "slope": math.nan,
@@ -694,7 +858,8 @@ def _fit_llc_scaling(runs: pd.DataFrame, x: str, fixed: str) -> dict[str, Any]:
     }
     for prefix in ("theory_", "bound_"):
         out.update({prefix + k: math.nan for k in ("scale", "r2", "slope", "slope_scaled")})
-    notes.append(invalid_note(len(df) - int(valid.sum()), len(df), "final LLC estimates"))
+    statuses = df["llc_status"] if len(df) else []
+    notes.append(status_note(statuses, "final LLC estimates", use=use) if len(df) else None)
     if used.empty:
         out["fit_skipped"] = (
             "no runs with a finite final LLC" if df.empty else "no valid final LLC estimate"
@@ -708,8 +873,8 @@ def _fit_llc_scaling(runs: pd.DataFrame, x: str, fixed: str) -> dict[str, Any]:
         out.update({k: v for k, v in fit_linear(xv, yv).items() if k != "n"})
     else:
         out["fit_skipped"] = (
-            f"fits skipped: {n_distinct} distinct {x} value(s) with a valid estimate, "
-            f"need {MIN_DISTINCT_LINEAR}"
+            f"fits skipped: {n_distinct} distinct {x} value(s) with a "
+            f"{'valid ' if use == USE_VALID else ''}estimate, need {MIN_DISTINCT_LINEAR}"
         )
         notes.append(out["fit_skipped"])
     _theory_fit(yv, theory_quadratic(used["p"], used["width"]), xv, "theory_", out)
@@ -724,14 +889,16 @@ def _fit_llc_scaling(runs: pd.DataFrame, x: str, fixed: str) -> dict[str, Any]:
     return out
 
 
-def fit_llc_vs_p(runs: pd.DataFrame) -> dict[str, Any]:
+def fit_llc_vs_p(runs: pd.DataFrame, use: str = USE_VALID) -> dict[str, Any]:
     """Numbers behind Figure 1 (SPEC section 7 item 1): final LLC against p at one width.
 
     Selection: runs with a finite final LLC, p and width, at the most common width; of those,
-    only valid estimates (``final_llc_valid``) enter the means and fits. Returns:
-    ``width``; ``points`` (every selected run, columns ``llc`` and ``llc_valid`` added);
-    ``means`` (:func:`group_stats` of the valid runs per p); ``n_runs``, ``n_valid``, ``n_p``
-    (distinct p with a valid estimate), ``n_dropped_nan``; the least-squares line on the valid
+    only valid estimates (``final_llc_valid``) enter the means and fits -- or, with
+    ``use="all"`` (the paper's protocol, SPEC section 4), every estimate, as the paper draws
+    them. Returns: ``width``; ``use``; ``points`` (every selected run, columns ``llc``,
+    ``llc_valid``, ``llc_status`` and ``llc_used`` added, :func:`run_llc`); ``means``
+    (:func:`group_stats` of the used runs per p); ``n_runs``, ``n_valid``, ``n_used``, ``n_p``
+    (distinct p with a used estimate), ``n_dropped_nan``; the least-squares line on the used
     per-run points (``slope``, ``intercept``, ``r2``; NaN with fewer than 2 distinct p,
     ``fit_skipped`` then says why); the theory's shape ``theory.llc_quadratic(p, K)`` scaled to
     the data through the origin (``theory_scale``, ``theory_r2``, ``theory_slope`` -- the
@@ -739,20 +906,20 @@ def fit_llc_vs_p(runs: pd.DataFrame) -> dict[str, Any]:
     -- and ``theory_slope_scaled``); the same for ``theory.data_restricted_bound`` under
     ``bound_*`` with ``bound_points`` (bound per p, seed-averaged); ``notes``.
     """
-    return _fit_llc_scaling(runs, x="p", fixed="width")
+    return _fit_llc_scaling(runs, x="p", fixed="width", use=check_use(use))
 
 
-def fit_llc_vs_width(runs: pd.DataFrame) -> dict[str, Any]:
+def fit_llc_vs_width(runs: pd.DataFrame, use: str = USE_VALID) -> dict[str, Any]:
     """Numbers behind Figure 2 (SPEC section 7 item 2): final LLC against width K at one p.
 
     As :func:`fit_llc_vs_p` with ``x = "width"`` at the most common ``p`` (``n_width``), plus the
-    proportional fit through the origin on the valid per-run points, ``prop_c`` and ``prop_r2``
+    proportional fit through the origin on the used per-run points, ``prop_c`` and ``prop_r2``
     (:func:`fit_proportional`; NaN when the free fit is skipped).
     """
-    out = _fit_llc_scaling(runs, x="width", fixed="p")
+    out = _fit_llc_scaling(runs, x="width", fixed="p", use=check_use(use))
     out["prop_c"], out["prop_r2"] = math.nan, math.nan
     if out["fit_skipped"] is None:
-        pts = out["points"][out["points"]["llc_valid"]]
+        pts = out["points"][out["points"]["llc_used"]]
         prop = fit_proportional(pts["width"].to_numpy(float), pts["llc"].to_numpy(float))
         out["prop_c"], out["prop_r2"] = prop["c"], prop["r2"]
     return out
@@ -836,29 +1003,32 @@ def fit_lr_vs_gsm(training: pd.DataFrame, gen_threshold: float) -> dict[float, d
 # --------------------------------------------------------------------------- H.3 and GSM vs LLC
 
 
-def lr_vs_max_llc(runs: pd.DataFrame) -> dict[str, Any]:
+def lr_vs_max_llc(runs: pd.DataFrame, use: str = USE_VALID) -> dict[str, Any]:
     """Numbers behind the H.3 figure (SPEC section 7 item 6): the maximum of each run's LLC
     curve against learning rate, per weight decay.
 
-    Returns ``points`` (runs with finite lr > 0, max LLC and weight decay; ``llc``,
-    ``llc_valid`` added), ``per_wd`` (weight decay -> dict with ``means`` (:func:`group_stats`
-    of the valid runs per lr), ``spearman`` (rank correlation of valid max LLC with lr), ``n``,
-    ``n_valid``), ``n_runs``, ``n_valid``, ``n_dropped_nan`` and ``notes``.
+    Only valid maxima enter the means and the rank correlation, or every one with
+    ``use="all"`` (the paper's protocol). Returns ``use``, ``points`` (runs with finite lr > 0,
+    max LLC and weight decay; ``llc``, ``llc_valid``, ``llc_status``, ``llc_used`` added),
+    ``per_wd`` (weight decay -> dict with ``means`` (:func:`group_stats` of the used runs per
+    lr), ``spearman`` (rank correlation of the used max LLC with lr), ``n``, ``n_valid``,
+    ``n_used``), ``n_runs``, ``n_valid``, ``n_used``, ``n_dropped_nan`` and ``notes``.
     """
-    df, note = run_llc(runs, "max")
+    df, note = run_llc(runs, "max", check_use(use))
     df, dropped = finite_rows(df, ["lr", "llc", "weight_decay"])
     bad = df["lr"] <= 0
     df = df.loc[~bad].reset_index(drop=True)
     dropped += int(bad.sum())
     per_wd: dict[float, dict[str, Any]] = {}
     for wd, sub in df.groupby("weight_decay", sort=True):
-        ok = sub[sub["llc_valid"]]
+        ok = sub[sub["llc_used"]]
         rho = spearman(ok["lr"], ok["llc"]) if len(ok) >= 3 else math.nan
         per_wd[float(wd)] = {
             "means": group_stats(ok, "lr", "llc"),
             "spearman": rho,
             "n": len(sub),
-            "n_valid": len(ok),
+            "n_valid": int(sub["llc_valid"].sum()),
+            "n_used": len(ok),
         }
     n_valid = int(df["llc_valid"].sum())
     notes = [
@@ -866,14 +1036,16 @@ def lr_vs_max_llc(runs: pd.DataFrame) -> dict[str, Any]:
         f"dropped {dropped} run(s) with NaN lr / max LLC / weight decay (or lr <= 0)"
         if dropped
         else None,
-        invalid_note(len(df) - n_valid, len(df), "maximum-LLC estimates"),
+        status_note(df["llc_status"], "maximum-LLC estimates", use=use) if len(df) else None,
         varying_note(df, exclude=("lr", "weight_decay")),
     ]
     return {
+        "use": use,
         "points": df,
         "per_wd": per_wd,
         "n_runs": len(df),
         "n_valid": n_valid,
+        "n_used": int(df["llc_used"].sum()),
         "n_dropped_nan": dropped,
         "notes": [n for n in notes if n],
     }
@@ -893,22 +1065,26 @@ def _line_or_skip(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {**fit_linear(x, y), "skipped": None}
 
 
-def fit_gsm_vs_llc(runs: pd.DataFrame, gen_threshold: float) -> dict[str, Any]:
+def fit_gsm_vs_llc(
+    runs: pd.DataFrame, gen_threshold: float, use: str = USE_VALID
+) -> dict[str, Any]:
     """Linear fits ``GSM = slope * final LLC + intercept`` (SPEC section 6; the paper reports
     0.1288 LLC - 2.098, R^2 = 0.955, for its own sampler), pooled and per weight decay.
 
     Points entering the fits: runs that ended generalised (:func:`generalised`; the others
-    have no GSM and are counted in ``n_never``) with a finite, valid final LLC. Returns
-    ``points`` (every run with finite GSM and final LLC; ``llc``, ``llc_valid``,
+    have no GSM and are counted in ``n_never``) with a finite, valid final LLC (any finite one
+    with ``use="all"``, the paper's protocol). Returns ``use``, ``points`` (every run with
+    finite GSM and final LLC; ``llc``, ``llc_valid``, ``llc_status``, ``llc_used``,
     ``generalised`` added), ``pooled`` and ``per_wd`` (weight decay -> fit), each fit a dict
     with ``slope``, ``intercept``, ``r2``, ``n`` and ``skipped`` (None, or why: fewer than 2
-    distinct LLC values); ``n_runs``, ``n_valid`` (valid and generalised: the points fitted),
-    ``n_never``, ``n_invalid``, ``n_dropped_nan`` and ``notes``.
+    distinct LLC values); ``n_runs``, ``n_valid`` (valid and generalised), ``n_used`` (the
+    points fitted), ``n_never``, ``n_invalid`` (generalised, not valid), ``n_dropped_nan`` and
+    ``notes``.
     """
-    df, note = run_llc(runs, "final")
+    df, note = run_llc(runs, "final", check_use(use))
     df, dropped = finite_rows(df, ["gsm", "llc"])
     df["generalised"] = generalised(df, gen_threshold)
-    used = df[df["generalised"] & df["llc_valid"]]
+    used = df[df["generalised"] & df["llc_used"]]
     pooled = _line_or_skip(used["llc"].to_numpy(float), used["gsm"].to_numpy(float))
     per_wd = {}
     if "weight_decay" in used:
@@ -917,19 +1093,22 @@ def fit_gsm_vs_llc(runs: pd.DataFrame, gen_threshold: float) -> dict[str, Any]:
                 sub["llc"].to_numpy(float), sub["gsm"].to_numpy(float)
             )
     n_never = int((~df["generalised"]).sum())
-    n_invalid = int((df["generalised"] & ~df["llc_valid"]).sum())
+    gen = df["generalised"].to_numpy(dtype=bool)
+    n_invalid = int((gen & ~df["llc_valid"].to_numpy(dtype=bool)).sum())
     notes = [
         note,
         f"dropped {dropped} run(s) with NaN GSM / final LLC" if dropped else None,
         f"{n_never} run(s) never generalised: no GSM, shown apart, not fitted" if n_never else None,
-        invalid_note(n_invalid, int(df["generalised"].sum()), "final LLC estimates"),
+        status_note(df["llc_status"][gen], "final LLC estimates", use=use) if gen.any() else None,
     ]
     return {
+        "use": use,
         "points": df,
         "pooled": pooled,
         "per_wd": per_wd,
         "n_runs": len(df),
-        "n_valid": len(used),
+        "n_valid": int((gen & df["llc_valid"].to_numpy(dtype=bool)).sum()),
+        "n_used": len(used),
         "n_never": n_never,
         "n_invalid": n_invalid,
         "n_dropped_nan": dropped,
@@ -995,39 +1174,48 @@ def track_statistics(
     window: str = "grokking",
     threshold: float = 0.99,
     level: float = 0.95,
+    use: str = USE_VALID,
 ) -> dict[str, Any]:
     """How one run's LLC curve moves with its validation loss (Figures 3 and 13, SPEC 7).
 
     ``t_mem`` / ``t_gen``: the first checkpoints where train / validation accuracy reach
-    ``threshold`` (:func:`first_step_reaching`, SPEC section 6). Over the valid LLC estimates
-    in the window -- ``"grokking"``: steps in ``[t_mem, t_gen]``, where validation loss falls
-    while the model already fits the training set; ``"all"``: every step -- the validation loss
-    at the same checkpoints is paired with the estimate. Returns ``t_mem``, ``t_gen``,
-    ``n_estimates`` (all rows), ``n_valid``, ``n_window`` (valid estimates in the window),
-    ``spearman`` (rank correlation of LLC with validation loss; positive: the LLC falls as the
-    validation loss falls) with ``ci_low`` / ``ci_high`` (:func:`spearman_ci`), ``llc_start``
-    / ``llc_end`` (first and last valid estimate in the window), ``rel_change``
-    (``llc_end / llc_start - 1``), ``peak_step`` (step of the largest valid estimate over the
-    run) and ``peak_position`` (``"before memorisation"``, ``"between memorisation and
-    generalisation"``, ``"after generalisation"`` or ``"unknown"``); ``notes``.
+    ``threshold`` (:func:`first_step_reaching`, SPEC section 6; NaN: never). Over the used LLC
+    estimates in the window -- the valid ones, or every finite one with ``use="all"`` (the
+    paper's protocol); window ``"grokking"``: steps in ``[t_mem, t_gen]``, where validation loss
+    falls while the model already fits the training set; ``"all"``: every step -- the
+    validation loss at the same checkpoints is paired with the estimate. Returns ``use``,
+    ``t_mem``, ``t_gen``, ``n_estimates`` (all rows), ``n_valid``, ``status_counts``
+    (:func:`status_counts`), ``n_window`` (used estimates in the window), ``spearman`` (rank
+    correlation of LLC with validation loss; positive: the LLC falls as the validation loss
+    falls) with ``ci_low`` / ``ci_high`` (:func:`spearman_ci`), ``llc_start`` / ``llc_end``
+    (first and last used estimate in the window), ``rel_change`` (``llc_end / llc_start -
+    1``), ``peak_step`` and ``peak_llc`` (step and value of the largest used estimate over the
+    run), ``first_step`` / ``first_llc`` and ``last_step`` / ``last_llc`` (the run's first and
+    last used estimates) and ``peak_position`` (``"before memorisation"``, ``"between
+    memorisation and generalisation"``, ``"after generalisation"`` or ``"unknown"``); ``notes``.
     """
+    check_use(use)
     t_mem = t_gen = math.nan
     if len(train_log):
         steps = train_log["step"].to_numpy(dtype=float)
         t_mem = first_step_reaching(steps, train_log["train_acc"], threshold)
         t_gen = first_step_reaching(steps, train_log["val_acc"], threshold)
     valid, note = llc_validity(llc)
-    est = llc.assign(_valid=valid)
-    est = est[est["_valid"] & np.isfinite(pd.to_numeric(est["llc_mean"], errors="coerce"))]
+    if use == USE_ALL:
+        note = None  # every estimate is used: a missing validity column changes nothing
+    est = llc.assign(_used=valid | (use == USE_ALL))
+    est = est[est["_used"] & np.isfinite(pd.to_numeric(est["llc_mean"], errors="coerce"))]
     merged = est[["step", "llc_mean"]].merge(
         train_log[["step", "val_loss"]], on="step", how="inner"
     )
     merged = merged.sort_values("step").reset_index(drop=True)
     out: dict[str, Any] = {
+        "use": use,
         "t_mem": t_mem,
         "t_gen": t_gen,
         "n_estimates": len(llc),
         "n_valid": int(valid.sum()),
+        "status_counts": status_counts(estimate_status(llc)),
         "n_window": 0,
         "spearman": math.nan,
         "ci_low": math.nan,
@@ -1036,12 +1224,24 @@ def track_statistics(
         "llc_end": math.nan,
         "rel_change": math.nan,
         "peak_step": math.nan,
+        "peak_llc": math.nan,
+        "first_step": math.nan,
+        "first_llc": math.nan,
+        "last_step": math.nan,
+        "last_llc": math.nan,
         "peak_position": "unknown",
         "notes": [n for n in [note] if n],
     }
     if len(merged):
-        peak = float(merged.loc[int(merged["llc_mean"].to_numpy().argmax()), "step"])
-        out["peak_step"] = peak
+        top = int(merged["llc_mean"].to_numpy().argmax())
+        peak = float(merged.loc[top, "step"])
+        out["peak_step"], out["peak_llc"] = peak, float(merged.loc[top, "llc_mean"])
+        out["first_step"], out["first_llc"] = (
+            float(v) for v in merged.iloc[0][["step", "llc_mean"]]
+        )
+        out["last_step"], out["last_llc"] = (
+            float(v) for v in merged.iloc[-1][["step", "llc_mean"]]
+        )
         if math.isfinite(t_mem) and peak < t_mem:
             out["peak_position"] = "before memorisation"
         elif math.isfinite(t_gen) and peak > t_gen:

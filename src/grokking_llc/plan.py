@@ -642,7 +642,8 @@ class Plan:
             if spec.reads == "runs" and study:
                 for s in self.samplers_of(study):
                     add(key, spec, s.name, {"runs": self.runs_table_path},
-                        study=study, sampler=s.name, options=options)  # fmt: skip
+                        study=study, sampler=s.name, protocol=s.protocol,
+                        options=options)  # fmt: skip
             elif spec.reads == "training" and study:
                 add(key, spec, None, {"training": self.training_summary_path},
                     study=study, options=options)  # fmt: skip
@@ -651,12 +652,14 @@ class Plan:
                 if samplers:
                     add(key, spec, None, self._track_inputs(run, samplers),
                         study=study, samplers=[s.name for s in samplers],
+                        protocols=[s.protocol for s in samplers],
                         title=f"{run.label}\nrun {run.run_id}", options=options)  # fmt: skip
             elif spec.reads == "traces" and study:
                 run = self.first_run(study)
                 for s in self.samplers_of(study):
                     add(key, spec, s.name, {"llc": self.track(run, s).path},
-                        study=study, sampler=s.name, options=options)  # fmt: skip
+                        study=study, sampler=s.name, protocol=s.protocol,
+                        options=options)  # fmt: skip
             elif spec.reads == "panels" and entry.get("studies"):
                 runs = list(
                     {
@@ -671,7 +674,8 @@ class Plan:
                         "llcs": [self.track(r, s).path for r in runs],
                     }
                     titles = [r.label for r in runs]
-                    add(key, spec, s.name, inputs, sampler=s.name, titles=titles, options=options)
+                    add(key, spec, s.name, inputs, sampler=s.name, protocol=s.protocol,
+                        titles=titles, options=options)  # fmt: skip
             elif spec.reads == "grid" and key in self.grid_jobs:
                 add(key, spec, None, {"grid": self.grid_jobs[key].path}, options=options)
         return dict(sorted(out.items()))
@@ -694,18 +698,21 @@ class Plan:
         return inputs
 
     def claims_params(self) -> dict[str, Any]:
-        """What the scorecard's rows depend on besides its input files: the samplers, each
-        claim's study, the track samplers, and the baseline (Figure 3's run) for the theory
-        count."""
+        """What the scorecard's rows depend on besides its input files: the samplers (and
+        ``published``: those that run the paper's protocol, for the as-published verdicts),
+        each claim's study, the track samplers and runs (``fig3_run``, ``fig13_run``: their
+        training settings), and the baseline (Figure 3's run) for the theory count."""
         figs = self.config["figures"]
         params: dict[str, Any] = {
             "samplers": list(self.samplers),
             "studies": {k: v.get("study") for k, v in figs.items() if v.get("study")},
+            "published": [s.name for s in self.samplers.values() if s.as_published],
             "seed": 0,
         }
         for key in ("fig3", "fig13"):
             study = self._figure_study(key)
             params[f"{key}_samplers"] = [s.name for s in self.samplers_of(study)] if study else []
+            params[f"{key}_run"] = self.first_run(study).params() if study else None
         study = self._figure_study("fig3")
         baseline = self.first_run(study).train if study else None
         params["theory_baseline"] = (

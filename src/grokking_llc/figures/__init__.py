@@ -7,7 +7,9 @@ and calls its draw function. Draw functions never fit: every number they show co
 left out of means and fits, and counted in the figure's notes.
 
 ``params`` (from the workflow's plan): ``study`` (str or None), ``sampler`` (the named sampler
-of a per-sampler figure), ``samplers`` (track figures: names in the order of ``inputs["llc"]``),
+of a per-sampler figure) and its ``protocol`` ("paper": drawn as the paper draws it, every
+estimate filled and fitted, SPEC section 4; None: validated, invalid estimates hollow and left
+out), ``samplers`` and ``protocols`` (track figures: in the order of ``inputs["llc"]``),
 ``title`` / ``titles`` (track / panels), ``options`` (the figure's config entry) and
 ``plots`` (``{"dpi", "style"}``).
 """

@@ -1,11 +1,19 @@
 """Drawing helpers shared by the figure modules: colours, the notes panel, seed means with error
 bars, valid (filled) and invalid (hollow) points. Nothing here fits or decides a number.
 
+Two ways to draw LLC estimates (issue 20), chosen by the named sampler (:func:`use_of`):
+
+* a validated sampler: valid estimates filled, invalid ones hollow, estimates at a checkpoint
+  that is not a minimum as a grey x; only valid ones enter means and fits;
+* a sampler that runs the paper's protocol (``params["protocol"] == "paper"``, SPEC section 4):
+  what the paper draws -- every estimate filled and fitted -- marked as the paper's protocol in
+  the title, the notes counting the estimates that fail the validity checks.
+
 Artists that tests read back carry a ``gid``:
 
 * ``"means"``: the data line of a seed-mean error bar (its container is in ``ax.containers``);
-* ``"runs_valid"`` / ``"runs_invalid"``: one marker per run, filled / hollow
-  (``markerfacecolor == "none"``);
+* ``"runs_valid"`` / ``"runs_invalid"`` / ``"runs_not_a_minimum"``: one marker per run,
+  filled / hollow (``markerfacecolor == "none"``) / a grey x;
 * ``"fit"``: a fitted curve; ``"notes"``: the notes panel's text.
 """
 
@@ -25,7 +33,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from grokking_llc.analysis import fmt  # noqa: E402
+from grokking_llc.analysis import (  # noqa: E402
+    STATUS_NOT_A_MINIMUM,
+    USE_ALL,
+    USE_VALID,
+    fmt,
+)
 
 LOSS_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
 LLC_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -33,6 +46,7 @@ DATA_COLOUR = "black"
 FIT_COLOUR = "tab:red"
 THEORY_COLOUR = "tab:blue"
 BOUND_COLOUR = "tab:purple"
+NOT_A_MINIMUM_COLOUR = "0.55"
 NOTE_FONTSIZE = 7.0
 _NOTE_LINE_IN = NOTE_FONTSIZE * 1.45 / 72.0  # height of one note line, inches
 
@@ -177,16 +191,35 @@ def draw_runs(
     valid,
     *,
     color,
+    status=None,
     ms: float = 3.5,
     alpha: float = 0.45,
     label_invalid: str | None = None,
 ):
     """One marker per run: filled where ``valid`` (gid ``runs_valid``), hollow where not (gid
-    ``runs_invalid``). Returns the two lines (either may be None when empty)."""
+    ``runs_invalid``), and -- where ``status`` (:func:`grokking_llc.analysis.estimate_status`)
+    says ``not_a_minimum`` -- a grey x instead (gid ``runs_not_a_minimum``). Returns the filled
+    and hollow lines (either may be None when empty)."""
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
     v = np.asarray(valid, dtype=bool)
     ok = bad = None
+    if status is not None:
+        nam = (np.asarray(status, dtype=object) == STATUS_NOT_A_MINIMUM) & ~v
+        if nam.any():
+            ax.plot(
+                xa[nam],
+                ya[nam],
+                ls="",
+                marker="x",
+                ms=ms + 0.5,
+                color=NOT_A_MINIMUM_COLOUR,
+                mew=1.0,
+                gid="runs_not_a_minimum",
+                zorder=2,
+                label="not a minimum (LLC undefined, not used)" if label_invalid else None,
+            )
+        xa, ya, v = xa[~nam], ya[~nam], v[~nam]
     if v.any():
         (ok,) = ax.plot(
             xa[v],
@@ -244,9 +277,23 @@ def dpi_of(params: dict) -> int:
     return int((params.get("plots") or {}).get("dpi", 150))
 
 
+def use_of(params: dict) -> str:
+    """Which estimates a figure's means and fits use: every one for a sampler that runs the
+    paper's protocol (``params["protocol"] == "paper"``: drawn as the paper draws), the valid
+    ones otherwise (:data:`grokking_llc.analysis.USES`)."""
+    return USE_ALL if params.get("protocol") == "paper" else USE_VALID
+
+
+PAPER_PROTOCOL_MARK = "the paper's protocol: every estimate drawn and fitted"
+
+
 def sampler_suffix(params: dict) -> str:
     s = params.get("sampler")
-    return f" (sampler: {s})" if s else ""
+    if not s:
+        return ""
+    if use_of(params) == USE_ALL:
+        return f" (sampler: {s}, {PAPER_PROTOCOL_MARK})"
+    return f" (sampler: {s})"
 
 
 def finite(x) -> bool:

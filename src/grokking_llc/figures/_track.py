@@ -3,8 +3,11 @@ panel, reused by Figures 3 and 13 and the H.2 panels).
 
 An LLC track is drawn as a thin line through every estimate (gid ``llc_line:<sampler>``, its
 y data the per-checkpoint ``llc_mean``), filled markers at valid estimates
-(``llc_valid:<sampler>``), hollow markers at invalid ones (``llc_invalid:<sampler>``) and a band
-of +- the chains' standard deviation around valid estimates (``llc_band:<sampler>``). A track
+(``llc_valid:<sampler>``), hollow markers at invalid ones (``llc_invalid:<sampler>``), grey
+crosses at checkpoints that are not a minimum (``llc_not_a_minimum:<sampler>``) and a band of
++- the chains' standard deviation around valid estimates (``llc_band:<sampler>``). A sampler
+that runs the paper's protocol is drawn as the paper draws it: every estimate filled, with its
+band (``llc_valid:<sampler>`` then holds them all). A track
 chosen adaptively (``selection`` column "coarse"/"refined") also gets a rug of its sampled
 checkpoints at the bottom of the axes (``llc_sampled_coarse:<sampler>``,
 ``llc_sampled_refined:<sampler>``).
@@ -17,8 +20,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokking_llc.analysis import llc_validity, track_statistics
-from grokking_llc.figures._common import LOSS_COLOURS
+from grokking_llc.analysis import (
+    STATUS_NOT_A_MINIMUM,
+    USE_ALL,
+    USE_VALID,
+    estimate_status,
+    llc_validity,
+    track_statistics,
+)
+from grokking_llc.figures._common import LOSS_COLOURS, NOT_A_MINIMUM_COLOUR
 
 
 def draw_losses(ax, train_log: pd.DataFrame, *, loss_label: str | None = None) -> None:
@@ -62,10 +72,18 @@ def mark_accuracy_steps(ax, stats: dict, *, label: bool = True) -> None:
                 )
 
 
-def draw_llc(ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0) -> dict[str, int]:
-    """The LLC track of one sampler; returns ``{"n": estimates, "n_valid": valid ones}``."""
+def draw_llc(
+    ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0, use: str = USE_VALID
+) -> dict[str, int]:
+    """The LLC track of one sampler (``use="all"``: the paper's protocol, every estimate filled);
+    returns ``{"n": estimates, "n_valid": valid ones}``."""
     df = llc.sort_values("step")
     valid, _ = llc_validity(df)
+    n_valid = int(valid.sum())
+    status = estimate_status(df)
+    nam = (status == STATUS_NOT_A_MINIMUM) & ~valid
+    if use == USE_ALL:
+        valid, nam = np.ones(len(df), dtype=bool), np.zeros(len(df), dtype=bool)
     step = df["step"].to_numpy(dtype=float)
     mean = pd.to_numeric(df["llc_mean"], errors="coerce").to_numpy(dtype=float)
     std = pd.to_numeric(df.get("llc_std", np.nan), errors="coerce")
@@ -90,12 +108,25 @@ def draw_llc(ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0) -> dic
             color=color,
             mfc=color,
             gid=f"llc_valid:{name}",
-            label=f"LLC, {name}: valid",
+            label=f"LLC, {name}: valid" if use == USE_VALID else f"LLC, {name}: every estimate",
         )
-    if (~valid).any():
+    if nam.any():
         ax.plot(
-            step[~valid],
-            mean[~valid],
+            step[nam],
+            mean[nam],
+            ls="",
+            marker="x",
+            ms=ms + 0.8,
+            color=NOT_A_MINIMUM_COLOUR,
+            mew=0.9,
+            gid=f"llc_not_a_minimum:{name}",
+            label=f"LLC, {name}: not a minimum (undefined)",
+        )
+    bad = ~valid & ~nam
+    if bad.any():
+        ax.plot(
+            step[bad],
+            mean[bad],
             ls="",
             marker="o",
             ms=ms + 0.8,
@@ -116,7 +147,7 @@ def draw_llc(ax, llc: pd.DataFrame, *, color, name: str, ms: float = 3.0) -> dic
                     lw=0.8, gid=f"llc_sampled_{kind}:{name}",
                     label=f"checkpoints sampled ({kind}), {name}",
                 )  # fmt: skip
-    return {"n": int(len(df)), "n_valid": int(valid.sum())}
+    return {"n": int(len(df)), "n_valid": n_valid}
 
 
 def run_statistics(train_log: pd.DataFrame, llc: pd.DataFrame | None = None) -> dict:

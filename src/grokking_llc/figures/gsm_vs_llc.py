@@ -1,9 +1,11 @@
 """GSM against final LLC (SPEC section 6; the paper's GSM = 0.1288 LLC - 2.098, R^2 0.955).
 
 One point per run, coloured by weight decay (the clusters a pooled line can run through); valid
-LLC filled, invalid hollow (not fitted). Lines: a least-squares fit per weight decay (dashed)
-and pooled (red). Runs that never generalised have no GSM: they sit in a strip beneath, at their
-LLC. The paper's line is quoted, not drawn (absolute LLC values depend on the sampler).
+LLC filled, invalid hollow (not fitted), not a minimum a grey x; under the paper's protocol
+every run that generalised is filled and fitted, as the paper does. Lines: a least-squares fit
+per weight decay (dashed) and pooled (red). Runs that never generalised have no GSM: they sit
+in a strip beneath, at their LLC. The paper's line is quoted, not drawn (absolute LLC values
+depend on the sampler).
 Numbers: :func:`grokking_llc.analysis.fit_gsm_vs_llc`.
 """
 
@@ -23,6 +25,7 @@ from grokking_llc.figures._common import (
     no_data,
     palette,
     sampler_suffix,
+    use_of,
 )
 from grokking_llc.figures.registry import register
 from grokking_llc.gsm import GSM_THRESHOLD
@@ -43,12 +46,13 @@ def _fit_text(fit: dict) -> str:
     reads="runs",
     per_sampler=True,
     caption="GSM against the final estimated LLC, one point per run coloured by weight decay "
-    "(invalid LLC hollow, not fitted), least-squares lines per weight decay and pooled; runs "
+    "(invalid LLC hollow, not fitted; under the paper's protocol every run fitted), "
+    "least-squares lines per weight decay and pooled; runs "
     "that never generalised (no GSM) in a strip beneath. The paper reports GSM = 0.1288 LLC - "
     "2.098 (R^2 0.955) for its own sampler.",
 )
 def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
-    res = analysis.fit_gsm_vs_llc(runs, GSM_THRESHOLD)
+    res = analysis.fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use_of(params))
     paper = (
         f"paper (its sampler; quoted, not drawn): GSM = {PAPER_GSM_LLC['slope']} LLC "
         f"{PAPER_GSM_LLC['intercept']:+}, R² {PAPER_GSM_LLC['r2']}"
@@ -83,10 +87,12 @@ def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
     for wd in wds:
         sub = pts[(wd_col == wd) & pts["generalised"]]
         col = colours[wd]
-        draw_runs(ax, sub["llc"], sub["gsm"], sub["llc_valid"], color=col, ms=4.0)
+        draw_runs(
+            ax, sub["llc"], sub["gsm"], sub["llc_used"], status=sub["llc_status"], color=col, ms=4.0
+        )
         ax.plot([], [], ls="", marker="o", color=col, label=f"weight decay {fmt(wd)}")
         fit = res["per_wd"].get(float(wd))
-        ok = sub[sub["llc_valid"]]
+        ok = sub[sub["llc_used"]]
         if fit and not fit["skipped"]:
             grid = np.linspace(ok["llc"].min(), ok["llc"].max(), 20)
             ax.plot(
@@ -97,7 +103,7 @@ def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
                 lw=1.0,
                 gid=f"fit:{fmt(wd)}",
             )
-    used = pts[pts["generalised"] & pts["llc_valid"]]
+    used = pts[pts["generalised"] & pts["llc_used"]]
     if not res["pooled"]["skipped"]:
         grid = np.linspace(used["llc"].min(), used["llc"].max(), 20)
         ax.plot(
@@ -108,7 +114,7 @@ def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
             gid="fit",
             label="pooled least squares",
         )
-    if (~pts["llc_valid"]).any():
+    if (~pts["llc_used"]).any():
         ax.plot(
             [], [], ls="", marker="o", mfc="none", mec="0.3", label="LLC not valid (not fitted)"
         )
@@ -116,7 +122,14 @@ def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
     never = pts[~pts["generalised"]]
     for wd in wds:
         sub = never[wd_col.loc[never.index] == wd]
-        draw_runs(strip, sub["llc"], np.zeros(len(sub)), sub["llc_valid"], color=colours[wd])
+        draw_runs(
+            strip,
+            sub["llc"],
+            np.zeros(len(sub)),
+            sub["llc_used"],
+            status=sub["llc_status"],
+            color=colours[wd],
+        )
     strip.set_yticks([])
     strip.set_ylabel("never\ngeneralised", fontsize=7)
     strip.set_xlabel("final estimated LLC (dimensionless)")

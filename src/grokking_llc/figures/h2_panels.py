@@ -2,7 +2,8 @@
 weight decay, batch size), for one named sampler.
 
 Each panel: train / validation loss (log) and, on a second y axis, the LLC track (valid filled,
-invalid hollow). Panel titles are wrapped to the panel's width so that they neither run into
+invalid hollow, not a minimum a grey x; under the paper's protocol every estimate filled, as the
+paper draws it). Panel titles are wrapped to the panel's width so that they neither run into
 each other nor get cut off; one legend for the whole figure.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-from grokking_llc.figures._common import LLC_COLOURS, dpi_of, new_figure, no_data, wrap
+from grokking_llc.analysis import STATUS_NOT_A_MINIMUM, USE_ALL, estimate_status
+from grokking_llc.figures._common import LLC_COLOURS, dpi_of, new_figure, no_data, use_of, wrap
 from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps, run_statistics
 from grokking_llc.figures.registry import register
 
@@ -29,13 +31,24 @@ NCOLS = 3
 def draw_h2(panels: list, params: dict):
     panels = list(panels)
     sampler = params.get("sampler") or "LLC"
-    n_est = n_valid = 0
+    use = use_of(params)
+    n_est = n_valid = n_nam = 0
     for _, _, llc in panels:
         n_est += len(llc)
         n_valid += int(llc["valid"].fillna(False).astype(bool).sum()) if "valid" in llc else 0
+        n_nam += int((estimate_status(llc) == STATUS_NOT_A_MINIMUM).sum())
+    head = (
+        f"sampler {sampler}: {n_valid} of {n_est} estimates valid (filled); hollow markers "
+        f"failed the validity checks, grey x: {n_nam} not a minimum"
+    )
+    if use == USE_ALL:
+        head = (
+            f"sampler {sampler}, the paper's protocol (SPEC section 4): every estimate drawn "
+            f"filled, as the paper does; {n_est - n_valid} of {n_est} fail the validity checks "
+            f"({n_nam} not a minimum)"
+        )
     notes = [
-        f"sampler {sampler}: {n_valid} of {n_est} estimates valid (filled); "
-        "hollow markers failed the validity checks",
+        head,
         None
         if all("valid" in llc for _, _, llc in panels)
         else "some LLC tables have no validity column: their estimates count as not valid",
@@ -58,7 +71,7 @@ def draw_h2(panels: list, params: dict):
         ax.set_title(wrap(title, 52), fontsize=7)
         twin = ax.twinx()
         twin.grid(False)
-        draw_llc(twin, llc, color=colour, name=sampler, ms=2.2)
+        draw_llc(twin, llc, color=colour, name=sampler, ms=2.2, use=use)
         twin.set_ylabel("estimated LLC", color=colour, fontsize=7)
         twin.tick_params(axis="y", colors=colour, labelsize=6.5)
     for ax in flat[len(panels) :]:

@@ -3,7 +3,9 @@ width at fixed p, with the closed form's shape (SPEC section 5) scaled to the da
 
 Numbers: :func:`grokking_llc.analysis.fit_llc_vs_p` and
 :func:`~grokking_llc.analysis.fit_llc_vs_width`.
-Only valid final estimates enter the means and the fits; invalid ones are drawn hollow.
+Only valid final estimates enter the means and the fits; invalid ones are drawn hollow (not a
+minimum: a grey x). Under the paper's protocol (``params["protocol"] == "paper"``) every
+estimate is drawn filled and fitted, as the paper does, and the notes count the invalid ones.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from grokking_llc.figures._common import (
     new_figure,
     no_data,
     sampler_suffix,
+    use_of,
 )
 from grokking_llc.figures.registry import register
 
@@ -77,17 +80,14 @@ def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: li
         ax,
         pts[x],
         pts["llc"],
-        pts["llc_valid"],
+        pts["llc_used"],
+        status=pts["llc_status"],
         color=DATA_COLOUR,
         label_invalid="invalid estimate (not used)",
     )
+    what = "valid final LLC" if fit["use"] == analysis.USE_VALID else "final LLC, every estimate"
     draw_means(
-        ax,
-        fit["means"],
-        x,
-        color=DATA_COLOUR,
-        ls="",
-        label="valid final LLC: mean ± std over seeds",
+        ax, fit["means"], x, color=DATA_COLOUR, ls="", label=f"{what}: mean ± std over seeds"
     )
     xs = pts[x].to_numpy(dtype=float)
     lo = 0.0 if x == "width" else xs.min()
@@ -120,10 +120,11 @@ def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: li
 
 
 def _notes(fit: dict, x: str, what: str) -> list:
+    used = "a valid" if fit["use"] == analysis.USE_VALID else "an"
     return [
         f"{fit['n_runs']} runs, {fit['n_valid']} with a valid final LLC, "
-        f"{fit[f'n_{x}']} {what} with a valid estimate",
-        n_text(fit["means"]),
+        f"{fit[f'n_{x}']} {what} with {used} estimate used",
+        n_text(fit["means"], "valid runs (seeds)" if used == "a valid" else "runs (seeds)"),
         f"scaled closed-form slope {fmt(fit['theory_slope_scaled'])} vs fitted {fmt(fit['slope'])}"
         if x == "p" and math.isfinite(fit["theory_slope_scaled"])
         else None,
@@ -139,11 +140,12 @@ def _notes(fit: dict, x: str, what: str) -> list:
     reads="runs",
     per_sampler=True,
     caption="Figure 1: final estimated LLC against the modulus p at fixed width (valid estimates: "
-    "mean and standard deviation over seeds; invalid ones hollow, left out), a least-squares "
-    "line, and the closed form (Thm 4.1/4.2) and the data-restricted count scaled to the data.",
+    "mean and standard deviation over seeds; invalid ones hollow, left out; under the paper's "
+    "protocol every estimate, as the paper draws them), a least-squares line, and the closed "
+    "form (Thm 4.1/4.2) and the data-restricted count scaled to the data.",
 )
 def draw_fig1(runs: pd.DataFrame, params: dict):
-    fit = analysis.fit_llc_vs_p(runs)
+    fit = analysis.fit_llc_vs_p(runs, use=use_of(params))
     return _draw(
         fit,
         params,
@@ -160,11 +162,11 @@ def draw_fig1(runs: pd.DataFrame, params: dict):
     reads="runs",
     per_sampler=True,
     caption="Figure 2: final estimated LLC against the hidden width K at fixed p (valid estimates "
-    "only; invalid hollow): a line through the origin (proportionality) and a free line, with "
-    "the closed form's shape scaled to the data.",
+    "only, invalid hollow; under the paper's protocol every estimate): a line through the "
+    "origin (proportionality) and a free line, with the closed form's shape scaled to the data.",
 )
 def draw_fig2(runs: pd.DataFrame, params: dict):
-    fit = analysis.fit_llc_vs_width(runs)
+    fit = analysis.fit_llc_vs_width(runs, use=use_of(params))
     return _draw(
         fit,
         params,

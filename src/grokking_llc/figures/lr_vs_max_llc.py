@@ -1,5 +1,6 @@
 """Appendix H.3 (SPEC section 7 item 6): the maximum of each run's LLC curve against learning
-rate, a line per weight decay (valid maxima: mean ± std over seeds; invalid ones hollow).
+rate, a line per weight decay (valid maxima: mean ± std over seeds; invalid ones hollow, not a
+minimum a grey x; under the paper's protocol every maximum, as the paper draws them).
 Numbers: :func:`grokking_llc.analysis.lr_vs_max_llc`."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grokking_llc.figures._common import (
     no_data,
     palette,
     sampler_suffix,
+    use_of,
 )
 from grokking_llc.figures.registry import register
 
@@ -28,15 +30,16 @@ from grokking_llc.figures.registry import register
     per_sampler=True,
     caption="Appendix H.3: maximum of the LLC curve over training against the learning rate, a "
     "line per weight decay (valid estimates: mean ± std over seeds; invalid ones hollow, left "
-    "out).",
+    "out; under the paper's protocol every maximum).",
 )
 def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
-    res = analysis.lr_vs_max_llc(runs)
+    res = analysis.lr_vs_max_llc(runs, use=use_of(params))
     notes = [f"{res['n_runs']} runs, {res['n_valid']} with a valid maximum"]
     for wd, d in res["per_wd"].items():
         notes.append(
-            f"wd {fmt(wd)}: {d['n_valid']} of {d['n']} valid; Spearman(lr, max LLC) = "
-            f"{fmt(d['spearman'], 3)}; {n_text(d['means']) or 'no valid point'}"
+            f"wd {fmt(wd)}: {d['n_valid']} of {d['n']} valid, {d['n_used']} used; "
+            f"Spearman(lr, max LLC) = {fmt(d['spearman'], 3)}; "
+            f"{n_text(d['means'], 'runs (seeds)') or 'no point used'}"
         )
     notes += res["notes"]
     fig, axes = new_figure(1, 1, notes, panel_w=6.4, panel_h=3.9, dpi=dpi_of(params))
@@ -52,7 +55,7 @@ def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
     wds = list(res["per_wd"])
     for wd, col in zip(wds, palette(len(wds)), strict=True):
         sub = pts[pts["weight_decay"] == wd]
-        draw_runs(ax, sub["lr"], sub["llc"], sub["llc_valid"], color=col)
+        draw_runs(ax, sub["lr"], sub["llc"], sub["llc_used"], status=sub["llc_status"], color=col)
         draw_means(ax, res["per_wd"][wd]["means"], "lr", color=col, label=f"weight decay {fmt(wd)}")
     ax.legend(fontsize=6.5, loc="best")
     return fig

@@ -18,7 +18,8 @@ def _as_list(value: Any) -> list:
 
 def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """``{"fig3": {"train_log", "llc": {sampler: table}}, "fig13": ...}`` from the input roles
-    ``<key>_train_log`` and ``<key>_llc`` (one LLC table per name in ``<key>_samplers``)."""
+    ``<key>_train_log`` and ``<key>_llc`` (one LLC table per name in ``<key>_samplers``), with
+    the run's training settings ``<key>_run`` from the params."""
     tracks: dict[str, Any] = {}
     for key in ("fig3", "fig13"):
         if f"{key}_train_log" not in inputs:
@@ -30,6 +31,7 @@ def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
         tracks[key] = {
             "train_log": pd.read_parquet(inputs[f"{key}_train_log"]),
             "llc": {n: pd.read_parquet(p) for n, p in zip(names, paths, strict=True)},
+            "run": params.get(f"{key}_run"),
         }
     return tracks
 
@@ -49,6 +51,7 @@ def run_score_claims(
         params.get("theory_baseline"),
         samplers=params["samplers"],
         studies=params["studies"],
+        published=params.get("published", ()),
         seed=params.get("seed", 0),
     )
     write_parquet(df, out_path)
