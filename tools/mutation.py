@@ -95,6 +95,8 @@ MODULES: dict[str, list[str]] = {
     # mutant file scripts estimate_llc and checks the symmetries, curvature and grid by hand
     "calibrate": ["tests/test_calibrate_mutants.py"],
     "analysis": ["tests/test_analysis.py", "tests/test_analysis_mutants.py"],
+    # the verdict rules at their thresholds (table-driven edges) and each claim's statistic
+    "claims": ["tests/test_claims.py"],
     # fast files first: the module-constant pass runs the files in this order with -x
     "train": ["tests/test_train_mutants.py", "tests/test_train.py"],
     "config": [

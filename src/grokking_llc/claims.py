@@ -280,8 +280,11 @@ def _single_run_settings(df: pd.DataFrame, by: str | list[str]) -> list:
 
 
 def _ci_text(b: Mapping[str, float], digits: int = 3) -> str:
-    lo, hi = fmt(b["ci_low"], digits), fmt(b["ci_high"], digits)
-    return f"{fmt(b['value'], digits)} (95% CI {lo}..{hi})"
+    """``value (95% CI lo..hi)``; an undefined value or interval is said so, never "nan"."""
+    value = fmt(b["value"], digits) if _finite(b["value"]) else "undefined"
+    if not _finite(b["ci_low"], b["ci_high"]):
+        return f"{value} (no interval)"
+    return f"{value} (95% CI {fmt(b['ci_low'], digits)}..{fmt(b['ci_high'], digits)})"
 
 
 def _failing_text(statuses: Sequence[str] | np.ndarray, what: str) -> str:
