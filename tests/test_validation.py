@@ -316,3 +316,18 @@ def test_yaml_reads_what_safe_load_reads(tmp_path):
 def test_yaml_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_yaml(tmp_path / "none.yaml")
+
+
+def test_a_grid_figure_takes_the_only_sampler_of_a_config_without_paper(base):
+    """A user who names their one sampler `s` and asks for b2 is not refused on
+    `figures.b2.sampler: no sampler named 'paper'` (a key they never wrote); with two samplers
+    and no `paper` they must say which."""
+    llc = {"samplers": {"s": {"backend": "fast", "batch_size": 16}}}
+    cfg = {"train": base["train"], "studies": {"mine": {}}, "llc": llc,
+           "figures": {"b2": {"study": "mine"}}}  # fmt: skip
+    assert validate_config(cfg)["figures"]["b2"]["sampler"] == "s"
+    cfg["llc"]["samplers"]["t"] = {"backend": "fast", "batch_size": 16}
+    with pytest.raises(ConfigError, match="figures.b2.sampler: no sampler named 'paper'"):
+        validate_config(cfg)
+    cfg["figures"]["b2"]["sampler"] = "t"
+    assert validate_config(cfg)["figures"]["b2"]["sampler"] == "t"

@@ -532,7 +532,8 @@ def fill_figure_studies(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
     that study only if the config defines it; else the config's only study, when it has exactly
     one (and, for a figure of LLC values, a sampler estimates it); else none. A user's config
     with ``studies: {mine: ...}`` thus draws ``mine`` instead of being refused on a key it never
-    wrote."""
+    wrote. A grid figure's sampler left out likewise takes the config's only sampler when the
+    schema's default (``paper``) is not one of its samplers."""
     figs_schema = _dict(_dict(_dict(schema.get("properties")).get("figures")).get("properties"))
     studies = (
         cfg.get("studies")
@@ -556,6 +557,16 @@ def fill_figure_studies(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
         if only is not None and _track_figure(key) and samplers_given:
             only = only if _covering_samplers(ctx, [only]) else None
         cfg.setdefault("figures", {}).setdefault(key, {})["study"] = only
+    # likewise the sampler a grid figure varies (b2, bias_reduced: ``paper``): the config's only
+    # sampler when it names none of that name
+    samplers = ctx.samplers if samplers_given else {"paper": {}}
+    for key, entry in _dict(cfg.get("figures")).items():
+        default = _dict(_dict(_dict(figs_schema.get(key)).get("properties")).get("sampler"))
+        default = default.get("default")
+        if not isinstance(entry, dict) or "sampler" in entry or not isinstance(default, str):
+            continue
+        if default not in samplers and len(samplers) == 1:
+            entry["sampler"] = next(iter(samplers))
 
 
 def check_config(cfg: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> None:
