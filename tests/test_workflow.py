@@ -130,6 +130,7 @@ def test_outputs_have_the_documented_schemas(done_run):
     claims = pd.read_parquet(results / "tables" / "claims.parquet")
     assert set(claims["sampler"]) <= set(plan_cfg["llc"]["samplers"]) | {NO_SAMPLER}
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    assert set(claims["verdict_as_published"]) <= {"reproduced", "not_reproduced", "n/a"}
     calibration = pd.read_parquet(results / "calibration" / "baseline.parquet")
     assert calibration["chosen"].sum() >= 1
     pngs = list((results / "figures").rglob("*.png"))
