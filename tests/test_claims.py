@@ -283,6 +283,7 @@ def test_fig14_far_boundary_fails_and_open_is_inconclusive():
     assert far["ci_low"] > 4.13 and far["verdict"] == "fails"
     never = claims.claim_fig14_regime_boundary(_regime_runs(6.0), **KW)
     assert never["verdict"] == "inconclusive" and "open bracket for p = 23" in never["reason"]
+    assert "p 23: (3.66, never]" in never["reason"] and "nan" not in never["reason"]
 
 
 # --------------------------------------------------------------------------- theory

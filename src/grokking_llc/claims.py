@@ -1156,7 +1156,9 @@ def claim_fig14_regime_boundary(training: pd.DataFrame, *, seed: int, n_boot: in
         why = "no runs with finite p and n_train"
         return _row(**base, reason=why, **_published(NOT_REPRODUCED, why))
     brackets = "; ".join(
-        f"p {fmt(r.p)}: ({fmt(r.x_fail, 3)}, {fmt(r.x_gen, 3)}]" for r in res["per_p"].itertuples()
+        f"p {fmt(r.p)}: ({fmt(r.x_fail, 3) if _finite(r.x_fail) else 'none'}, "
+        f"{fmt(r.x_gen, 3) if _finite(r.x_gen) else 'never'}]"
+        for r in res["per_p"].itertuples()
     )
     if res["open_p"]:
         why = f"open bracket for p = {', '.join(fmt(p) for p in res['open_p'])}; {brackets}"
