@@ -682,7 +682,8 @@ def run_llc(
     the estimate enters means and fits -- the valid ones under ``use="valid"``, every one under
     ``use="all"``, the paper's protocol), and a note when the validity column is missing.
 
-    Columns read: ``final_llc`` / ``final_llc_valid`` or ``max_llc`` / ``max_llc_valid``. An old
+    Columns read: ``final_llc`` / ``final_llc_valid`` or ``max_llc`` / ``max_llc_valid``
+    (``max_llc_all``, the maximum over every estimate, under ``use="all"``). An old
     table with only ``llc_final`` / ``llc_max`` (or without the validity column) is read with
     every estimate marked not valid, and the note says so.
     """
@@ -690,7 +691,13 @@ def run_llc(
     value, flag, old = _RUN_LLC[which]
     df = runs.copy()
     note = None
-    if value in df:
+    if which == "max" and use == USE_ALL and "max_llc_all" in df:
+        # the paper's maximum is over every estimate of the curve, valid or not
+        df["llc"] = pd.to_numeric(df["max_llc_all"], errors="coerce")
+        value = None
+    if value is None:
+        pass
+    elif value in df:
         df["llc"] = pd.to_numeric(df[value], errors="coerce")
     elif old in df:
         df["llc"] = pd.to_numeric(df[old], errors="coerce")
@@ -701,7 +708,7 @@ def run_llc(
     else:
         df["llc_valid"] = False
         note = NOT_VALIDATED
-    stem = value.removesuffix("_llc")
+    stem = _RUN_LLC[which][0].removesuffix("_llc")
     df["llc_status"] = estimate_status(
         df, status=f"{stem}_llc_status", valid=flag, reason=f"{stem}_llc_invalid_reason"
     )

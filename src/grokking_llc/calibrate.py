@@ -1,53 +1,49 @@
-"""Sampler calibration: which SGLD settings give LLC estimates that pass SPEC section 10's checks.
+"""Sampler calibration: SGLD settings whose LLC estimates pass SPEC section 10's checks.
 
-:func:`calibrate_checkpoints` (and :func:`calibrate_sampler`, its one-checkpoint case) tries a
-grid of settings and chooses ONE for all the checkpoints given (settings stay fixed within a
-comparison, SPEC section 4).
+:func:`calibrate_targets` (with :func:`calibrate_checkpoints` and :func:`calibrate_sampler` for
+checkpoints of one model) chooses ONE setting for the targets given: in the pipeline the final
+checkpoint of the first run of one model shape (model, p, width), since every shape a figure
+compares is calibrated on its own (:mod:`grokking_llc.plan`); a setting's estimates are valid
+at any shape only where its checks passed there.
 
-Grid. Sampler kinds (``kind``: ``"sgld"`` first; the preconditioned kinds of
-:mod:`grokking_llc.sgld` only when plain SGLD has no valid setting, unless the grid names kinds),
-inverse temperatures ``nbeta``, localisations ``localization`` and step sizes. Step sizes are
-either absolute (``lr``) or relative to the fastest rate of the linearised sampler
-(``lr_scaled``): ``eps = lr_scaled / (nbeta * lambda + gamma * g_max)`` with ``lambda`` the largest
-eigenvalue of ``G^(1/2) H G^(1/2)`` (``H`` the full-batch Hessian of the loss, ``G`` the kind's
-preconditioner at w*, 1 for SGLD; power iteration, :func:`top_curvature`) and ``g_max = max G``,
-both taken as the maximum over the checkpoints so that the step sizes are the same at all of
-them. SPEC section 10: a step is stable when ``eps * nbeta * lambda_max <~ 1``, so
-``lr_scaled`` = 1 is the stability edge and smaller values are the candidates. The default grid
-(:func:`default_grid`) is ``nbeta = (n / ln n) * {1, 8, 64}``, ``gamma in {10, 100, 1000}`` and
-``lr_scaled in {1, 0.3, 0.1, 0.03, 0.01}``.
+Search (the defaults of :func:`default_search`, each overridable in the config's
+``llc.calibration.grid``). For each sampler kind (``gn_diag`` first: its diagonal Gauss-Newton
+preconditioner relaxes the flat directions fastest, measured at K=256) and inverse temperature
+``nbeta`` (``(n / ln n) x {512, 64}``, the larger first), a ladder of localisations
+``gamma = nbeta lambda / kappa`` over resolutions ``kappa = 32, 64, ..., 4096`` (``lambda`` the
+largest eigenvalue of ``G^(1/2) H G^(1/2)`` at the final target, :func:`top_curvature`; so
+``nbeta / gamma`` grows by 2 per rung and ``kappa`` is scale-free), each run at the step size
+``eps = lr_scaled / (nbeta lambda + gamma g_max)`` (``g_max = max G``, 1 for SGLD;
+``lr_scaled = 1`` is the stability edge of SPEC section 10, the first value of ``lr_scaled`` is
+used). A rung whose chains are not stationary within ``max_steps`` ends the ladder (a finer
+resolution relaxes more slowly still). The first rung that is valid (:mod:`grokking_llc.validity`)
+and agrees with the valid rung before it (``2 gamma``) within :data:`validity.SENSITIVITY_TOL` is
+the candidate: its estimate no longer counts more directions as the localisation loosens.
 
-Selection rule (written for the README too):
+Checks of a candidate (:mod:`grokking_llc.validity` states the tolerances; each is a
+:func:`validity.compare`, precise enough to tell or failed as too noisy):
 
-1. At the final checkpoint (the last one given), for each (kind, nbeta, gamma), walk the step
-   sizes from the largest down to the first pair of adjacent step sizes that give the same
-   estimate within 10% or 3 standard errors (the estimate is flat in eps there), the smaller
-   of them with a high MALA acceptance (>= 0.9), and at least one of them stationary
-   (split-R-hat of loss and distance < 1.1 on draws and tail over >= 4 chains, drift within
-   3 SE, ESS >= 100) with a high MALA acceptance. Take the smaller step of the pair if it is
-   such, else the larger: the step's bias grows about linearly in eps, so when the pair agrees
-   within 10% (a grid factor of ~3) the smaller step's bias is below ~5%, the larger one's
-   below ~15%. The walk stops early once a step is accurate (MALA ok) but not stationary,
-   since smaller steps relax more slowly still.
-2. Candidates are these picks that are not localisation-dominated (gradient-to-localisation
-   force ratio >= 1), ordered by nbeta (largest first: the smallest temperature bias), then
-   gamma (smallest first: the least localisation bias). The groups are walked in this order
-   and each candidate checked (step 3) as soon as it is found, so the search ends at the first
-   setting that passes (``exhaustive=True`` walks the whole grid anyway, for the figure).
-3. For each candidate in turn (at most ``max_checks``), at every checkpoint: the estimate must
-   be valid (:mod:`grokking_llc.validity`), must not scale with nbeta (the estimate at nbeta / 2,
-   same eps and gamma, gives an elasticity ``log2(llc(nbeta) / llc(nbeta / 2)) <= 0.5``), and
-   must not move under the model's function-preserving rescaling (the quadratic net's
-   ``W -> cW, V -> V / c^2`` for c = 2 and 1/2, SPEC section 10; a deep linear net's layer
-   scaling; any hook given) by more than 10% or 3 SE. The first candidate passing everywhere is
-   chosen, ``chosen_valid`` True.
-4. If none passes (or there is none), the preconditioned kinds are tried the same way (when the
-   grid does not name kinds). If still none: say so, and choose the best stationary setting
-   at the final checkpoint (most checks passed, then the order of step 2), ``chosen_valid``
-   False; with no stationary setting at all, the one with the smallest R-hat, also marked not
-   valid. The chosen setting is run at every checkpoint, so the table shows it everywhere.
+1. step size: halving ``lr_scaled`` moves the estimate by at most :data:`validity.EPS_TOL`;
+   if not, the smaller step becomes the candidate's and is checked against the next one down
+   the ``lr_scaled`` list;
+2. gamma: at ``2 gamma`` (same nbeta, same fraction of that setting's own stability edge) the
+   estimate moves by at most :data:`validity.SENSITIVITY_TOL` (redone at the chosen step);
+3. nbeta: at ``nbeta / 2, gamma / 2`` (the same resolution, a higher temperature) the same;
+4. rescaling: under the model's function-preserving rescaling (the quadratic net's
+   ``W -> cW, V -> V / c^2``, a deep linear net's layer scaling; c = 2 and 1/2; SPEC section
+   10), run at the same fraction of the *rescaled* state's own stability edge, the same;
+5. reference (optional, ``reference="mala"``): a full-batch Metropolis-adjusted chain
+   (:mod:`grokking_llc.mala`) at the same nbeta and gamma agrees within
+   :data:`REFERENCE_TOL`;
+6. every other target: the candidate's estimate is valid there, or the target is not a minimum
+   (``not_a_minimum``: the LLC is not defined there, which vetoes nothing).
 
-Every random draw is seeded: all settings at a checkpoint use the same seed (common random
+The first candidate that passes everything is chosen (``chosen_valid`` True). At most
+``max_candidates`` candidates are checked over all kinds and temperatures. If none passes, the
+candidate that passed most checks (else the rung with the best stationarity) is chosen and
+marked NOT valid, and ``reason`` lists every check that failed, with the target where it failed.
+
+Every random draw is seeded: all settings at a target use the target's seed (common random
 numbers make their comparisons sharper).
 """
 
@@ -79,13 +75,15 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 State = Mapping[str, torch.Tensor]
 Symmetry = Callable[[State, float], dict[str, torch.Tensor]]
 
-DEFAULT_NBETA_FACTORS = (1.0, 8.0, 64.0)  # times n / ln n
-DEFAULT_LOCALIZATION = (10.0, 100.0, 1000.0)
-DEFAULT_LR_SCALED = (1.0, 0.3, 0.1, 0.03, 0.01)
-FALLBACK_KINDS = ("rmsprop", "gn_diag")
+DEFAULT_KINDS = ("gn_diag", "sgld")
+DEFAULT_NBETA_FACTORS = (512.0, 64.0)  # times n / ln n, the larger first
+DEFAULT_RESOLUTIONS = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0)  # kappa
+DEFAULT_LR_SCALED = (0.2, 0.1, 0.05, 0.025)  # fractions of the stability edge
 RESCALE_FACTORS = (2.0, 0.5)
-# settings a grid may search; everything else comes from ``base``
-GRID_KEYS = ("kind", "nbeta", "localization", "lr", "lr_scaled")
+DEFAULT_MAX_STEPS = 20_000  # cap of a calibration run's adaptive length
+REFERENCE_TOL = 0.05  # SGLD against the Metropolis-adjusted reference (issue 19)
+# what a grid may search; everything else comes from ``base``
+GRID_KEYS = ("kind", "nbeta", "localization", "resolution", "lr_scaled")
 
 
 @dataclass
@@ -216,48 +214,50 @@ def top_curvature(
 
 
 # --------------------------------------------------------------------------------------------
-# Grid
+# Search
 # --------------------------------------------------------------------------------------------
 
 
-def default_grid(n: int) -> dict[str, list]:
-    """The default search (module docstring): nbeta from ``n / ln n`` to 64 times it."""
+def default_search(n: int) -> dict[str, list]:
+    """The default search (module docstring), for ``n`` training samples."""
     base = n / math.log(n) if n > 2 else 1.0
     return {
+        "kind": list(DEFAULT_KINDS),
         "nbeta": [float(f"{base * f:.4g}") for f in DEFAULT_NBETA_FACTORS],
-        "localization": list(DEFAULT_LOCALIZATION),
+        "resolution": list(DEFAULT_RESOLUTIONS),
         "lr_scaled": list(DEFAULT_LR_SCALED),
     }
 
 
-def _normalise_grid(grid: Mapping[str, Any] | None, n: int) -> tuple[dict[str, list], bool]:
-    """Grid with defaults filled in; and whether the kinds were given (no fallback then)."""
-    out = default_grid(n)
-    grid = dict(grid or {})
+def default_grid(n: int) -> dict[str, list]:
+    """Alias of :func:`default_search` (the config key is ``llc.calibration.grid``)."""
+    return default_search(n)
+
+
+def _normalise_grid(grid: Mapping[str, Any] | None, n: int) -> dict[str, list]:
+    """The search with the defaults filled in: ``kind`` (in order), ``nbeta`` (largest first),
+    the ladder as ``localization`` (largest first) or ``resolution`` (smallest first), the
+    steps ``lr_scaled`` (largest first: the first is the ladder's, the others the step-size
+    check's)."""
+    out = default_search(n)
+    grid = {k: v for k, v in dict(grid or {}).items() if v is not None}
     unknown = set(grid) - set(GRID_KEYS)
     if unknown:
         raise ValueError(f"calibration grid: unknown key(s) {sorted(unknown)}; use {GRID_KEYS}")
-    if "lr" in grid and "lr_scaled" in grid:
-        raise ValueError("calibration grid: give lr or lr_scaled, not both")
-    if "lr" in grid:
-        out.pop("lr_scaled")
+    if "localization" in grid and "resolution" in grid:
+        raise ValueError("calibration grid: give localization or resolution, not both")
+    if "localization" in grid:
+        out.pop("resolution")
     out.update({k: list(v) for k, v in grid.items()})
-    kinds_given = "kind" in grid
-    out["kind"] = list(out.get("kind", ["sgld"]))
     for kind in out["kind"]:
         if kind not in KINDS:
             raise ValueError(f"calibration grid: unknown kind {kind!r}; choose from {KINDS}")
-    for key in ("nbeta", "localization", "lr", "lr_scaled"):
+    for key in ("nbeta", "localization", "resolution", "lr_scaled"):
         if key in out:
-            if not out[key] or any(not (v >= 0) for v in out[key]):
-                raise ValueError(f"calibration grid: {key} needs non-negative values")
-            out[key] = sorted({float(v) for v in out[key]}, reverse=key.startswith("lr"))
-    return out, kinds_given
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration
-# --------------------------------------------------------------------------------------------
+            if not out[key] or any(not (float(v) > 0) for v in out[key]):
+                raise ValueError(f"calibration grid: {key} needs positive values")
+            out[key] = sorted({float(v) for v in out[key]}, reverse=key != "resolution")
+    return out
 
 
 @dataclass
@@ -280,49 +280,130 @@ class Target:
         return {name: self.state[name] for name, _ in self.model.named_parameters()}
 
 
-class _Runner:
-    """Runs and caches one estimate per (target, settings, rescaling)."""
+@dataclass(frozen=True)
+class Setting:
+    """One sampler setting of the search: kind, nbeta, gamma and the step as a fraction
+    ``lr_scaled`` of the stability edge (the absolute step follows per target and rescaling)."""
 
-    def __init__(self, targets, base, num_steps, backend, device, diag_every):
+    kind: str
+    nbeta: float
+    gamma: float
+    lr_scaled: float
+
+    def with_(self, **kw) -> Setting:
+        return Setting(**{**self.__dict__, **kw})
+
+
+class _Runner:
+    """Runs and caches one estimate per (target, setting, rescaling); keeps the table's rows."""
+
+    def __init__(self, targets, base, num_steps, backend, device, diag_every, symmetry):
         self.targets = targets
         self.base, self.num_steps = dict(base), num_steps
         self.backend, self.device, self.diag_every = backend, device, diag_every
-        self.cache: dict[tuple, tuple[LLCResult, float]] = {}
+        self.symmetry = symmetry
+        self.cache: dict[tuple, LLCResult] = {}
+        self.scales: dict[tuple, tuple[float, float]] = {}
+        self.rows: list[dict] = []
         self.work = {id(t.model): copy.deepcopy(t.model) for t in targets}
 
-    def settings(self, kind: str, lr: float, nbeta: float, gamma: float) -> dict[str, Any]:
-        burn = int(self.base.get("num_burnin_steps", 0))
-        s = {**self.base, "lr": float(lr), "nbeta": float(nbeta), "localization": float(gamma),
-             "num_draws": self.num_steps - burn, "num_burnin_steps": burn}  # fmt: skip
-        if kind != "sgld":
-            s["kind"] = kind
-        else:
-            s.pop("kind", None)
-        return s
+    @property
+    def final(self) -> int:
+        return len(self.targets) - 1
 
-    def run(self, k: int, settings: Mapping[str, Any], rescale: float = 1.0, symmetry=None):
+    def state(self, k: int, rescale: float) -> State:
+        target = self.targets[k]
+        if rescale == 1.0:
+            return target.state
+        symmetry = target.symmetry or self.symmetry
+        return symmetry(target.state, rescale)
+
+    def scale(self, k: int, kind: str, rescale: float = 1.0) -> tuple[float, float]:
+        """(lambda, g_max) of ``kind`` at target k (rescaled): the largest eigenvalue of
+        ``G^(1/2) H G^(1/2)`` and the largest entry of ``G`` (1 for SGLD)."""
+        key = (k, kind, rescale)
+        if key not in self.scales:
+            t = self.targets[k]
+            state = self.state(k, rescale)
+            params = {name: state[name] for name, _ in t.model.named_parameters()}
+            opts = SamplerOptions(kind=kind, **_precond_options(self.base))
+            bs = min(int(self.base.get("batch_size", SamplerConfig().batch_size)), len(t.x))
+            G = _preconditioner(t.model, params, t.x, t.y, t.loss_fn, opts, bs, t.seed)
+            lam = top_curvature(t.model, params, t.x, t.y, t.loss_fn, precond=G, seed=t.seed)
+            gmax = 1.0 if G is None else max(float(g.max()) for g in G.values())
+            self.scales[key] = (lam, gmax)
+        return self.scales[key]
+
+    def lr(self, k: int, s: Setting, rescale: float = 1.0) -> float:
+        """The absolute step of ``s`` at target k: ``lr_scaled / (nbeta lambda + gamma g_max)``."""
+        lam, gmax = self.scale(k, s.kind, rescale)
+        return float(f"{s.lr_scaled / (s.nbeta * lam + s.gamma * gmax):.4g}")
+
+    def settings(self, s: Setting, lr: float) -> dict[str, Any]:
+        burn = int(self.base.get("num_burnin_steps", 0))
+        out = {**self.base, "lr": float(lr), "nbeta": float(s.nbeta),
+               "localization": float(s.gamma), "num_draws": self.num_steps - burn,
+               "num_burnin_steps": burn}  # fmt: skip
+        if s.kind != "sgld":
+            out["kind"] = s.kind
+        else:
+            out.pop("kind", None)
+        return out
+
+    def run(self, k: int, s: Setting, role: str, *, rescale: float = 1.0, lr: float | None = None):
+        """The estimate of ``s`` at target k (at ``lr`` if given, else at its own fraction of
+        the edge), recorded as a table row with ``role``; (result, row)."""
+        lr = self.lr(k, s, rescale) if lr is None else float(lr)
+        settings = self.settings(s, lr)
         key = (k, json.dumps(settings, sort_keys=True), rescale)
-        if key not in self.cache:
-            target = self.targets[k]
-            if rescale != 1.0:
-                symmetry = target.symmetry or symmetry
-            state = target.state if rescale == 1.0 else symmetry(target.state, rescale)
-            work = self.work[id(target.model)]
-            with torch.no_grad():
-                for name, p in work.named_parameters():
-                    p.copy_(state[name])
+        fresh = key not in self.cache
+        if fresh:
             t0 = time.perf_counter()
-            res = estimate_llc(
-                work, target.x, target.y, target.loss_fn, settings, seed=target.seed,
-                backend=self.backend, device=self.device, diag_every=self.diag_every,
-            )  # fmt: skip
-            self.cache[key] = (res, time.perf_counter() - t0)
-            log.info(
-                "%s %s%s: llc %.4g +- %.2g, %s", target.labels, _short(settings),
-                f" rescaled x{rescale:g}" if rescale != 1.0 else "", res.llc_mean, res.llc_se,
-                "valid" if res.valid else res.invalid_reason,
-            )  # fmt: skip
-        return self.cache[key]
+            res = self._estimate(k, settings, rescale)
+            res.diagnostics["seconds"] = time.perf_counter() - t0
+            self.cache[key] = res
+        res = self.cache[key]
+        lam, gmax = self.scale(k, s.kind, rescale)
+        lam_h = self.scale(k, "sgld", rescale)[0]
+        row = {
+            "target": k, "role": role, "kind": s.kind, "lr": lr, "lr_scaled": s.lr_scaled,
+            "nbeta": s.nbeta, "localization": s.gamma, "rescale": rescale,
+            "resolution": s.nbeta * lam_h / s.gamma if s.gamma > 0 else math.inf,
+            "curvature": lam, "precond_max": gmax,
+            "seconds": res.diagnostics["seconds"] if fresh else 0.0,
+            **_summary(res), "settings": json.dumps(settings, sort_keys=True),
+        }  # fmt: skip
+        self.rows.append(row)
+        return res, row
+
+    def _estimate(self, k: int, settings: Mapping[str, Any], rescale: float) -> LLCResult:
+        target = self.targets[k]
+        work = self.work[id(target.model)]
+        with torch.no_grad():
+            for name, p in work.named_parameters():
+                p.copy_(self.state(k, rescale)[name])
+        res = estimate_llc(
+            work, target.x, target.y, target.loss_fn, settings, seed=target.seed,
+            backend=self.backend, device=self.device, diag_every=self.diag_every,
+        )  # fmt: skip
+        log.info(
+            "%s %s%s: llc %.4g +- %.2g, %s", target.labels, _short(settings),
+            f" rescaled x{rescale:g}" if rescale != 1.0 else "", res.llc_mean, res.llc_se,
+            "valid" if res.valid else res.invalid_reason,
+        )  # fmt: skip
+        return res
+
+
+def _precond_options(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The preconditioner constants a base may set (gn_damping, gn_probes, rmsprop_*)."""
+    keys = ("gn_damping", "gn_probes", "rmsprop_alpha", "rmsprop_eps")
+    return {k: base[k] for k in keys if k in base}
+
+
+def _summary(res: LLCResult) -> dict[str, Any]:
+    out = res.summary()
+    out["llc_reason"] = out.pop("reason")
+    return out
 
 
 def _short(s: Mapping[str, Any]) -> str:
@@ -330,13 +411,262 @@ def _short(s: Mapping[str, Any]) -> str:
             f"gamma={s['localization']:.4g}")  # fmt: skip
 
 
-def _ok(res: LLCResult) -> bool:
-    """Stationary with an accurate step (the per-estimate half of the step-size walk)."""
-    return bool(res.stationary and res.step_ok and math.isfinite(res.llc_mean))
+def _ladder(runner: _Runner, grid, kind: str, nbeta: float, c0: float):
+    """The localisation ladder at one (kind, nbeta) (module docstring): ``(candidate,
+    remaining bias)`` or ``(None, nan)``. The rungs' gammas are ``nbeta lambda_H / kappa``
+    with ``lambda_H`` the largest Hessian eigenvalue (the plain one, whatever the kind, so that
+    kappa means the same resolution for every kind); a rung is the candidate when it and the
+    two before it are valid and the rest of their geometric series
+    (:func:`validity.remaining_bias`) is within :data:`validity.GAMMA_TOL`."""
+    lam_h, _ = runner.scale(runner.final, "sgld")
+    if "localization" in grid:
+        gammas = list(grid["localization"])
+    else:
+        gammas = [nbeta * lam_h / kappa for kappa in grid["resolution"]] if lam_h > 0 else []
+    valid: list[LLCResult] = []
+    for gamma in gammas:
+        s = Setting(kind, nbeta, float(f"{gamma:.4g}"), c0)
+        res, row = runner.run(runner.final, s, "ladder")
+        valid = [*valid, res] if res.valid else []
+        if len(valid) >= 2:
+            row["gamma_change"] = (valid[-1].llc_mean - valid[-2].llc_mean) / abs(
+                valid[-2].llc_mean
+            )
+        if len(valid) >= 3:
+            last = valid[-3:]
+            bias, _ = validity.remaining_bias([r.llc_mean for r in last], [r.llc_se for r in last])
+            row["gamma_bias"] = bias
+            if bias <= validity.GAMMA_TOL:
+                return s, bias
+        if not res.stationary and not math.isnan(res.llc_mean) and res.at_minimum:
+            return None, math.nan  # a finer resolution relaxes more slowly still
+    return None, math.nan
 
 
-def _same(a: LLCResult, b: LLCResult, tol: float) -> bool:
-    return validity.within(a.llc_mean, b.llc_mean, a.llc_se, b.llc_se, tol)
+@dataclass
+class _Outcome:
+    setting: Setting
+    lr: float
+    passed: list[str]
+    failed: list[str]  # "check at target: why"
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _where(runner: _Runner, k: int) -> str:
+    labels = runner.targets[k].labels
+    return ", ".join(f"{key} {value}" for key, value in labels.items()) or f"target {k}"
+
+
+def _check(runner: _Runner, grid, cand: Setting, gamma_bias: float, reference) -> _Outcome:
+    """Checks 1-6 of the module docstring for one candidate; every result goes into the
+    candidate's row (role ``candidate``) at the final target."""
+    final, ladder_steps = runner.final, grid["lr_scaled"]
+    where = _where(runner, final)
+    passed, failed = [], []
+    s = cand
+    # 1. step size: walk lr_scaled down until a smaller step changes nothing
+    i = ladder_steps.index(cand.lr_scaled)
+    res, row = runner.run(final, s, "candidate")
+    eps_ok = False
+    while True:
+        if i + 1 >= len(ladder_steps):
+            failed.append(f"step size at {where}: no smaller step left to compare with")
+            break
+        smaller = s.with_(lr_scaled=ladder_steps[i + 1])
+        res_small, _ = runner.run(final, smaller, "step")
+        cmp = validity.compare(res.llc_mean, res_small.llc_mean, res.llc_se, res_small.llc_se,
+                               validity.EPS_TOL)  # fmt: skip
+        if cmp.ok:
+            eps_ok = True
+            break
+        if not res_small.valid:
+            failed.append(f"step size at {where}: {cmp.why}; the smaller step is not valid")
+            break
+        s, i = smaller, i + 1
+        res, row = runner.run(final, s, "candidate")
+    row["eps_change"] = cmp.change if "cmp" in locals() else math.nan
+    if eps_ok:
+        passed.append("step size")
+    if not res.valid:
+        failed.append(f"estimate at {where}: {res.invalid_reason}")
+    lr = runner.lr(final, s)
+    # 2. gamma: the ladder's remaining bias (a property of the posterior; the step's bias
+    # moves every rung alike, so it is not redone at a smaller step)
+    row["gamma_bias"] = gamma_bias
+    passed.append("gamma")
+    # 3. nbeta: half the temperature's inverse at the same resolution, at the same fraction of
+    # its own stability edge
+    res_n, _ = runner.run(final, s.with_(nbeta=s.nbeta / 2, gamma=s.gamma / 2), "nbeta")
+    cmp = validity.compare(res.llc_mean, res_n.llc_mean, res.llc_se, res_n.llc_se,
+                           validity.SENSITIVITY_TOL)  # fmt: skip
+    row["nbeta_change"] = cmp.change
+    (passed.append("nbeta") if cmp.ok else failed.append(f"nbeta at {where}: {cmp.why}"))
+    # 4. rescaling, at the rescaled state's own stability edge
+    symmetry = runner.targets[final].symmetry or runner.symmetry
+    if symmetry is not None:
+        worst = 0.0
+        for c in RESCALE_FACTORS:
+            res_c, _ = runner.run(final, s, f"rescale x{c:g}", rescale=c)
+            row[f"llc_rescaled_{c:g}"] = res_c.llc_mean
+            cmp = validity.compare(res.llc_mean, res_c.llc_mean, res.llc_se, res_c.llc_se,
+                                   validity.SENSITIVITY_TOL)  # fmt: skip
+            worst = max(worst, abs(cmp.change)) if math.isfinite(cmp.change) else math.nan
+            if not cmp.ok:
+                failed.append(f"rescaling x{c:g} at {where}: {cmp.why}")
+        row["rescale_change"] = worst
+        if all(not f.startswith("rescaling") for f in failed):
+            passed.append("rescaling")
+    # 5. a Metropolis-adjusted reference
+    if reference == "mala":
+        ref = _reference(runner, final, s)
+        row["reference_llc"] = ref.llc_mean
+        cmp = validity.compare(ref.llc_mean, res.llc_mean, ref.llc_se, res.llc_se, REFERENCE_TOL)
+        row["reference_change"] = cmp.change
+        if ref.valid and cmp.ok:
+            passed.append("reference")
+        else:
+            why = cmp.why if ref.valid else f"the reference is not valid ({ref.invalid_reason})"
+            failed.append(f"MALA reference at {where}: {why}")
+    # 6. every other target, at the same absolute step
+    for k in range(final):
+        res_k, _ = runner.run(k, s, "target", lr=lr)
+        if not (res_k.valid or res_k.status == validity.NOT_A_MINIMUM):
+            failed.append(f"estimate at {_where(runner, k)}: {res_k.invalid_reason}")
+    row["checks_passed"] = not failed
+    row["check_failures"] = "; ".join(failed)
+    return _Outcome(s, lr, passed, failed)
+
+
+def _reference(runner: _Runner, k: int, s: Setting) -> LLCResult:
+    """A full-batch MALA estimate (:mod:`grokking_llc.mala`) of the same localised posterior,
+    gn_diag-preconditioned, with the base's chains and as many draws as the SGLD run used."""
+    from grokking_llc import mala
+
+    target = runner.targets[k]
+    work = runner.work[id(target.model)]
+    with torch.no_grad():
+        for name, p in work.named_parameters():
+            p.copy_(target.state[name])
+    t0 = time.perf_counter()
+    burn = max(int(runner.base.get("num_burnin_steps", 0)), 500)
+    res = mala.estimate_llc_mala(
+        work, target.x, target.y, target.loss_fn, nbeta=s.nbeta, localization=s.gamma,
+        num_chains=int(runner.base.get("num_chains", 4)), num_warmup=burn,
+        num_draws=max(runner.num_steps - burn, 1000), seed=target.seed, device=runner.device,
+    )  # fmt: skip
+    runner.rows.append({"target": k, "role": "reference", "kind": "mala", "lr": math.nan,
+                        "lr_scaled": math.nan, "nbeta": s.nbeta, "localization": s.gamma,
+                        "rescale": 1.0, "seconds": time.perf_counter() - t0, **_summary(res),
+                        "settings": ""})  # fmt: skip
+    return res
+
+
+def calibrate_targets(
+    targets: Sequence[Target],
+    *,
+    base: Mapping[str, Any] | SamplerConfig | None = None,
+    grid: Mapping[str, Any] | None = None,
+    num_steps: int = 1500,
+    backend: str = "fast",
+    device: str | torch.device | None = None,
+    symmetry: Symmetry | None = None,
+    max_candidates: int = 3,
+    diag_every: int | None = None,
+    exhaustive: bool = False,
+    reference: str | None = None,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
+) -> Calibration:
+    """The calibration of the module docstring over any targets (checkpoints, possibly of
+    several runs with their own models and data): the search and checks 1-5 at the last
+    target, check 6 at the others, one setting for all. ``symmetry`` applies to every target's
+    state (None: no rescaling check unless a target has its own). ``base``: sampler settings
+    that are not searched (batch_size, num_chains, num_burnin_steps as the minimum burn-in,
+    max_steps and target_ess of the adaptive length, ...); ``num_steps``: the base length of
+    every run (``num_burnin_steps + num_draws``). The table has one row per estimate run, with
+    the target's labels, ``target`` (its index) and ``role``. ``max_steps``: the cap of every
+    run's adaptive length when ``base`` sets none (the chosen settings carry it, so the
+    estimates made with them are as long as the calibration's)."""
+    t_start = time.perf_counter()
+    if not targets:
+        raise ValueError("calibration needs at least one target")
+    if reference not in (None, "mala"):
+        raise ValueError(f"calibration reference {reference!r}: choose 'mala' or None")
+    if device is None:
+        device = next(targets[0].model.parameters()).device
+    base = _base_settings(base)
+    if base.get("max_steps") is None and max_steps is not None and max_steps > num_steps:
+        base["max_steps"] = int(max_steps)  # adaptive length (SPEC section 10)
+    if int(base.get("num_burnin_steps", 0)) + 16 > num_steps:
+        raise ValueError(f"num_steps {num_steps} leaves too few draws after the burn-in")
+    grid = _normalise_grid(grid, min(len(t.x) for t in targets))
+    runner = _Runner(list(targets), base, num_steps, backend, device, diag_every, symmetry)
+    kinds = [k for k in grid["kind"] if not (backend == "devinterp" and k != "sgld")]
+    steps = grid.get("lr_scaled")
+    outcomes: list[_Outcome] = []
+    chosen = None
+    for kind in kinds:
+        for nbeta in grid["nbeta"]:
+            if len(outcomes) >= max_candidates or (chosen is not None and not exhaustive):
+                break
+            cand, gamma_bias = _ladder(runner, grid, kind, nbeta, steps[0])
+            if cand is None:
+                continue
+            outcome = _check(runner, grid, cand, gamma_bias, reference)
+            outcomes.append(outcome)
+            if outcome.ok and chosen is None:
+                chosen = outcome
+    if chosen is not None:
+        setting, lr, valid = chosen.setting, chosen.lr, True
+        reason = (f"{_short(runner.settings(setting, lr))} passed every check ("
+                  f"{', '.join(chosen.passed)}) at {len(targets)} target(s).")  # fmt: skip
+    else:
+        setting, lr, why = _fallback(runner, outcomes)
+        valid = False
+        reason = why
+        if setting is not None:  # show the fallback at every target, as a valid choice is
+            for k in range(len(targets)):
+                runner.run(k, setting, "target" if k != runner.final else "candidate", lr=lr)
+    table = _table(runner)
+    settings = runner.settings(setting, lr) if setting is not None else None
+    chosen_json = json.dumps(settings, sort_keys=True) if settings is not None else None
+    mask = (table["settings"] == chosen_json) & (table["rescale"] == 1.0) if len(table) else []
+    table["chosen"] = np.asarray(mask, dtype=bool)
+    table["chosen_valid"] = table["chosen"] & valid
+    table["reason"] = reason
+    seconds = time.perf_counter() - t_start
+    log.info("calibration (%.0fs): %s", seconds, reason)
+    return Calibration(table, settings, bool(valid and settings is not None), reason, seconds)
+
+
+def _fallback(runner: _Runner, outcomes: list[_Outcome]) -> tuple:
+    """(setting, lr, reason) when nothing passed: the candidate with most checks passed, else
+    the ladder rung that got furthest (valid, then stationary, then the finest resolution)."""
+    if outcomes:
+        best = max(outcomes, key=lambda o: (len(o.passed), -len(o.failed)))
+        short = _short(runner.settings(best.setting, best.lr))
+        passed = ", ".join(best.passed) or "none"
+        reason = (f"no setting passed every check; chose {short}, the candidate that passed "
+                  f"most ({passed}), NOT valid: {'; '.join(best.failed)}.")  # fmt: skip
+        return best.setting, best.lr, reason
+    rungs = [r for r in runner.rows if r["role"] == "ladder" and math.isfinite(r["llc_mean"])]
+    if not rungs:
+        return None, None, "no setting gave a finite estimate"
+    best = max(rungs, key=lambda r: (r["valid"], r["stationary"], r["resolution"]))
+    setting = Setting(best["kind"], best["nbeta"], best["localization"], best["lr_scaled"])
+    why = best["invalid_reason"] or "valid, but no two rungs agreed as gamma halved"
+    return (
+        setting,
+        best["lr"],
+        (
+            f"no setting reached a candidate (no two valid rungs of a ladder agreed within "
+            f"{100 * validity.SENSITIVITY_TOL:g}% as gamma halved); chose "
+            f"{_short(runner.settings(setting, best['lr']))}, the rung that got furthest, NOT "
+            f"valid at {_where(runner, runner.final)}: {why}."
+        ),
+    )
 
 
 def calibrate_checkpoints(
@@ -346,30 +676,18 @@ def calibrate_checkpoints(
     y: torch.Tensor,
     loss_fn: LossFn,
     *,
-    base: Mapping[str, Any] | SamplerConfig | None = None,
-    grid: Mapping[str, Any] | None = None,
-    num_steps: int = 2000,
     seed: int = 0,
     seeds: Sequence[int] | None = None,
     labels: Sequence[int] | None = None,
-    backend: str = "fast",
-    device: str | torch.device | None = None,
     symmetry: Symmetry | str | None = "auto",
-    max_checks: int = 3,
-    diag_every: int | None = None,
-    exhaustive: bool = False,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
 ) -> Calibration:
-    """Choose one sampler setting for all of ``states`` (checkpoints of ``model``; the last is
-    the final one) by the rule of the module docstring.
-
-    ``base``: settings that are not searched (batch_size, num_chains, num_burnin_steps as the
-    minimum burn-in, weight_decay, num_init_loss_batches, and options such as ``max_steps``);
-    ``grid``: lists under :data:`GRID_KEYS` (missing keys take :func:`default_grid`'s values);
-    ``num_steps``: SGLD steps per chain for every setting tried. Checkpoint k is sampled with
-    ``seeds[k]`` (default ``seed + k``) and labelled ``labels[k]`` in the table's ``step``
-    column (default k). ``symmetry``: ``"auto"`` (:func:`model_symmetry`), None (no rescaling
-    check) or a function ``(state, c) -> state``. ``max_checks``: candidates checked per kind.
-    """
+    """:func:`calibrate_targets` at checkpoints of one model (the last is the final one).
+    Checkpoint k is sampled with ``seeds[k]`` (default ``seed + k``) and labelled ``labels[k]``
+    in the table's ``step`` column (default k). ``symmetry``: ``"auto"``
+    (:func:`model_symmetry`), None (no rescaling check) or a function ``(state, c) -> state``.
+    Other keyword arguments go to :func:`calibrate_targets`."""
     if not states:
         raise ValueError("calibrate_checkpoints needs at least one checkpoint")
     if device is None:
@@ -384,108 +702,16 @@ def calibrate_checkpoints(
     ]  # fmt: skip
     if symmetry == "auto":
         symmetry = model_symmetry(model)
-    return calibrate_targets(
-        targets, base=base, grid=grid, num_steps=num_steps, backend=backend, device=device,
-        symmetry=symmetry, max_checks=max_checks, diag_every=diag_every, exhaustive=exhaustive,
-    )  # fmt: skip
-
-
-def calibrate_targets(
-    targets: Sequence[Target],
-    *,
-    base: Mapping[str, Any] | SamplerConfig | None = None,
-    grid: Mapping[str, Any] | None = None,
-    num_steps: int = 2000,
-    backend: str = "fast",
-    device: str | torch.device | None = None,
-    symmetry: Symmetry | None = None,
-    max_checks: int = 3,
-    diag_every: int | None = None,
-    exhaustive: bool = False,
-) -> Calibration:
-    """The calibration of the module docstring over any targets (checkpoints, possibly of
-    several runs with their own models and data): the step-size walk at the last target, the
-    checks at every target, one setting for all. ``symmetry`` applies to every target's state
-    (None: no rescaling check). The table has one row per (target, setting) tried, with the
-    target's labels and ``target`` (its index)."""
-    t_start = time.perf_counter()
-    if not targets:
-        raise ValueError("calibration needs at least one target")
-    if device is None:
-        device = next(targets[0].model.parameters()).device
-    base = _base_settings(base)
-    if int(base.get("num_burnin_steps", 0)) + 16 > num_steps:
-        raise ValueError(f"num_steps {num_steps} leaves too few draws after the burn-in")
-    full_grid, kinds_given = _normalise_grid(grid, min(len(t.x) for t in targets))
-    runner = _Runner(list(targets), base, num_steps, backend, device, diag_every)
-    rows: dict[tuple, dict] = {}
-    fallback = [] if kinds_given else [k for k in FALLBACK_KINDS if k not in full_grid["kind"]]
-    if backend == "devinterp":
-        fallback = [k for k in fallback if k != "gn_diag"]
-    chosen, tried_kinds = None, []
-    for kind in full_grid["kind"] + fallback:
-        tried_kinds.append(kind)
-        chosen = _calibrate_kind(runner, kind, full_grid, symmetry, max_checks, rows, exhaustive)
-        if chosen is not None:
-            break
-    table = _table(rows, runner.targets)
-    if chosen is not None:
-        key, valid = chosen, True
-        reason = (
-            f"{_short(runner.settings(*key))} is valid at all {len(targets)} checkpoint(s): "
-            f"stationary, accurate step, flat in eps, not localisation-dominated, not scaling "
-            f"with nbeta{', invariant under rescaling' if symmetry else ''}."
-        )
-    else:
-        key, why = _best_fallback(table)
-        valid = False
-        if key is not None:  # show the fallback at every checkpoint, as a valid choice is
-            for k in range(len(targets)):
-                if (k, key) not in rows:
-                    res, sec = runner.run(k, runner.settings(*key))
-                    rows[(k, key)] = _row(res, sec, key, math.nan, k, (math.nan, math.nan))
-            table = _table(rows, runner.targets)
-        tried = ", ".join(tried_kinds)
-        reason = f"no setting ({tried}) passed every check at every checkpoint; " + (
-            f"chose {_short(runner.settings(*key))}, {why}, NOT valid." if key else why
-        )
-    settings = runner.settings(*key) if key is not None else None
-    mask = _setting_mask(table, key)
-    table["chosen"] = mask
-    table["chosen_valid"] = mask & valid
-    table["reason"] = reason
-    table["settings"] = [json.dumps(runner.settings(*_row_key(r)), sort_keys=True)
-                         for r in table.itertuples()]  # fmt: skip
-    seconds = time.perf_counter() - t_start
-    log.info("calibration (%.0fs): %s", seconds, reason)
-    return Calibration(table, settings, bool(valid and settings is not None), reason, seconds)
+    return calibrate_targets(targets, device=device, symmetry=symmetry, **kwargs)
 
 
 def calibrate_sampler(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    *,
-    base: Mapping[str, Any] | SamplerConfig | None = None,
-    grid: Mapping[str, Any] | None = None,
-    num_steps: int = 2000,
-    seed: int = 0,
-    backend: str = "fast",
-    device: str | torch.device | None = None,
-    symmetry: Symmetry | str | None = "auto",
-    max_checks: int = 3,
-    diag_every: int | None = None,
-    exhaustive: bool = False,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, **kwargs: Any
 ) -> Calibration:
     """Calibrate at the model's current parameters: :func:`calibrate_checkpoints` with this one
-    checkpoint (the selection rule is in the module docstring)."""
+    checkpoint (the search and checks are in the module docstring)."""
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
-    return calibrate_checkpoints(
-        model, [state], x, y, loss_fn, base=base, grid=grid, num_steps=num_steps, seed=seed,
-        backend=backend, device=device, symmetry=symmetry, max_checks=max_checks,
-        diag_every=diag_every, exhaustive=exhaustive,
-    )  # fmt: skip
+    return calibrate_checkpoints(model, [state], x, y, loss_fn, **kwargs)
 
 
 def _base_settings(base) -> dict[str, Any]:
@@ -503,179 +729,30 @@ def _base_settings(base) -> dict[str, Any]:
     return base
 
 
-def _row_key(r) -> tuple:
-    return (r.kind, r.lr, r.nbeta, r.localization)
-
-
-def _setting_mask(table: pd.DataFrame, key) -> np.ndarray:
-    if key is None or table.empty:
-        return np.zeros(len(table), dtype=bool)
-    kind, lr, nbeta, gamma = key
-
-    # relative tolerance only: step sizes of 1e-9 and 3e-9 are different settings
-    def same(column, value):
-        return np.isclose(table[column], value, rtol=1e-12, atol=0.0)
-
-    mask = (table["kind"] == kind) & same("lr", lr) & same("nbeta", nbeta)
-    return (mask & same("localization", gamma)).to_numpy()
-
-
-def _step_sizes(runner: _Runner, kind: str, grid, nbeta: float, gamma: float, scale) -> list:
-    if "lr" in grid:
-        return [(float(v), math.nan) for v in grid["lr"]]
-    lam, gmax = scale
-    rate = nbeta * lam + gamma * gmax
-    return [(float(f"{c / rate:.4g}"), c) for c in grid["lr_scaled"]]
-
-
-def _curvature_scale(runner: _Runner, kind: str) -> tuple[float, float]:
-    """(lambda, g_max) of the step-size grid for this kind: the largest eigenvalue of
-    ``G^(1/2) H G^(1/2)`` and the largest entry of ``G``, each the maximum over targets."""
-    opts = SamplerOptions(kind=kind)
-    bs_base = int(runner.base.get("batch_size", SamplerConfig().batch_size))
-    lams, gmaxes = [], []
-    for t in runner.targets:
-        params = t.params()
-        G = _preconditioner(t.model, params, t.x, t.y, t.loss_fn, opts, min(bs_base, len(t.x)),
-                            t.seed)  # fmt: skip
-        lams.append(top_curvature(t.model, params, t.x, t.y, t.loss_fn, precond=G,
-                                  seed=t.seed))  # fmt: skip
-        gmaxes.append(1.0 if G is None else max(float(g.max()) for g in G.values()))
-    return max(lams), max(gmaxes)
-
-
-def _calibrate_kind(
-    runner: _Runner, kind, grid, symmetry, max_checks, rows, exhaustive=False
-) -> tuple | None:
-    """Steps 1-3 of the rule for one kind; the chosen key (kind, lr, nbeta, gamma) or None.
-    Groups (nbeta, gamma) are walked in the candidates' order and each pick is checked at once,
-    so the walk ends at the first setting that passes (``exhaustive``: walk every group anyway,
-    for a complete table). Fills ``rows`` {(target, key): row}."""
-    final = len(runner.targets) - 1
-    scale = (math.nan, math.nan) if "lr" in grid else _curvature_scale(runner, kind)
-    checked, chosen = 0, None
-    for nbeta in sorted(grid["nbeta"], reverse=True):
-        for gamma in sorted(grid["localization"]):
-            if chosen is not None and not exhaustive:
-                return chosen
-            pick = _walk_step_sizes(runner, kind, grid, nbeta, gamma, scale, rows)
-            if pick is None or rows[(final, pick)]["_res"].localisation_dominated:
-                continue
-            if chosen is None and checked < max_checks:
-                checked += 1
-                if all(_check(runner, k, pick, symmetry, rows) for k in reversed(range(final + 1))):
-                    chosen = pick
-    return chosen
-
-
-def _walk_step_sizes(runner: _Runner, kind, grid, nbeta, gamma, scale, rows) -> tuple | None:
-    """Step 1 of the rule for one (kind, nbeta, gamma) at the final target: the picked key or
-    None."""
-    final = len(runner.targets) - 1
-    prev = None
-    for lr, lr_scaled in _step_sizes(runner, kind, grid, nbeta, gamma, scale):
-        key = (kind, lr, nbeta, gamma)
-        res, sec = runner.run(final, runner.settings(*key))
-        row = _row(res, sec, key, lr_scaled, final, scale)
-        rows[(final, key)] = row
-        if prev is not None and res.step_ok:
-            before = rows[(final, prev)]["_res"]
-            pick = key if _ok(res) else (prev if _ok(before) else None)
-            if pick is not None:
-                same = _same(before, res, validity.EPS_FLAT_TOL)
-                rows[(final, prev)]["eps_flat"] = row["eps_flat"] = same
-                if same:
-                    return pick
-        if res.step_ok and not res.stationary:
-            return None  # accurate but not stationary: smaller steps relax more slowly
-        prev = key
-    return None
-
-
-def _check(runner: _Runner, k: int, key, symmetry, rows) -> bool:
-    """Step 3 at checkpoint k: valid, nbeta elasticity, rescaling invariance (fills the row)."""
-    settings = runner.settings(*key)
-    res, sec = runner.run(k, settings)
-    row = rows.setdefault((k, key), _row(res, sec, key, math.nan, k, (math.nan, math.nan)))
-    if not res.valid:
-        row["checks_passed"] = False
-        return False
-    kind, lr, nbeta, gamma = key
-    half, _ = runner.run(k, runner.settings(kind, lr, nbeta / 2, gamma))
-    row["llc_nbeta_half"] = half.llc_mean
-    row["nbeta_elasticity"] = validity.nbeta_elasticity(res.llc_mean, half.llc_mean)
-    ok = row["nbeta_elasticity"] <= validity.NBETA_ELASTICITY_MAX
-    symmetry = runner.targets[k].symmetry or symmetry
-    if symmetry is not None:
-        changes = []
-        for c in RESCALE_FACTORS:
-            other, _ = runner.run(k, settings, rescale=c, symmetry=symmetry)
-            row[f"llc_rescaled_{c:g}"] = other.llc_mean
-            changes.append(abs(other.llc_mean - res.llc_mean) / abs(res.llc_mean))
-            ok = ok and _same(other, res, validity.RESCALE_TOL)
-        row["rescale_change"] = max(changes)
-    row["checks_passed"] = bool(ok)
-    return bool(ok)
-
-
-def _row(res: LLCResult, seconds: float, key, lr_scaled: float, k: int, scale) -> dict:
-    kind, lr, nbeta, gamma = key
-    summary = res.summary()
-    summary["llc_reason"] = summary.pop("reason")
-    return {
-        "target": k, "kind": kind, "lr": lr, "lr_scaled": lr_scaled,
-        "localization": gamma, **summary, "nbeta": nbeta, "curvature": scale[0],
-        "precond_max": scale[1], "seconds": seconds, "eps_flat": None,
-        "llc_nbeta_half": math.nan, "nbeta_elasticity": math.nan,
-        "llc_rescaled_2": math.nan, "llc_rescaled_0.5": math.nan, "rescale_change": math.nan,
-        "checks_passed": None, "_res": res,
-    }  # fmt: skip
-
-
-def _table(rows: dict, targets: Sequence[Target]) -> pd.DataFrame:
-    records = []
-    for row in rows.values():
-        rec = {k: v for k, v in row.items() if k != "_res"}
-        records.append({**targets[row["target"]].labels, **rec})
+def _table(runner: _Runner) -> pd.DataFrame:
+    records = [{**runner.targets[r["target"]].labels, **r} for r in runner.rows]
     df = pd.DataFrame(records)
     if df.empty:
         return df
-    df["eps_flat"] = df["eps_flat"].astype("boolean")
+    for col in CHECK_COLUMNS:
+        if col not in df:
+            df[col] = math.nan if col not in ("checks_passed", "check_failures") else None
     df["checks_passed"] = df["checks_passed"].astype("boolean")
-    order = ["target", "kind", "nbeta", "localization", "lr"]
-    labels = [c for c in targets[0].labels if c in df]
+    df["check_failures"] = df["check_failures"].astype("string")
+    labels = [c for c in runner.targets[0].labels if c in df]
+    order = ["target", "role", "kind", "nbeta", "localization", "lr", "rescale"]
     df = df[labels + order + [c for c in df.columns if c not in order and c not in labels]]
-    return df.sort_values(order, ascending=[True, True, False, True, False], ignore_index=True)
+    # one row per estimate: a cached estimate met again keeps its first role
+    df = df.drop_duplicates(subset=["target", "settings", "rescale", "role"], ignore_index=True)
+    return df.sort_values(["target", "kind", "nbeta"], ascending=[True, True, False],
+                          kind="stable", ignore_index=True)  # fmt: skip
 
 
-def _best_fallback(table: pd.DataFrame) -> tuple[tuple | None, str]:
-    """Step 4's fallback: the best stationary setting (most checks passed), else the smallest
-    R-hat; with the phrase saying which."""
-    if table.empty:
-        return None, "nothing was run"
-    final = table[table["target"] == table["target"].max()]
-    finite = final[np.isfinite(final["llc_mean"])]
-    if finite.empty:
-        return None, "no setting gave a finite estimate"
-    stationary = finite[finite["stationary"]]
-    if stationary.empty:
-        best = finite.sort_values("r_hat").iloc[0]
-        return _row_key(best), f"no stationary setting: the smallest R-hat ({best.r_hat:.3g})"
-    score = (
-        stationary["step_ok"].astype(int)
-        + (~stationary["localisation_dominated"]).astype(int)
-        + stationary["eps_flat"].fillna(False).astype(int)
-        + stationary["checks_passed"].fillna(False).astype(int)
-        + (stationary["llc_mean"] > 0).astype(int)
-    )
-    ranked = stationary.assign(_score=score).sort_values(
-        ["_score", "nbeta", "localization", "lr"], ascending=[False, False, True, False]
-    )
-    best = ranked.iloc[0]
-    failed = best.invalid_reason or "valid alone but not flat in eps or failing the nbeta or "
-    if not best.invalid_reason:
-        failed += "rescaling checks"
-    return _row_key(best), f"the best stationary setting ({failed})"
+CHECK_COLUMNS = (
+    "eps_change", "gamma_change", "gamma_bias", "nbeta_change", "llc_rescaled_2",
+    "llc_rescaled_0.5", "rescale_change", "reference_llc", "reference_change", "checks_passed",
+    "check_failures",
+)  # fmt: skip
 
 
 def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:

@@ -1,35 +1,47 @@
 """Convergence diagnostics for SGLD loss traces (SPEC sections 4 and 10).
 
 All take the draws of a (chains, draws) array, burn-in already removed, except
-:func:`plateau_burn_in`, which finds the burn-in:
+:func:`plateau_burn_in`, which finds the burn-in. R-hat, the effective sample sizes and the Monte
+Carlo standard error are ArviZ's (``arviz_stats.base.array_stats``): the definitions the field
+uses (Vehtari, Gelman, Simpson, Carpenter and Buerkner 2021, "Rank-normalization, folding, and
+localization: an improved R-hat for assessing convergence of MCMC"), not formulas written here.
 
-* :func:`r_hat`: split-R-hat (Gelman et al., Bayesian Data Analysis 3rd ed., section 11.4):
-  each chain is cut in half, and the between- and within-half variances of the loss compared.
+* :func:`r_hat`: rank-normalised split-R-hat (the larger of the bulk R-hat and the R-hat of the
+  folded draws |x - median|), so it also sees chains that agree in location but not in scale.
   Values near 1 mean the chains agree with each other and with themselves over time; SPEC
-  section 10 asks for < 1.1 over >= 4 chains. A chain whose loss still drifts raises it.
+  section 10 asks for < 1.1 (Vehtari et al.'s lenient threshold; 1.01 is their strict one) over
+  >= 4 chains. A chain whose loss still drifts raises it.
 * :func:`r_hat_tail`: the same on the last half of the draws (SPEC section 10's "tail window"):
   a trace that relaxed only during the first half of the draws passes here and fails
   :func:`r_hat`; one still moving at the end fails both.
-* :func:`effective_sample_size`: the number of independent draws the chains are worth for the
-  mean loss (and so for the LLC), from the autocorrelation summed with Geyer's initial positive
-  sequence (BDA3 section 11.5).
+* :func:`effective_sample_size` (bulk ESS, rank-normalised) and :func:`tail_ess` (ESS of the 5%
+  and 95% quantiles, the smaller): how many independent draws the chains are worth for the
+  centre and for the tails of the loss distribution.
+* :func:`standard_error`: the Monte Carlo standard error of the mean (ArviZ ``mcse``, method
+  "mean"): the error of the LLC estimate's mean loss.
 * :func:`drift_z`: the difference of the pooled mean loss of the first and the last quarter of
-  the draws in units of its standard error (each quarter's SE from its own ESS): SPEC section
-  10's "drift between the first and last quarter of the draws within a few standard errors".
+  the draws in units of its standard error (each quarter's from :func:`standard_error`): SPEC
+  section 10's "drift between the first and last quarter of the draws within a few standard
+  errors". Not in ArviZ; written here.
 * :func:`plateau_burn_in`: where the chain-mean loss trace reaches its plateau (SPEC section 10:
   "burn-in ends where the trace reaches its plateau"), by the MSER-5 truncation rule (White
   1997; Franklin and White 2008): cut the series into batches of 5 steps and drop the first
   ``d`` batches, ``d`` minimising the squared standard error of the mean of the rest,
-  ``sum_{j > d} (z_j - zbar_d)^2 / (k - d)^2`` over ``k`` batches.
+  ``sum_{j > d} (z_j - zbar_d)^2 / (k - d)^2`` over ``k`` batches. Not in ArviZ; written here.
+
+Conventions beyond ArviZ's: NaN for fewer than 4 draws, fewer than 2 chains (R-hat) or any
+non-finite value; identical constant chains have R-hat 1, constant chains that differ inf.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 MSER_BATCH = 5  # batch length of the MSER-5 rule
+TAIL_PROB = (0.05, 0.95)  # quantiles of the tail ESS (Vehtari et al. 2021)
 
 
 def _as_draws(draws) -> np.ndarray:
@@ -39,95 +51,103 @@ def _as_draws(draws) -> np.ndarray:
     return x
 
 
-def r_hat(draws) -> float:
-    """Split-R-hat of the loss across chains (BDA3 11.4; SPEC section 10).
+def _usable(x: np.ndarray, min_chains: int = 1) -> bool:
+    return x.shape[1] >= 4 and x.shape[0] >= min_chains and bool(np.isfinite(x).all())
 
-    Each of the m chains is cut into halves of ``n = draws // 2`` (the middle draw of an odd
-    count dropped), giving 2m sequences; with B = n times the variance (ddof 1) of their means
-    and W the mean of their variances (ddof 1),
-    ``R = sqrt(((n - 1)/n W + B/n) / W)``. NaN with fewer than 4 draws or non-finite values.
-    """
+
+def _stats():
+    from arviz_stats.base import array_stats
+
+    return array_stats
+
+
+def _quiet(fn, *args, **kwargs) -> float:
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(fn(*args, **kwargs))
+
+
+def r_hat(draws) -> float:
+    """Rank-normalised split-R-hat of the loss across chains (ArviZ; module docstring).
+
+    NaN with fewer than 4 draws, fewer than 2 chains or non-finite values; 1.0 when every
+    chain is the same constant, inf when chains are constant but differ."""
     x = _as_draws(draws)
-    n = x.shape[1] // 2
-    if n < 2 or not np.isfinite(x).all():
+    if not _usable(x, min_chains=2):
         return math.nan
-    halves = np.concatenate([x[:, :n], x[:, -n:]], axis=0)  # (2 * chains, n)
-    means = halves.mean(axis=1)
-    within = halves.var(axis=1, ddof=1).mean()
-    between = n * means.var(ddof=1)
-    if within == 0:
-        return 1.0 if between == 0 else math.inf
-    var_plus = (n - 1) / n * within + between / n
-    return float(math.sqrt(var_plus / within))
+    if np.ptp(x, axis=1).max() == 0:  # constant chains: ArviZ's ranks are undefined
+        return 1.0 if np.ptp(x[:, 0]) == 0 else math.inf
+    value = _quiet(_stats().rhat, x, chain_axis=-2, draw_axis=-1, method="rank")
+    return value if not math.isnan(value) else math.inf
 
 
 def r_hat_tail(draws, fraction: float = 0.5) -> float:
-    """Split-R-hat on the last ``fraction`` of the draws (SPEC section 10's tail window)."""
+    """:func:`r_hat` on the last ``fraction`` of the draws (SPEC section 10's tail window)."""
     x = _as_draws(draws)
     keep = int(math.floor(x.shape[1] * fraction))
     return r_hat(x[:, x.shape[1] - keep :]) if keep > 0 else math.nan
 
 
-def _autocorr(x: np.ndarray) -> np.ndarray:
-    """Autocorrelation of each row at every lag, by FFT (biased estimator, lag 0 = 1)."""
-    n = x.shape[1]
-    centred = x - x.mean(axis=1, keepdims=True)
-    size = 1 << (2 * n - 1).bit_length()
-    f = np.fft.rfft(centred, n=size, axis=1)
-    acov = np.fft.irfft(f * np.conj(f), n=size, axis=1)[:, :n] / n
-    var = acov[:, :1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(var > 0, acov / var, 0.0)
-
-
 def effective_sample_size(draws) -> float:
-    """Effective number of independent draws of the mean loss, all chains together.
-
-    ``chains * draws / tau`` with the integrated autocorrelation time
-    ``tau = -1 + 2 * sum_k (rho_2k + rho_2k+1)``, summing pairs while they are positive
-    (Geyer's initial positive sequence) on the chain-averaged autocorrelation ``rho``.
-    """
+    """Bulk effective sample size (rank-normalised, ArviZ), all chains together; NaN with fewer
+    than 4 draws or non-finite values; the number of draws for constant chains."""
     x = _as_draws(draws)
-    chains, n = x.shape
-    if n < 4 or not np.isfinite(x).all():
+    if not _usable(x):
         return math.nan
-    rho = _autocorr(x).mean(axis=0)
-    tau = -1.0
-    for k in range(0, n - 1, 2):
-        pair = rho[k] + rho[k + 1]
-        if pair <= 0:
-            break
-        tau += 2.0 * pair
-    tau = max(tau, 1.0 / math.log10(max(chains * n, 10)))  # guard anti-correlated extremes
-    return float(chains * n / tau)
+    if np.ptp(x) == 0:
+        return float(x.size)
+    return _quiet(_stats().ess, x, chain_axis=-2, draw_axis=-1, method="bulk")
+
+
+def tail_ess(draws) -> float:
+    """Tail effective sample size: the smaller ESS of the 5% and 95% quantiles (ArviZ); NaN as
+    :func:`effective_sample_size`; the number of draws for constant chains."""
+    x = _as_draws(draws)
+    if not _usable(x):
+        return math.nan
+    if np.ptp(x) == 0:
+        return float(x.size)
+    return _quiet(_stats().ess, x, chain_axis=-2, draw_axis=-1, method="tail", prob=TAIL_PROB)
 
 
 def standard_error(draws) -> float:
-    """Standard error of the pooled mean of ``draws``: ``sqrt(var / ESS)`` (var ddof 1)."""
+    """Monte Carlo standard error of the pooled mean of ``draws`` (ArviZ ``mcse``, method
+    "mean"); NaN with fewer than 4 draws or non-finite values; 0 for constant draws."""
     x = _as_draws(draws)
-    ess = effective_sample_size(x)
-    if not math.isfinite(ess) or x.size < 2:
+    if not _usable(x):
         return math.nan
-    return float(math.sqrt(x.var(ddof=1) / ess))
+    if np.ptp(x) == 0:
+        return 0.0
+    return _quiet(_stats().mcse, x, chain_axis=-2, draw_axis=-1, method="mean")
 
 
 def drift_z(draws) -> float:
     """``(mean of the last quarter - mean of the first quarter) / SE`` (SPEC section 10).
 
-    Means pool all chains; ``SE = sqrt(se_first^2 + se_last^2)``, each quarter's SE from its own
-    effective sample size (:func:`standard_error`). Positive when the loss still rises.
-    NaN with fewer than 16 draws; ``+-inf`` when both quarters are constant but differ.
+    Means pool all chains; ``SE = sqrt(se_first^2 + se_last^2)``, each quarter's from
+    :func:`standard_error`. Positive when the loss still rises. NaN with fewer than 16 draws;
+    ``+-inf`` when both quarters are constant but differ.
     """
     x = _as_draws(draws)
-    q = x.shape[1] // 4
-    if q < 4 or not np.isfinite(x).all():
+    diff, se = drift(x)
+    if math.isnan(diff):
         return math.nan
-    first, last = x[:, :q], x[:, -q:]
-    diff = float(last.mean() - first.mean())
-    se = math.hypot(standard_error(first), standard_error(last))
     if se == 0 or not math.isfinite(se):
         return 0.0 if diff == 0 else math.copysign(math.inf, diff)
     return diff / se
+
+
+def drift(draws) -> tuple[float, float]:
+    """``(last-quarter mean - first-quarter mean, its standard error)`` of the pooled draws
+    (the numerator and denominator of :func:`drift_z`); NaNs with fewer than 16 draws or
+    non-finite values."""
+    x = _as_draws(draws)
+    q = x.shape[1] // 4
+    if q < 4 or not np.isfinite(x).all():
+        return math.nan, math.nan
+    first, last = x[:, :q], x[:, -q:]
+    se = math.hypot(standard_error(first), standard_error(last))
+    return float(last.mean() - first.mean()), se
 
 
 def plateau_burn_in(trace, minimum: int = 0, max_fraction: float = 0.5) -> int:

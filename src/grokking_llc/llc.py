@@ -52,17 +52,21 @@ class LLCResult:
     slow mode that the chains' spread shows).
 
     Validity (:mod:`grokking_llc.validity` holds the thresholds): ``r_hat`` and ``r_hat_tail``
-    (split-R-hat of the loss on the draws and on their last half), ``r_hat_distance`` (split-R-hat
-    of ``|w - w*|`` over the draws: the loss alone misses slowly relaxing near-flat directions,
-    see :mod:`grokking_llc.validity`), ``drift_z`` (first- vs last-quarter drift
-    in standard errors), ``ess``, ``mala_acceptance`` (mean MALA acceptance probability of the
+    (ArviZ's rank-normalised split-R-hat of the loss on the draws and on their last half),
+    ``ess`` and ``ess_tail`` (bulk and tail ESS), ``drift_z`` (first- vs last-quarter drift in
+    standard errors) and ``drift_se`` (that drift's standard error in LLC units),
+    ``r_hat_distance`` (R-hat of ``|w - w*|`` over the draws; reported, not required, see
+    :mod:`grokking_llc.validity`), ``mala_acceptance`` (mean MALA acceptance probability of the
     steps, SPEC section 10), ``mean_distance`` (mean ``|w - w*|`` over the draws) beside
     ``prior_radius`` = ``sqrt(d / gamma)``, ``grad_loc_ratio`` (mean ``|nbeta grad L|`` over
     mean ``|gamma (w - w*)|``, draws only), ``burn_in`` (steps dropped: the configured
     ``num_burnin_steps`` or more, where the trace reaches its plateau), ``num_steps`` (steps
-    run per chain), and the booleans ``stationary``, ``localisation_dominated``, ``step_ok``,
-    ``valid`` with ``invalid_reason`` ("" when valid). ``diagnostics`` keeps the per-chain,
-    per-step arrays the scalars come from (not part of :meth:`summary`).
+    run per chain), ``llc_bound`` (:func:`llc_bound`), ``grad_norm`` (full-batch gradient norm
+    at w*) and ``gradient_bias`` (:func:`grokking_llc.validity.gradient_bias`), and the
+    booleans ``stationary``, ``localisation_dominated``, ``step_ok``, ``at_minimum``, ``valid``
+    with ``status`` (``valid`` / ``not_a_minimum`` / ``invalid``) and ``invalid_reason`` (""
+    when valid). ``diagnostics`` keeps the per-chain, per-step arrays the scalars come from
+    (not part of :meth:`summary`).
     """
 
     llc_mean: float
@@ -87,10 +91,17 @@ class LLCResult:
     burn_in: int = 0
     num_steps: int = 0
     sampler_kind: str = "sgld"
+    ess_tail: float = math.nan
+    drift_se: float = math.nan
+    llc_bound: float = math.inf
+    grad_norm: float = math.nan
+    gradient_bias: float = math.nan
     stationary: bool = False
     localisation_dominated: bool = True
     step_ok: bool = False
+    at_minimum: bool = False
     valid: bool = False
+    status: str = "invalid"
     invalid_reason: str = ""
     diagnostics: dict = field(default_factory=dict, repr=False)
 
@@ -123,10 +134,17 @@ class LLCResult:
             "prior_radius": float(self.prior_radius),
             "grad_loc_ratio": float(self.grad_loc_ratio),
             "sampler_kind": self.sampler_kind,
+            "ess_tail": float(self.ess_tail),
+            "drift_se": float(self.drift_se),
+            "llc_bound": float(self.llc_bound),
+            "grad_norm": float(self.grad_norm),
+            "gradient_bias": float(self.gradient_bias),
             "stationary": bool(self.stationary),
             "localisation_dominated": bool(self.localisation_dominated),
             "step_ok": bool(self.step_ok),
+            "at_minimum": bool(self.at_minimum),
             "valid": bool(self.valid),
+            "status": self.status,
             "invalid_reason": self.invalid_reason,
         }
 
@@ -135,15 +153,17 @@ SUMMARY_COLUMNS = (
     "llc_mean", "llc_std", "llc_se", "init_loss", "nbeta", "num_burnin_steps", "burn_in",
     "num_steps", "num_diverged", "reason", "r_hat", "r_hat_tail", "r_hat_distance", "drift_z",
     "ess", "mala_acceptance", "mean_distance", "prior_radius", "grad_loc_ratio", "sampler_kind",
-    "stationary", "localisation_dominated", "step_ok", "valid", "invalid_reason",
+    "ess_tail", "drift_se", "llc_bound", "grad_norm", "gradient_bias", "stationary",
+    "localisation_dominated", "step_ok", "at_minimum", "valid", "status", "invalid_reason",
 )  # fmt: skip
 
 
-def _split_draws(trace: np.ndarray, num_burnin_steps: int, burn_in: str, diagnostics=None):
-    """(burn-in used, non-finite chains). ``"auto"``: where the finite chains' mean loss trace,
-    and their mean distance ``|w - w*|`` when the diagnostics hold it, reach their plateaus
-    (SPEC section 10; the later of the two), at least ``num_burnin_steps``; ``"fixed"``:
-    exactly ``num_burnin_steps``."""
+def _split_draws(trace: np.ndarray, num_burnin_steps: int, burn_in: str):
+    """(burn-in used, non-finite chains). ``"auto"``: where the finite chains' mean loss trace
+    reaches its plateau (SPEC section 10), at least ``num_burnin_steps``; ``"fixed"``: exactly
+    ``num_burnin_steps``. The distance ``|w - w*|`` is not consulted: it is not what is
+    estimated, and in singular directions it relaxes long after the loss has
+    (:mod:`grokking_llc.validity`)."""
     from grokking_llc.diagnostics import plateau_burn_in
 
     finite = np.isfinite(trace).all(axis=1)
@@ -151,17 +171,7 @@ def _split_draws(trace: np.ndarray, num_burnin_steps: int, burn_in: str, diagnos
         return int(num_burnin_steps), ~finite
     if burn_in != "auto":
         raise ValueError(f"burn_in {burn_in!r}: choose 'auto' or 'fixed'")
-    burn = plateau_burn_in(trace[finite], minimum=num_burnin_steps)
-    distance, steps = _distance_series(diagnostics)
-    if distance is not None and distance.shape[1] >= 20:
-        rows = finite[: len(distance)] if len(distance) == len(finite) else slice(None)
-        series = distance[rows]
-        if np.isfinite(series).all() and len(series):
-            cut = plateau_burn_in(series)  # in diagnostic points
-            if cut > 0:
-                limit = max(num_burnin_steps, trace.shape[1] // 2)
-                burn = max(burn, min(int(steps[cut - 1]) + 1, limit))
-    return int(burn), ~finite
+    return int(plateau_burn_in(trace[finite], minimum=num_burnin_steps)), ~finite
 
 
 def _distance_series(diagnostics):
@@ -179,35 +189,52 @@ def _distance_series(diagnostics):
     return distance, steps
 
 
+def _stationarity_stats(draws: np.ndarray, nbeta: float) -> dict[str, float]:
+    """R-hat (draws, tail), bulk and tail ESS, the drift in SEs and its SE in LLC units
+    (``nbeta`` times that of the mean loss) of the kept chains' draws (SPEC section 10)."""
+    from grokking_llc import diagnostics as dg
+
+    if not len(draws):
+        nan = math.nan
+        return dict(r_hat=nan, r_hat_tail=nan, ess=nan, ess_tail=nan, drift_z=nan, drift_se=nan)
+    multi = len(draws) > 1
+    _, drift_se = dg.drift(draws)
+    return {
+        "r_hat": dg.r_hat(draws) if multi else math.nan,
+        "r_hat_tail": dg.r_hat_tail(draws) if multi else math.nan,
+        "ess": dg.effective_sample_size(draws),
+        "ess_tail": dg.tail_ess(draws),
+        "drift_z": dg.drift_z(draws),
+        "drift_se": float(nbeta) * drift_se,
+    }
+
+
 def _draws_are_enough(
     trace: np.ndarray,
-    diagnostics: Mapping[str, np.ndarray] | None,
+    init_loss: float,
+    nbeta: float,
     num_burnin_steps: int,
     burn_in: str,
     target_ess: float,
 ) -> bool:
-    """Stop rule of an adaptive run: every chain finite, the draws stationary (loss R-hat on
-    draws and tail, distance R-hat when recorded, drift; SPEC section 10) and an ESS of at least
-    ``target_ess``; or no finite chain left (more steps cannot help)."""
-    from grokking_llc.diagnostics import drift_z, effective_sample_size, r_hat, r_hat_tail
-    from grokking_llc.validity import DRIFT_Z_MAX, MIN_CHAINS, R_HAT_MAX
+    """Stop rule of an adaptive run: every chain finite and the draws stationary by the
+    checks of :func:`grokking_llc.validity.stationarity_problems` with an ESS (bulk and tail)
+    of at least ``target_ess`` (SPEC section 10); or no finite chain left (more steps cannot
+    help)."""
+    from grokking_llc.validity import stationarity_problems
 
-    burn, bad = _split_draws(trace, num_burnin_steps, burn_in, diagnostics)
+    burn, bad = _split_draws(trace, num_burnin_steps, burn_in)
     if bad.all():
         return True
     if bad.any() or trace.shape[1] - burn < 16:
         return False
     draws = trace[:, burn:]
-    distance, steps = _distance_series(diagnostics)
-    if distance is not None and not r_hat(distance[:, steps >= burn]) < R_HAT_MAX:
-        return False
-    return bool(
-        len(draws) >= MIN_CHAINS
-        and r_hat(draws) < R_HAT_MAX
-        and r_hat_tail(draws) < R_HAT_MAX
-        and abs(drift_z(draws)) <= DRIFT_Z_MAX
-        and effective_sample_size(draws) >= target_ess
-    )
+    llc = float(nbeta) * (float(draws.mean()) - float(init_loss))
+    problems = stationarity_problems(
+        llc_mean=llc, num_good_chains=len(draws), ess_min=target_ess,
+        **_stationarity_stats(draws, nbeta),
+    )  # fmt: skip
+    return not problems
 
 
 def llc_from_traces(
@@ -222,6 +249,10 @@ def llc_from_traces(
     diagnostics: Mapping[str, np.ndarray] | None = None,
     sampler_kind: str = "sgld",
     mala_note: str = "",
+    llc_bound: float = math.inf,
+    grad_norm: float = math.nan,
+    grad_curvature: float = math.nan,
+    exact: bool = False,
 ) -> LLCResult:
     """LLC per chain ``n_beta * (mean_draws L - L(w*))`` with burn-in excluded (SPEC section 4),
     and its validity (SPEC section 10, :mod:`grokking_llc.validity`).
@@ -243,22 +274,22 @@ def llc_from_traces(
     distance, ``grad_loc_ratio = mean(grad_norm) / mean(loc_norm)``. Without them these are NaN
     and the estimate is not valid. ``prior_radius = sqrt(num_params / localization)``.
     ``mala_note`` says why MALA is missing, when it is.
+
+    At w* (:func:`point_checks`): ``llc_bound`` (the largest LLC the model can have, inf when
+    unknown), ``grad_norm`` and ``grad_curvature`` (the full-batch gradient's norm and the
+    curvature along it; NaN when not measured, and then the estimate is not valid), from which
+    :func:`grokking_llc.validity.gradient_bias` decides whether w* is a minimum at this
+    sampler's nbeta and gamma. ``exact``: the chains are Metropolis-adjusted (no step error).
     """
-    from grokking_llc.diagnostics import (
-        drift_z,
-        effective_sample_size,
-        r_hat,
-        r_hat_tail,
-        standard_error,
-    )
-    from grokking_llc.validity import assess
+    from grokking_llc.diagnostics import standard_error
+    from grokking_llc.validity import assess, gradient_bias
 
     trace = np.asarray(loss_trace, dtype=np.float64)
     if trace.ndim != 2 or trace.shape[1] <= num_burnin_steps:
         raise ValueError(
             f"loss_trace of shape {trace.shape} has no draws after {num_burnin_steps} burn-in steps"
         )
-    burn, nonfinite = _split_draws(trace, num_burnin_steps, burn_in, diagnostics)
+    burn, nonfinite = _split_draws(trace, num_burnin_steps, burn_in)
     draws = trace[:, burn:]
     with np.errstate(invalid="ignore", over="ignore"):
         mean_loss = draws.mean(axis=1)
@@ -272,12 +303,7 @@ def llc_from_traces(
     elif good.size == 0:
         reason = "all chains diverged (NaN/inf or runaway loss)"
     kept = draws[~diverged]
-    stats = {
-        "r_hat": r_hat(kept) if len(kept) > 1 else math.nan,
-        "r_hat_tail": r_hat_tail(kept) if len(kept) > 1 else math.nan,
-        "drift_z": drift_z(kept) if len(kept) else math.nan,
-        "ess": effective_sample_size(kept) if len(kept) else math.nan,
-    }
+    stats = _stationarity_stats(kept, nbeta)
     llc_se = nbeta * standard_error(kept) if len(kept) else math.nan
     if good.size > 1:  # chain-to-chain spread catches slow modes the ESS misses
         llc_se = max(llc_se, float(good.std(ddof=1)) / math.sqrt(good.size))
@@ -289,13 +315,16 @@ def llc_from_traces(
     else:
         prior_radius = math.nan
     llc_mean = float(good.mean()) if good.size else math.nan
+    bias = gradient_bias(grad_norm, grad_curvature, nbeta, localization)
     verdict = assess(
         llc_mean=llc_mean,
         num_good_chains=int(good.size),
         num_diverged=int(diverged.sum()),
         mala_acceptance=mala,
         grad_loc_ratio=ratio,
-        r_hat_distance=rhat_dist,
+        gradient_bias=bias,
+        llc_bound=float(llc_bound),
+        exact=exact,
         mala_note=mala_note,
         **stats,
     )
@@ -318,10 +347,15 @@ def llc_from_traces(
         burn_in=int(burn),
         num_steps=int(trace.shape[1]),
         sampler_kind=sampler_kind,
+        llc_bound=float(llc_bound),
+        grad_norm=float(grad_norm),
+        gradient_bias=float(bias),
         stationary=verdict.stationary,
         localisation_dominated=verdict.localisation_dominated,
         step_ok=verdict.step_ok,
+        at_minimum=verdict.at_minimum,
         valid=verdict.valid,
+        status=verdict.status,
         invalid_reason=verdict.invalid_reason,
         diagnostics=dict(diagnostics or {}),
         **stats,
@@ -357,6 +391,68 @@ def _diagnostic_means(diagnostics, burn: int, keep: np.ndarray):
     dist = series[keep][:, series_steps >= burn]
     rhat_dist = r_hat(dist) if len(dist) > 1 else math.nan
     return mala, float(part("distance").mean()), float(ratio), float(rhat_dist)
+
+
+@dataclass(frozen=True)
+class PointChecks:
+    """What is measured at w* itself, before sampling (SPEC section 10): the full-batch loss,
+    the norm of its gradient and the curvature along the gradient (``g^T H g / |g|^2``), and
+    the largest LLC the model can have there (:func:`llc_bound`)."""
+
+    loss: float
+    grad_norm: float
+    grad_curvature: float
+    llc_bound: float
+
+
+def llc_bound(num_params: int, num_samples: int, pred_shape: tuple, loss_fn: LossFn) -> float:
+    """The largest LLC possible (SPEC section 10): ``d / 2`` and half the dimension of what the
+    loss sees of the predictions on the ``n`` training samples. The loss depends on the
+    parameters only through those predictions, so near a point where their Jacobian has
+    locally constant rank (every point of an open dense set) the LLC is at most half that
+    rank, itself at most half the dimension: ``(n - 1) p / 2`` for the centred loss (each
+    output column centred over the samples: 29,759.5 at p = 53, n = 1,124), ``n (p - 1) / 2``
+    for the cross-entropy (logits matter up to a shift per sample), ``n p / 2`` otherwise
+    (``pred_shape`` = (n, p, ...) of the model's output on the training inputs)."""
+    from grokking_llc.model import centred_mse, cross_entropy
+
+    outputs = int(np.prod(pred_shape[1:])) if len(pred_shape) > 1 else 1
+    if loss_fn is centred_mse:
+        seen = (num_samples - 1) * outputs
+    elif loss_fn is cross_entropy:
+        seen = num_samples * (outputs - 1)
+    else:
+        seen = num_samples * outputs
+    return 0.5 * min(int(num_params), seen)
+
+
+def point_checks(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], x, y, loss_fn: LossFn
+) -> PointChecks:
+    """:class:`PointChecks` at ``state`` (float64, full batch, the model's buffers as they are):
+    one gradient and one Hessian-vector product (forward-over-reverse) of the training loss."""
+    from torch.func import functional_call, grad, jvp
+
+    names = [name for name, _ in model.named_parameters()]
+    params = {name: state[name].detach().to(torch.float64) for name in names}
+    buffers = {k: (b.double() if b.is_floating_point() else b) for k, b in model.named_buffers()}
+    x64 = x.double() if x.is_floating_point() else x
+    y64 = y.double() if y.is_floating_point() else y
+
+    def loss(p):
+        return loss_fn(functional_call(model, (p, buffers), (x64,)), y64)
+
+    with torch.enable_grad():
+        g = grad(loss)(params)
+        gn2 = sum(float((v * v).sum()) for v in g.values())
+        value, hg = jvp(grad(loss), (params,), ({k: v.detach() for k, v in g.items()},))
+        with torch.no_grad():
+            full = float(loss(params))
+            pred_shape = tuple(functional_call(model, (params, buffers), (x64[:1],)).shape)
+    curvature = sum(float((hg[k] * g[k]).sum()) for k in names) / gn2 if gn2 > 0 else 0.0
+    d = sum(v.numel() for v in params.values())
+    bound = llc_bound(d, len(x), (len(x), *pred_shape[1:]), loss_fn)
+    return PointChecks(full, math.sqrt(gn2), float(curvature), bound)
 
 
 def default_diag_every(num_steps: int) -> int:
@@ -439,6 +535,7 @@ def estimate_llc_many(
         device = next(model.parameters()).device
     nbeta = cfg.resolved_nbeta
     common = dict(burn_in=opts.burn_in, localization=cfg.localization, sampler_kind=opts.kind)
+    checks = [point_checks(model, state, x.to(device), y.to(device), loss_fn) for state in states]
     if backend == "devinterp":
         from grokking_llc import devinterp_backend
 
@@ -448,7 +545,7 @@ def estimate_llc_many(
         saved = {name: p.detach().clone() for name, p in model.named_parameters()}
         results = []
         try:
-            for state, seed in zip(states, seeds, strict=True):
+            for state, seed, check in zip(states, seeds, checks, strict=True):
                 with torch.no_grad():
                     for name, p in model.named_parameters():
                         p.copy_(state[name])
@@ -466,6 +563,7 @@ def estimate_llc_many(
                         diagnostics=diag,
                         mala_note="no MALA acceptance from devinterp 2.0.1",
                         **common,
+                        **_point_kwargs(check),
                     )  # fmt: skip
                 )
         finally:
@@ -476,9 +574,20 @@ def estimate_llc_many(
     if backend != "fast":
         raise ValueError(f"unknown LLC backend {backend!r}; choose one of {BACKENDS}")
     from grokking_llc import sgld
+    from grokking_llc.validity import MINIMUM_TOL, gradient_bias
 
-    def enough(_s: int, trace: np.ndarray, diag: Mapping[str, np.ndarray]) -> bool:
-        return _draws_are_enough(trace, diag, cfg.num_burnin_steps, opts.burn_in, opts.target_ess)
+    # A checkpoint whose gradient term alone exceeds a tenth of the largest LLC possible is no
+    # minimum whatever the chains say: its run is not lengthened (SPEC section 10).
+    hopeless = [
+        gradient_bias(c.grad_norm, c.grad_curvature, nbeta, cfg.localization)
+        > MINIMUM_TOL * c.llc_bound
+        for c in checks
+    ]
+
+    def enough(s: int, trace: np.ndarray, diag: Mapping[str, np.ndarray]) -> bool:
+        return hopeless[s] or _draws_are_enough(
+            trace, diag["init_loss"], nbeta, cfg.num_burnin_steps, opts.burn_in, opts.target_ess
+        )
 
     adaptive = opts.max_steps is not None and opts.max_steps > cfg.num_steps
     cap = opts.max_steps if adaptive else cfg.num_steps
@@ -488,7 +597,7 @@ def estimate_llc_many(
         diag_every=every, max_steps=cap, stop=enough if adaptive else None,
     )  # fmt: skip
     results = []
-    for res in samples:
+    for res, check in zip(samples, checks, strict=True):
         diag = {"steps": res.diag_steps, "log_accept": res.log_accept, "distance": res.distance,
                 "grad_norm": res.grad_norm, "loc_norm": res.loc_norm,
                 "distance_trace": res.distance_trace}  # fmt: skip
@@ -501,6 +610,12 @@ def estimate_llc_many(
                 num_params=res.num_params,
                 diagnostics=diag,
                 **common,
+                **_point_kwargs(check),
             )  # fmt: skip
         )
     return results
+
+
+def _point_kwargs(check: PointChecks) -> dict[str, float]:
+    return {"llc_bound": check.llc_bound, "grad_norm": check.grad_norm,
+            "grad_curvature": check.grad_curvature}  # fmt: skip

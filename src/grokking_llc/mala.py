@@ -83,7 +83,6 @@ transition, so ~75-95 s for 1,000 + 2,000, plus 1.4-2.2 s of ``gn_diag`` set-up.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -483,7 +482,7 @@ def estimate_llc_mala(
     (fraction accepted in the draws), ``step_sizes`` (eps per transition), ``precond``,
     ``seconds`` and ``seconds_per_step`` (wall time of the transitions, all chains together).
     """
-    from grokking_llc.llc import llc_from_traces
+    from grokking_llc.llc import llc_from_traces, point_checks
 
     s = sample_mala(
         model, x, y, loss_fn, nbeta=nbeta, localization=localization, num_warmup=num_warmup,
@@ -493,11 +492,14 @@ def estimate_llc_mala(
     )  # fmt: skip
     diag = {"log_accept": s.log_accept, "distance": s.distance, "grad_norm": s.grad_norm,
             "loc_norm": s.loc_norm}  # fmt: skip
+    check = point_checks(model, {k: v.detach() for k, v in model.named_parameters()}, x, y,
+                         loss_fn)  # fmt: skip
     res = llc_from_traces(
         s.trace, s.init_loss, nbeta, num_warmup, burn_in="fixed", localization=localization,
-        num_params=s.num_params, diagnostics=diag, sampler_kind="mala",
+        num_params=s.num_params, diagnostics=diag, sampler_kind="mala", exact=True,
+        llc_bound=check.llc_bound, grad_norm=check.grad_norm,
+        grad_curvature=check.grad_curvature,
     )  # fmt: skip
-    res = _exact_chain_validity(res)
     T = s.trace.shape[1]
     res.diagnostics.update(
         step_size=s.step_size,
@@ -509,22 +511,3 @@ def estimate_llc_mala(
         seconds_per_step=s.seconds / T,
     )
     return res
-
-
-def _exact_chain_validity(res):
-    """``res`` with the step-size check marked passed (a Metropolis-adjusted chain has no
-    discretisation error) and validity re-assessed with the same thresholds on the rest."""
-    from grokking_llc.validity import assess
-
-    good = 0 if res.reason else int((~np.asarray(res.diverged)).sum())
-    verdict = assess(
-        llc_mean=res.llc_mean, num_good_chains=good, num_diverged=int(np.sum(res.diverged)),
-        r_hat=res.r_hat, r_hat_tail=res.r_hat_tail, r_hat_distance=res.r_hat_distance,
-        drift_z=res.drift_z, ess=res.ess, mala_acceptance=1.0,
-        grad_loc_ratio=res.grad_loc_ratio,
-    )  # fmt: skip
-    return dataclasses.replace(
-        res, stationary=verdict.stationary, step_ok=True,
-        localisation_dominated=verdict.localisation_dominated, valid=verdict.valid,
-        invalid_reason=verdict.invalid_reason,
-    )  # fmt: skip

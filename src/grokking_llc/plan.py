@@ -14,10 +14,10 @@ Paths (all under ``results/``)::
     llc/{run}/{sampler}/{track}-chunk{i}of{n}.parquet    estimate_llc
     llc/{run}/{sampler}/{track}.parquet                  gather_llc
     llc_grid/{grid}/{run}-{sampler}.parquet              estimate_llc_grid
-    calibration/{study}.parquet                          calibrate_sampler
+    calibration/{shape}-{hash}.parquet                   calibrate_sampler
     theory/{run}.parquet                                 compute_theory
     tables/training_summary.parquet, runs.parquet, claims.parquet
-    figures/{stem}.png, figures/{sampler name}/{stem}.png, figures/fig_calibration_{study}.png
+    figures/{stem}.png, figures/{sampler name}/{stem}.png, figures/fig_calibration_{shape}-{hash}.png
 
 ``{sampler}`` is a sampler id (backend and a hash of its settings, or of the calibration that
 chooses them), so renaming a sampler reruns nothing; ``{track}`` is ``every{k}`` (every k-th
@@ -237,19 +237,23 @@ class NamedSampler:
 
 @dataclass(frozen=True)
 class CalibrationJob:
-    study: str
+    """The calibration of one model shape (model, p, width) for one calibrated sampler: at the
+    final checkpoint(s) of the shape's representative run(s) (:meth:`Plan.shape_runs`)."""
+
+    shape: str
     backend: str
     base: SamplerConfig
-    spec: tuple  # frozen llc.calibration (without `studies`)
+    spec: tuple  # frozen llc.calibration (without `runs`)
     runs: tuple[RunJob, ...]
 
     @property
-    def path(self) -> str:
-        return f"{RESULTS}/calibration/{self.study}.parquet"
+    def name(self) -> str:
+        """``<shape>-<hash>``: the shape, and a hash of everything the output depends on."""
+        return f"{self.shape}-{self.cal_id}"
 
     @property
-    def figure(self) -> str:
-        return f"{RESULTS}/figures/fig_calibration_{self.study}.png"
+    def path(self) -> str:
+        return f"{RESULTS}/calibration/{self.name}.parquet"
 
     @property
     def cal_id(self) -> str:
@@ -266,6 +270,11 @@ class CalibrationJob:
             "calibration": {**spec, "backend": self.backend, "base": self.base.to_dict()},
             "runs": [r.params() for r in self.runs],
         }
+
+
+def shape_of(run: TrainConfig) -> str:
+    """A run's model shape, ``<model>-p<p>-K<width>`` (the readable part of its id)."""
+    return f"{run.model}-p{run.p}-K{run.width}"
 
 
 def _thaw(value: Any) -> Any:
@@ -411,9 +420,8 @@ class Plan:
         calibration = spec.get("calibration")
         if calibration is None:
             sid = sampler_id(spec["backend"], settings)
-        else:
-            job = self._calibration_job(calibration, spec["backend"], settings)
-            sid = sampler_id(spec["backend"], settings, calibration=job.cal_id)
+        else:  # the calibration's spec (not its jobs: one per shape) names the setting
+            sid = sampler_id(spec["backend"], settings, calibration=short_hash(self._cal_spec, {}))
         studies = spec.get("studies")
         return NamedSampler(
             name=name,
@@ -428,25 +436,56 @@ class Plan:
             protocol=spec.get("protocol"),
         )
 
-    def _calibration_job(self, study: str, backend: str, base: SamplerConfig) -> CalibrationJob:
+    @property
+    def _cal_spec(self) -> dict[str, Any]:
         cal = self.config["llc"]["calibration"]
-        spec = {k: v for k, v in cal.items() if k not in ("studies", "runs")}
-        runs = tuple(self.runs[r] for r in self.study_runs[study][: cal["runs"]])
-        return CalibrationJob(study, backend, base, _frozen(spec), runs)
+        return {k: v for k, v in cal.items() if k != "runs"}
+
+    def shape_runs(self, sampler: NamedSampler, shape: str) -> list[RunJob]:
+        """The runs a calibration of ``shape`` for ``sampler`` looks at: the first
+        ``llc.calibration.runs`` of the shape's runs that the sampler estimates, the most
+        typical first -- fewest training settings away from the config's ``train``, then the
+        smallest seed, then the id -- so that adding a sweep value or a seed does not move the
+        calibration."""
+        train = self.config["train"]
+        runs = [r for r in self._covered_runs(sampler) if shape_of(r.train) == shape]
+
+        def atypical(run: RunJob) -> tuple:
+            t = run.train.to_dict()
+            differ = sum(1 for k, v in t.items() if k != "seed" and train.get(k, v) != v)
+            return (differ, run.train.seed, run.run_id)
+
+        return sorted(runs, key=atypical)[: self.config["llc"]["calibration"]["runs"]]
+
+    def _covered_runs(self, sampler: NamedSampler) -> list[RunJob]:
+        rids = {
+            rid
+            for study in self.llc_studies
+            if self.sampler_covers(sampler, study)
+            for rid in self.study_runs[study]
+        }
+        return [self.runs[r] for r in sorted(rids)]
+
+    def calibration_for(self, sampler: NamedSampler, run: RunJob) -> CalibrationJob | None:
+        """The calibration whose setting ``sampler`` uses for ``run`` (its shape's), or None
+        for a sampler with settings written in the config."""
+        if not sampler.calibrated:
+            return None
+        shape = shape_of(run.train)
+        spec = _frozen(self._cal_spec)
+        runs = tuple(self.shape_runs(sampler, shape)) or (run,)
+        return CalibrationJob(shape, sampler.backend, sampler.settings, spec, runs)
 
     @cached_property
     def calibrations(self) -> dict[str, CalibrationJob]:
-        """One calibration per study: those a calibrated sampler names (with its base and
-        backend) and those listed in ``llc.calibration.studies`` (with the paper's sampler as
-        base, unless a calibrated sampler already calibrates that study)."""
+        """Every calibration, by name: one per model shape among the runs each calibrated
+        sampler estimates (SPEC section 10: every shape a figure compares is calibrated on its
+        own; a setting's estimates count as valid at a shape only where it passed there)."""
         jobs: dict[str, CalibrationJob] = {}
         for s in self.samplers.values():
-            if s.calibrated:
-                jobs.setdefault(
-                    s.calibration, self._calibration_job(s.calibration, s.backend, s.settings)
-                )
-        for study in self.config["llc"]["calibration"]["studies"]:
-            jobs.setdefault(study, self._calibration_job(study, "fast", SamplerConfig()))
+            for run in self._covered_runs(s) if s.calibrated else []:
+                job = self.calibration_for(s, run)
+                jobs.setdefault(job.name, job)
         return dict(sorted(jobs.items()))
 
     # ---------------------------------------------------------------- studies and strides
@@ -526,7 +565,7 @@ class Plan:
             sampler=sampler,
             every=every,
             chunks=self.config["llc"]["chunks"] if every > 0 else 1,  # one checkpoint: one job
-            calibration=self.calibrations[sampler.calibration] if sampler.calibrated else None,
+            calibration=self.calibration_for(sampler, run),
             refine=sampler.refine if every > 0 else None,
         )
 
@@ -624,13 +663,13 @@ class Plan:
 
         for key, spec in self.figure_specs.items():
             if spec.reads == "calibration":
-                for study, cal in self.calibrations.items():
+                for name, cal in self.calibrations.items():
                     job = FigureJob(
                         key,
-                        f"fig_calibration_{study}",
+                        f"fig_calibration_{name}",
                         None,
                         _frozen({"calibration": cal.path}),
-                        _frozen({"plots": plots, "study": study, "caption": spec.caption}),
+                        _frozen({"plots": plots, "shape": cal.shape, "caption": spec.caption}),
                     )
                     out[job.name] = job
                 continue

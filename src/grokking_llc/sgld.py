@@ -164,7 +164,7 @@ class SamplerOptions:
     kind: str = "sgld"
     rmsprop_alpha: float = 0.99
     rmsprop_eps: float = 0.1
-    gn_damping: float = 0.01
+    gn_damping: float = 1.0
     gn_probes: int = 64
     burn_in: str = "auto"
     max_steps: int | None = None
@@ -338,7 +338,8 @@ def sample_chains_many(
     the MALA / distance / force diagnostics of the module docstring every that many steps);
     ``max_steps`` (cap of an adaptive run, >= ``cfg.num_steps``; ``None``: ``cfg.num_steps``);
     ``stop(s, trace, diagnostics)`` (called with checkpoint s's trace so far, shape
-    (chains, t), and its diagnostics so far (``steps`` and the :class:`ChainSamples` arrays)
+    (chains, t), and its diagnostics so far (``steps``, the :class:`ChainSamples` arrays and
+    ``init_loss``)
     after ``cfg.num_steps`` steps and then each time the run has grown by a factor 1.5; True
     ends that checkpoint's chains there). Without ``stop`` every chain runs to the cap.
     """
@@ -369,6 +370,7 @@ def sample_chains_many(
         opts, cap, diag_every,
     )  # fmt: skip
     init_losses = sampler.init_losses()
+    sampler.quadratic_grads = path == "quadratic"
     if opts.kind != "sgld":
         step = sampler.precond_step
     else:
@@ -401,7 +403,8 @@ def sample_chains_many(
                 dist_so_far = dist_trace[:t].T.cpu().numpy()
                 for s in range(S):
                     rows = slice(s * C, (s + 1) * C)
-                    diag_s = {"steps": diag["steps"], **{k: diag[k][rows] for k in _DIAG_KEYS}}
+                    diag_s = {"steps": diag["steps"], "init_loss": init_losses[s],
+                              **{k: diag[k][rows] for k in _DIAG_KEYS}}  # fmt: skip
                     if diag_every:
                         diag_s["distance_trace"] = dist_so_far[rows]
                     if stopped_at[s] is None and stop(s, so_far[s], diag_s):
@@ -628,6 +631,7 @@ class _Sampler:
         self._keep_noise, self._noise_copy = False, None
         self._diff = None
         self._quadratic64 = _is_plain_quadratic(model) and loss_fn is centred_mse
+        self.quadratic_grads = False  # set by sample_chains_many on the quadratic path
         self._diag: dict[str, list] = {"steps": [], **{k: [] for k in _DIAG_KEYS}}
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -886,11 +890,16 @@ class _Sampler:
         torch.sqrt(self.G, out=self.sqrt_G)
 
     def precond_step(self, t: int, loss_out: torch.Tensor) -> None:
-        """One preconditioned step: ``w -= (eps/2) G drift; w += sqrt(eps G) xi`` (docstring)."""
-        grads = self._grad_values(t, loss_out)
-        for name in self.names:
-            for s in range(self.S):
-                self.grad_blocks[name][self._chains(s)].copy_(grads[name][s])
+        """One preconditioned step: ``w -= (eps/2) G drift; w += sqrt(eps G) xi`` (docstring).
+        The minibatch gradient comes from the quadratic path's hand-written backward when the
+        sampler runs on it (``quadratic_grads``), else from ``vmap(grad)``."""
+        if self.quadratic_grads:
+            self._quadratic_gradient(t, loss_out)
+        else:
+            grads = self._grad_values(t, loss_out)
+            for name in self.names:
+                for s in range(self.S):
+                    self.grad_blocks[name][self._chains(s)].copy_(grads[name][s])
         g = self.grad_flat
         if self.opts.kind == "rmsprop":
             alpha = self.opts.rmsprop_alpha
@@ -929,6 +938,54 @@ class _Sampler:
         self._one_hot_scatter = _use_one_hot_scatter(dev)
         if self._one_hot_scatter:
             self._xt = torch.zeros(S, 2 * p, B, dtype=dtype, device=dev)
+
+    def _quadratic_gradient(self, t: int, loss_out: torch.Tensor) -> None:
+        """Every chain's minibatch loss (into ``loss_out``) and gradient (into
+        ``grad_blocks``) for a plain QuadraticNet: the backward of :meth:`quadratic_step`
+        written into a buffer instead of into the parameters (SPEC sections 2 and 4),
+        ``dL/dV = (h^2)^T G`` and ``dL/dW[r] = sum_i 2 h_i * (G V^T)_i`` over the batch rows
+        i that use row r, with ``G = dL/dpred`` (``-P(Y - pred) / m`` for the centred loss)."""
+        if not hasattr(self, "_W"):
+            self._setup_quadratic()
+        M, B, S, C = self.M, self.B, self.S, self.C
+        V, h2 = self._V, self._h2
+        rows_a, rows_b, rows_ab = self._stacked_rows(t)
+        h = torch.nn.functional.embedding_bag(rows_ab, self._W_rows, mode="sum")
+        torch.mul(h, h, out=h2)
+        pred = torch.bmm(h2.view(M, B, -1), V, out=self._pred)  # (M, B, p)
+        if self._centred:
+            resid = self._resid
+            yb = self._onehot[self.schedule[:, t]].unsqueeze(1)  # (S, 1, B, p)
+            torch.sub(yb, pred.view(S, C, B, -1), out=resid)
+            resid.sub_(resid.mean(dim=2, keepdim=True))
+            loss_out.copy_(resid.square().sum(dim=(2, 3)).view(M).mul_(0.5 / B))
+            grad_pred, scale = resid.view(M, B, -1), -1.0 / B
+        else:
+            grad_pred, scale = torch.empty_like(pred), 1.0
+            for s in range(S):
+                chains = self._chains(s)
+                with torch.enable_grad():
+                    g, loss = self._dpred_fn(pred[chains], self.y[self.schedule[s, t]])
+                grad_pred[chains], loss_out[chains] = g, loss
+        dh = torch.bmm(grad_pred, V.transpose(1, 2), out=self._dh)  # G V^T
+        dh.mul_(h.view(M, B, -1))  # dL/dh / 2
+        g_w, g_v = self.grad_blocks["W"], self.grad_blocks["V"]
+        g_w.zero_()
+        if self._one_hot_scatter:
+            xt = self._xt.zero_()
+            rows = self.schedule[:, t]
+            xt.scatter_(1, self.x[rows, 0].unsqueeze(1), 1.0)
+            xt.scatter_(1, (self.x[rows, 1] + self.model.p).unsqueeze(1), 1.0)
+            xt_m = xt.unsqueeze(1).expand(S, C, *xt.shape[1:]).reshape(M, *xt.shape[1:])
+            g_w.baddbmm_(xt_m, dh, alpha=2.0 * scale)
+        else:
+            g_rows = g_w.view(M * 2 * self.model.p, -1)
+            dh_rows = dh.view(M * B, -1)
+            g_rows.index_add_(0, rows_a, dh_rows, alpha=2.0 * scale)
+            g_rows.index_add_(0, rows_b, dh_rows, alpha=2.0 * scale)
+        torch.bmm(h2.view(M, B, -1).transpose(1, 2), grad_pred, out=g_v)
+        if scale != 1.0:
+            g_v.mul_(scale)
 
     def _stacked_rows(self, t: int):
         """Rows of the stacked W hit by step t: chain m's copy of W[a] and W[p + b]."""

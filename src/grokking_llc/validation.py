@@ -9,8 +9,8 @@ one line naming the key (``config error at <key>: <rule>``), the first problem o
   schema means a count (``num_chains: 2.0``, ``p: 7.0``: jsonschema takes 2.0 as an integer, so
   the raw values are checked against the schema's integer types);
 * lists: an empty sweep; the same value twice in one list (a sweep, a grid, a list of names);
-* names: a study, sampler or calibration named anywhere (figures, ``every_by_study``, a
-  sampler's ``studies`` or ``calibration``, ``llc.calibration.studies``) that does not exist;
+* names: a study or sampler named anywhere (figures, ``every_by_study``, a sampler's
+  ``studies``) that does not exist;
 * runs (each run of each study, with the study's values, which the schema types but does not
   bound): the schema's limits for ``train``; p prime and small enough for the split's int16
   columns; a training set of at least 2 pairs and a validation set of at least 1; the training
@@ -212,23 +212,11 @@ class _Context:
 
     def sampled_runs(self) -> Iterator[tuple[str, dict, str, TrainConfig]]:
         """``(sampler key, sampler settings, why, run)`` for every run a sampler estimates."""
-        llc = _dict(self.cfg.get("llc"))
-        cal = _dict(llc.get("calibration"))
-        n_cal = cal.get("runs", 1) if isinstance(cal.get("runs"), int) else 1
         for where, spec in self.sampler_specs():
             studies = spec.get("studies")
             for study in self.llc_studies() if studies is None else studies:
                 for run in self.study_runs.get(study, []):
                     yield where, spec, f"a run of study {study}", run
-            calibration = spec.get("calibration")
-            for run in self.study_runs.get(calibration, [])[:n_cal]:
-                yield where, spec, f"a calibration run of study {calibration}", run
-        for study in cal.get("studies") or []:
-            if not any(
-                s.get("calibration") == study for s in self.samplers.values() if isinstance(s, dict)
-            ):
-                for run in self.study_runs.get(study, [])[:n_cal]:
-                    yield "llc.calibration.studies", {}, f"a calibration run of study {study}", run
         for fig in _grid_figures():
             entry = _dict(_dict(self.cfg.get("figures")).get(fig))
             runs = self.study_runs.get(entry.get("study"), [])
@@ -325,7 +313,7 @@ def check_lists(ctx: _Context) -> Iterator[Problem]:
 
 
 def check_names(ctx: _Context) -> Iterator[Problem]:
-    """Every study, sampler and calibration named anywhere exists."""
+    """Every study and sampler named anywhere exists."""
     studies, samplers = set(ctx.studies), set(ctx.samplers)
 
     def unknown_study(key: str, name: Any) -> Iterator[Problem]:
@@ -348,14 +336,11 @@ def check_names(ctx: _Context) -> Iterator[Problem]:
     llc = _dict(ctx.cfg.get("llc"))
     for name in _dict(llc.get("every_by_study")):
         yield from unknown_study("llc.every_by_study", name)
-    for name in _dict(llc.get("calibration")).get("studies") or []:
-        yield from unknown_study("llc.calibration.studies", name)
     for where, spec in ctx.sampler_specs():
         for name in _dict(spec.get("every_by_study")):
             yield from unknown_study(_key(where, "every_by_study"), name)
         for name in spec.get("studies") or []:
             yield from unknown_study(_key(where, "studies"), name)
-        yield from unknown_study(_key(where, "calibration"), spec.get("calibration"))
 
 
 def _options_problem(run: TrainConfig) -> str | None:

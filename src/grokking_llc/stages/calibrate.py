@@ -1,22 +1,25 @@
-"""Stage entry point of the ``calibrate_sampler`` rule: one sampler setting for a study, chosen
-at a few checkpoints of its runs by :mod:`grokking_llc.calibrate` (SPEC section 10).
+"""Stage entry point of the ``calibrate_sampler`` rule: one sampler setting for one model
+shape, chosen at the final checkpoint of the shape's most typical run(s) by
+:mod:`grokking_llc.calibrate` (SPEC section 10).
 
 The ``calibration`` mapping (from the config's ``llc.calibration`` plus the sampler's own SGLD
 keys as the base):
 
 * ``checkpoints``: fractions of each run's checkpoints to calibrate at (0 = first, 1 = final),
-  default ``[0.1, 0.5, 1.0]``; each maps to checkpoint ``round(f * (T - 1))``.
-* ``num_steps``: SGLD steps per chain for every setting tried (default 2000).
-* ``grid``: ``{"kind", "nbeta", "localization", "lr" or "lr_scaled"}`` lists
-  (:func:`grokking_llc.calibrate.default_grid` fills what is missing).
+  default ``[1.0]``; each maps to checkpoint ``round(f * (T - 1))``.
+* ``num_steps``: SGLD steps per chain every calibration run starts with (default 1500), and
+  ``max_steps`` the cap of its adaptive length (default 20,000) when the base sets none.
+* ``grid``: ``{"kind", "nbeta", "resolution" or "localization", "lr_scaled"}`` lists
+  (:func:`grokking_llc.calibrate.default_search` fills what is missing).
 * ``base``: sampler settings that are not searched (batch_size, num_chains,
   num_burnin_steps, weight_decay, num_init_loss_batches, seed, and options such as
   ``max_steps``/``target_ess``); ``lr``, ``nbeta``, ``localization`` and ``num_draws`` there
   are ignored.
-* ``backend`` (``"fast"``), ``max_checks`` (3), ``exhaustive`` (False).
+* ``backend`` (``"fast"``), ``max_candidates`` (3), ``exhaustive`` (False), ``reference``
+  (None or ``"mala"``).
 
 The checkpoint at training step ``s`` is sampled with seed ``base.seed + s`` (as in the LLC
-stage). The step-size walk runs at the last target: the final checkpoint of the last run.
+stage). The search runs at the last target: the final checkpoint of the first run given.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ log = logging.getLogger(__name__)
 __all__ = ["checkpoint_indices", "chosen_sampler", "run_calibrate_sampler"]
 
 CALIBRATION_DEFAULTS: dict[str, Any] = {
-    "checkpoints": [0.1, 0.5, 1.0],
-    "num_steps": 2000,
+    "checkpoints": [1.0],
+    "num_steps": 1500,
+    "max_steps": 20_000,
     "grid": {},
     "base": {},
     "backend": "fast",
-    "max_checks": 3,
+    "max_candidates": 3,
     "exhaustive": False,
+    "reference": None,
 }
 
 
@@ -85,7 +90,10 @@ def run_calibrate_sampler(
     base = dict(cal["base"])
     seed0 = int(base.get("seed", 0))
     targets = []
-    for ckpt_path, split_path, run in zip(checkpoints_paths, split_paths, runs, strict=True):
+    # the first run (the shape's most typical, grokking_llc.plan.Plan.shape_runs) goes last:
+    # its final checkpoint is where the search runs
+    jobs = list(zip(checkpoints_paths, split_paths, runs, strict=True))[::-1]
+    for ckpt_path, split_path, run in jobs:
         cfg = TrainConfig(**run)
         ckpts = load_checkpoints(ckpt_path, expect=cfg)
         model = build_model(cfg.model, cfg.p, width=cfg.width, options=cfg.model_options)
@@ -100,8 +108,9 @@ def run_calibrate_sampler(
             )  # fmt: skip
     result = calibrate_targets(
         targets, base=base, grid=cal["grid"], num_steps=int(cal["num_steps"]),
-        backend=cal["backend"], device=dev, max_checks=int(cal["max_checks"]),
-        exhaustive=bool(cal["exhaustive"]),
+        max_steps=int(cal["max_steps"]), backend=cal["backend"], device=dev,
+        max_candidates=int(cal["max_candidates"]), exhaustive=bool(cal["exhaustive"]),
+        reference=cal["reference"],
     )  # fmt: skip
     log.info("calibration of %d checkpoint(s) in %.0fs: %s", len(targets), result.seconds,
              result.reason)  # fmt: skip

@@ -15,8 +15,10 @@ from grokking_llc.gsm import summarize_training
 from grokking_llc.io import provenance, read_parquet, write_parquet
 
 LLC_SUMMARY_COLUMNS = (
-    "sampler", "sampler_id", "final_llc", "final_llc_std", "final_llc_valid", "final_step_llc",
-    "max_llc", "max_llc_step", "max_llc_valid", "n_llc", "n_llc_valid",
+    "sampler", "sampler_id", "final_llc", "final_llc_std", "final_llc_valid", "final_llc_status",
+    "final_llc_invalid_reason", "final_step_llc", "max_llc", "max_llc_step", "max_llc_valid",
+    "max_llc_status", "max_llc_invalid_reason", "max_llc_all", "max_llc_all_step", "n_llc",
+    "n_llc_valid", "n_llc_not_a_minimum",
 )  # fmt: skip
 
 
@@ -47,26 +49,50 @@ def _valid(track: pd.DataFrame) -> np.ndarray:
     return track["valid"].fillna(False).to_numpy(dtype=bool)
 
 
+def _statuses(track: pd.DataFrame, valid: np.ndarray) -> np.ndarray:
+    """``valid`` / ``not_a_minimum`` / ``invalid`` of each estimate (SPEC section 10); a table
+    without the column: valid or invalid from its flag."""
+    if "status" in track:
+        return track["status"].fillna("invalid").astype(str).to_numpy()
+    return np.where(valid, "valid", "invalid")
+
+
 def summarize_track(track: pd.DataFrame) -> dict[str, Any]:
-    """Final and maximum LLC of one track, each with its validity, and how many of the track's
-    estimates are valid. The maximum is over the valid estimates when any is valid."""
+    """Final and maximum LLC of one track, each with its validity, status and reason, and how
+    many of the track's estimates are valid and how many are at no minimum. ``max_llc`` is over
+    the valid estimates when any is valid (an invalid peak is not a result), else over every
+    finite one, flagged not valid; ``max_llc_all`` is over every finite estimate whatever its
+    validity (the paper's statistic, for the verdict as published)."""
     valid = _valid(track)
+    status = _statuses(track, valid)
+    reasons = (
+        track["invalid_reason"].fillna("").astype(str).to_numpy()
+        if "invalid_reason" in track
+        else np.full(len(track), "")
+    )
     values = track["llc_mean"].to_numpy(dtype=np.float64)
     last = int(np.argmax(track["step"].to_numpy()))
-    # The maximum over valid estimates where there are any (an invalid peak is not a result),
-    # else over every finite one, flagged not valid.
-    pool = np.isfinite(values) & (valid if valid.any() else True)
+    finite = np.isfinite(values)
+    pool = finite & (valid if valid.any() else True)
     best = int(np.argmax(np.where(pool, values, -np.inf))) if pool.any() else None
+    top = int(np.argmax(np.where(finite, values, -np.inf))) if finite.any() else None
     return {
         "final_llc": float(values[last]),
         "final_llc_std": float(track["llc_std"].iloc[last]),
         "final_llc_valid": bool(valid[last]),
+        "final_llc_status": str(status[last]),
+        "final_llc_invalid_reason": str(reasons[last]),
         "final_step_llc": int(track["step"].iloc[last]),
         "max_llc": float(values[best]) if best is not None else math.nan,
         "max_llc_step": float(track["step"].iloc[best]) if best is not None else math.nan,
         "max_llc_valid": bool(valid[best]) if best is not None else False,
+        "max_llc_status": str(status[best]) if best is not None else "invalid",
+        "max_llc_invalid_reason": str(reasons[best]) if best is not None else "no estimate",
+        "max_llc_all": float(values[top]) if top is not None else math.nan,
+        "max_llc_all_step": float(track["step"].iloc[top]) if top is not None else math.nan,
         "n_llc": int(len(track)),
         "n_llc_valid": int(valid.sum()),
+        "n_llc_not_a_minimum": int((status == "not_a_minimum").sum()),
     }
 
 
