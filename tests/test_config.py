@@ -301,3 +301,22 @@ def test_validate_config_accepts_sampler_edges():
     edges = {k: v for k, v in EDGE_SAMPLER_VALUES.items() if k != "batch_size"}
     patch, _ = _sampler_patch(edges)
     validate_config(patch)
+
+
+def test_config_readme_documents_exactly_the_calibration_keys():
+    """config/README.md's table of `llc.calibration` has one row per key of the schema (grid
+    keys as `grid.<key>`) and none for a key the schema no longer has (the study calibration's
+    `studies`, `max_checks`, `grid.lr`)."""
+    import re
+
+    doc = (ROOT / "config" / "README.md").read_text()
+    section = doc.split("The calibration (`llc.calibration`")[1].split("\n\n| key |")[1]
+    table = section.split("\n\n")[0]
+    rows = set(re.findall(r"^\| `([\w.]+)` \|", table, re.M))
+    cal = load_schema()["properties"]["llc"]["properties"]["calibration"]["properties"]
+    keys = set(cal) | {f"grid.{k}" for k in cal["grid"]["properties"]}
+    assert rows == keys, (sorted(keys - rows), sorted(rows - keys))
+    sampler = load_schema()["properties"]["llc"]["properties"]["samplers"]
+    enum = sampler["additionalProperties"]["properties"]["calibration"]["enum"]
+    (row,) = re.findall(r"^\| `calibration` \| `per_shape` or null \|.*$", doc, re.M)
+    assert enum == ["per_shape", None] and "results/calibration/<shape>-<hash>.parquet" in row

@@ -103,10 +103,13 @@ def test_writing_a_protocol_key_is_a_config_error(key):
 
 
 def test_protocol_is_not_calibrated_and_unknown_protocols_are_refused():
-    with pytest.raises(ConfigError, match=r"llc\.samplers\.p\.calibration"):
+    with pytest.raises(ConfigError) as err:
         validate_config(
-            {"llc": {"samplers": {"p": {"protocol": "paper", "calibration": "baseline"}}}}
+            {"llc": {"samplers": {"p": {"protocol": "paper", "calibration": "per_shape"}}}}
         )
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("config error at llc.samplers.p.calibration:")
+    assert "cannot be calibrated" in msg
     with pytest.raises(ConfigError, match=r"llc\.samplers\.p\.protocol"):
         validate_config({"llc": {"samplers": {"p": {"protocol": "tian"}}}})
     # meta keys stay free: seed, backend, studies, strides

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from grokking_llc.config import TrainConfig, validate_config
-from grokking_llc.plan import build_plan, select_checkpoints
+from grokking_llc.plan import build_plan, select_checkpoints, shape_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,12 +98,14 @@ def test_llc_tracks_only_for_studies_with_llc_figures_and_sampler_coverage():
     paper = plan.samplers["paper"]
     runs_paper = {k[0] for k in plan.llc_jobs if k[1] == paper.sampler_id}
     assert runs_paper == {r for s in plan.llc_studies for r in plan.study_runs[s]}
-    # a calibrated track reads its calibration table
-    job = next(j for j in plan.llc_jobs.values() if j.sampler.name == "calibrated")
-    assert job.calibration is not None and job.calibration.path.endswith(
-        "calibration/baseline.parquet"
-    )
-    assert job.params()["sampler"] is None
+    # a calibrated track reads the calibration table of its run's model shape
+    for job in (j for j in plan.llc_jobs.values() if j.sampler.name == "calibrated"):
+        cal = job.calibration
+        assert cal.shape == shape_of(job.run.train) and cal.name.startswith(f"{cal.shape}-")
+        assert cal.path == f"results/calibration/{cal.name}.parquet"
+        assert plan.calibrations[cal.name] == cal
+        assert job.params()["sampler"] is None
+    assert all(j.calibration is None for j in plan.llc_jobs.values() if j.sampler.name == "paper")
 
 
 def test_first_seed_runs_pick_the_smallest_seed_of_each_setting():
@@ -156,11 +158,19 @@ def test_sampler_ids_follow_settings_not_names_and_calibration_grid_renames_cali
     plan2 = plan_of(cfg2)
     assert plan2.samplers["renamed"].sampler_id == plan.samplers["paper"].sampler_id
     cfg3 = copy.deepcopy(cfg)
-    cfg3["llc"]["calibration"]["grid"]["lr"] = [2.0e-5]
+    cfg3["llc"]["calibration"]["grid"]["nbeta"] = [2.5]
     plan3 = plan_of(cfg3)
     assert plan3.samplers["calibrated"].sampler_id != plan.samplers["calibrated"].sampler_id
     assert plan3.samplers["paper"].sampler_id == plan.samplers["paper"].sampler_id
-    assert plan3.calibrations["baseline"].params() != plan.calibrations["baseline"].params()
+    # every shape's calibration gets new params and a new name; the shapes stay
+    before, after = plan.calibrations, plan3.calibrations
+    assert len(after) == len(before) and not set(after) & set(before)
+    assert sorted(c.shape for c in after.values()) == sorted(c.shape for c in before.values())
+    by_shape = {c.shape: c for c in before.values()}
+    for cal in after.values():
+        assert cal.params()["calibration"]["grid"]["nbeta"] == [2.5]
+        assert cal.params() != by_shape[cal.shape].params()
+        assert cal.runs == by_shape[cal.shape].runs
 
 
 def test_figures_are_drawn_per_sampler_where_they_show_llc_values():
@@ -173,7 +183,14 @@ def test_figures_are_drawn_per_sampler_where_they_show_llc_values():
     inputs = fig3.input_files()
     assert fig3.params()["samplers"] == ["calibrated", "paper"]  # sorted: order is not meaning
     assert len(inputs["llc"]) == 2 and inputs["train_log"].endswith("train_log.parquet")
-    assert "fig_calibration_baseline" in names
+    # one calibration figure per calibration (per model shape), none for the paper's sampler
+    assert {n for n in names if n.startswith("fig_calibration_")} == {
+        f"fig_calibration_{c}" for c in plan.calibrations
+    }
+    for name, cal in plan.calibrations.items():
+        fig = plan.figures[f"fig_calibration_{name}"]
+        assert fig.input_files() == {"calibration": cal.path}
+        assert fig.params()["shape"] == cal.shape
     for fig in plan.figures.values():
         assert fig.path.startswith("results/figures/") and fig.path.endswith(".png")
 
@@ -370,3 +387,144 @@ def test_refine_leaves_final_only_tracks_alone():
         assert "refine" not in job.params()
     refined = [j for j in after.llc_jobs.values() if j.refine is not None]
     assert refined and all(dict(j.refine)["coarse"] == 2 for j in refined)
+
+
+# ------------------------------------------------------------------- calibration per model shape
+
+
+def calibrated_only(cfg: dict, studies: list[str]) -> dict:
+    """``cfg`` (.test) with its calibrated sampler on ``studies`` only."""
+    cfg["llc"]["samplers"]["calibrated"]["studies"] = studies
+    cfg["llc"]["samplers"]["calibrated"]["every_by_study"] = {}
+    return cfg
+
+
+def test_one_calibration_per_model_shape_of_the_calibrated_sampler():
+    """.test: the calibrated sampler estimates baseline (p 7) and over_p (p 7, 11, 13), all at
+    width 16: three shapes, three calibrations, each at a run of its own shape."""
+    plan = plan_of(base_config())
+    sampler = plan.samplers["calibrated"]
+    shapes = {shape_of(r.train) for s in ("baseline", "over_p")
+              for r in map(plan.runs.get, plan.study_runs[s])}  # fmt: skip
+    assert shapes == {"quadratic-p7-K16", "quadratic-p11-K16", "quadratic-p13-K16"}
+    assert sorted(c.shape for c in plan.calibrations.values()) == sorted(shapes)
+    for cal in plan.calibrations.values():
+        assert [shape_of(r.train) for r in cal.runs] == [cal.shape]  # llc.calibration.runs: 1
+        assert cal.runs == tuple(plan.shape_runs(sampler, cal.shape))
+        assert cal.base == sampler.settings and cal.backend == sampler.backend
+        assert cal.path in plan.intermediate_targets() and cal.path in plan.table_targets()
+    # the paper's sampler (settings as written) has no calibration
+    assert plan.calibration_for(plan.samplers["paper"], plan.first_run("baseline")) is None
+
+
+def test_a_shapes_calibration_runs_at_its_most_typical_run():
+    """Fewest training settings away from `train` first, then the smallest seed: the run with
+    the config's own lr at seed 1 beats a run at another lr at seed 0."""
+    cfg = base_config()
+    cfg["studies"]["sweep"] = {"lr": [3.0e-3, 1.0e-2], "seed": [1, 2]}
+    cfg["figures"]["fig4"] = {"study": "sweep"}
+    cfg["figures"]["lr_vs_max_llc"] = {"study": "sweep"}
+    plan = plan_of(calibrated_only(cfg, ["sweep"]))
+    (cal,) = plan.calibrations.values()
+    (run,) = cal.runs
+    assert (run.train.lr, run.train.seed) == (1.0e-2, 1)  # train.lr is 1e-2
+    cfg["llc"]["calibration"]["runs"] = 3
+    runs = next(iter(plan_of(cfg).calibrations.values())).runs
+    assert [(r.train.lr, r.train.seed) for r in runs] == [(1.0e-2, 1), (1.0e-2, 2), (3.0e-3, 1)]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.update(seed=[0, 1, 2]),  # a seed added
+        lambda s: s.update(lr=[3.0e-3, 1.0e-2, 3.0e-2]),  # a sweep value added
+        lambda s: s.update(weight_decay=[0.0, 1.0e-4, 1.0e-3]),  # another swept key
+    ],
+    ids=["seed", "lr", "weight_decay"],
+)
+def test_adding_a_seed_or_a_sweep_value_does_not_move_a_shapes_calibration(edit):
+    cfg = base_config()
+    cfg["figures"]["lr_vs_max_llc"] = {"study": "lr_wd"}
+    calibrated_only(cfg, ["lr_wd"])
+    before = plan_of(copy.deepcopy(cfg))
+    edit(cfg["studies"]["lr_wd"])
+    after = plan_of(cfg)
+    assert len(after.study_runs["lr_wd"]) > len(before.study_runs["lr_wd"])
+    assert {n: c.params() for n, c in after.calibrations.items()} == {
+        n: c.params() for n, c in before.calibrations.items()
+    }
+    sid = before.samplers["calibrated"].sampler_id
+    assert after.samplers["calibrated"].sampler_id == sid
+    for key, job in before.llc_jobs.items():  # the old runs' tracks: untouched
+        assert after.llc_jobs[key].params() == job.params()
+        assert after.llc_jobs[key].calibration == job.calibration
+
+
+def test_a_new_shape_adds_its_calibration_and_leaves_the_others():
+    cfg = base_config()
+    before = plan_of(copy.deepcopy(cfg))
+    cfg["studies"]["over_p"]["p"].append(17)
+    after = plan_of(cfg)
+    new = set(after.calibrations) - set(before.calibrations)
+    assert set(before.calibrations) <= set(after.calibrations)
+    assert [after.calibrations[n].shape for n in new] == ["quadratic-p17-K16"]
+    for name, cal in before.calibrations.items():
+        assert after.calibrations[name].params() == cal.params()
+
+
+def test_a_calibration_edit_changes_only_calibrations_and_calibrated_tracks():
+    cfg = base_config()
+    before = plan_of(copy.deepcopy(cfg))
+    cfg["llc"]["calibration"]["num_steps"] = 50
+    after = plan_of(cfg)
+    cal_before, cal_after = (p.samplers["calibrated"].sampler_id for p in (before, after))
+    assert cal_before != cal_after
+    assert not set(after.calibrations) & set(before.calibrations)
+    changed = {k for k in before.llc_jobs if k not in after.llc_jobs}
+    assert changed == {k for k in before.llc_jobs if k[1] == cal_before}
+    for key, job in after.llc_jobs.items():
+        if key[1] != cal_after:
+            assert job.params() == before.llc_jobs[key].params()
+    assert {g: j.params() for g, j in after.grid_jobs.items()} == {
+        g: j.params() for g, j in before.grid_jobs.items()
+    }
+    assert after.train_groups.keys() == before.train_groups.keys()
+    assert {r: j.params() for r, j in after.runs.items()} == {
+        r: j.params() for r, j in before.runs.items()
+    }
+
+
+def test_two_calibrated_samplers_calibrate_each_shape_apart_unless_they_are_one_setting():
+    cfg = base_config()
+    twin = copy.deepcopy(cfg["llc"]["samplers"]["calibrated"])
+    cfg["llc"]["samplers"]["twin"] = twin
+    plan = plan_of(copy.deepcopy(cfg))
+    assert plan.samplers["twin"].sampler_id == plan.samplers["calibrated"].sampler_id
+    assert len(plan.calibrations) == 3  # one setting: one calibration per shape
+    twin["num_chains"] = 6  # another base: its own calibration of each shape
+    plan = plan_of(cfg)
+    assert len(plan.calibrations) == 6
+    for s in ("calibrated", "twin"):
+        sampler = plan.samplers[s]
+        for run in map(plan.runs.get, plan.study_runs["over_p"]):
+            cal = plan.calibration_for(sampler, run)
+            assert cal.base == sampler.settings and plan.calibrations[cal.name] == cal
+
+
+def test_a_transformer_is_a_shape_of_its_own():
+    cfg = base_config()
+    cfg["llc"]["samplers"]["calibrated"]["studies"] = ["baseline", "transformer"]
+    cfg["llc"]["samplers"]["calibrated"]["every_by_study"] = {"transformer": 0}
+    plan = plan_of(cfg)
+    assert sorted(c.shape for c in plan.calibrations.values()) == [
+        "quadratic-p7-K16", "transformer-p7-K16",
+    ]  # fmt: skip
+
+
+def test_no_calibrated_sampler_no_calibration():
+    cfg = base_config()
+    del cfg["llc"]["samplers"]["calibrated"]
+    plan = plan_of(cfg)
+    assert plan.calibrations == {}
+    assert not [n for n in plan.figures if n.startswith("fig_calibration")]
+    assert not [p for p in plan.intermediate_targets() if "/calibration/" in p]

@@ -28,9 +28,10 @@ PAPER = dict(
     num_init_loss_batches=4,
 )  # fmt: skip
 CAL = dict(
-    backend="fast", calibration="base", studies=["base"], num_chains=4, num_burnin_steps=5,
+    backend="fast", calibration="per_shape", studies=["base"], num_chains=4, num_burnin_steps=5,
     num_draws=20, batch_size=16, num_init_loss_batches=4,
 )  # fmt: skip
+GRID = {"kind": ["sgld"], "nbeta": [5.0], "resolution": [4.0, 8.0], "lr_scaled": [0.2, 0.1]}
 
 
 def config() -> dict:
@@ -45,7 +46,8 @@ def config() -> dict:
             "calibration": {
                 "checkpoints": [0.5, 1.0],
                 "num_steps": 40,
-                "grid": {"lr": [1e-5, 1e-4], "localization": [10.0]},
+                "max_steps": 60,
+                "grid": copy.deepcopy(GRID),
             },
         },
         "figures": {
@@ -68,20 +70,32 @@ R1 = TrainConfig(**{**TRAIN, "seed": 1})
 R11 = TrainConfig(**{**TRAIN, "p": 11})
 PAPER_SETTINGS = SamplerConfig.from_mapping(PAPER)
 CAL_SETTINGS = SamplerConfig.from_mapping(CAL)
+# llc.calibration as validated (the schema's defaults filled in) but `runs`; the calibrated
+# sampler's id hashes it with `runs`, each shape's calibration job without (its runs are listed)
+CAL_SPEC = {
+    "checkpoints": [0.5, 1.0],
+    "num_steps": 40,
+    "max_steps": 60,
+    "max_candidates": 3,
+    "exhaustive": False,
+    "reference": None,
+    "grid": {**GRID, "localization": None},
+}
+# one calibration per model shape: the calibrated sampler estimates R0 only (quadratic, p 7,
+# K 16); the stage takes the grid without the keys left to its defaults
 CAL_PARAMS = {
     "calibration": {
-        "checkpoints": [0.5, 1.0],
-        "num_steps": 40,
-        "max_checks": 3,
-        "exhaustive": False,
-        "grid": {"lr": [1e-5, 1e-4], "localization": [10.0]},
+        **{k: v for k, v in CAL_SPEC.items() if k != "grid"},
+        "grid": GRID,
         "backend": "fast",
         "base": CAL_SETTINGS.to_dict(),
     },
     "runs": [R0.to_dict()],
 }
+CAL_NAME = f"quadratic-p7-K16-{short_hash(CAL_PARAMS, {})}"
+CAL_PATH = f"results/calibration/{CAL_NAME}.parquet"
 PAPER_SID = sampler_id("fast", PAPER_SETTINGS)
-CAL_SID = sampler_id("fast", CAL_SETTINGS, calibration=short_hash(CAL_PARAMS, {}))
+CAL_SID = sampler_id("fast", CAL_SETTINGS, calibration=short_hash({**CAL_SPEC, "runs": 1}, {}))
 
 
 def llc_path(run, sid, track="every3"):
@@ -120,19 +134,22 @@ def test_sampler_ids_and_the_calibration_params(plan):
     assert plan.samplers["paper"].backend == "fast"
     assert plan.samplers["cal"].sampler_id == CAL_SID
     assert plan.samplers["cal"].backend == "fast"
-    assert list(plan.calibrations) == ["base"]
-    cal = plan.calibrations["base"]
+    assert list(plan.calibrations) == [CAL_NAME]
+    cal = plan.calibrations[CAL_NAME]
     assert cal.params() == CAL_PARAMS
     assert cal.cal_id == short_hash(CAL_PARAMS, {})
-    assert cal.path == "results/calibration/base.parquet"
+    assert (cal.shape, cal.name) == ("quadratic-p7-K16", CAL_NAME)
+    assert cal.path == CAL_PATH
 
 
 def test_calibration_params_are_what_the_calibration_stage_accepts(plan):
     from grokking_llc.stages.calibrate import CALIBRATION_DEFAULTS
 
-    params = plan.calibrations["base"].params()
+    params = plan.calibrations[CAL_NAME].params()
     assert set(params) == {"calibration", "runs"}
     assert set(params["calibration"]) <= set(CALIBRATION_DEFAULTS)
+    # every key of llc.calibration but `runs` reaches the stage (none dropped on the way)
+    assert set(CAL_SPEC) <= set(params["calibration"])
     assert [TrainConfig(**r).run_id for r in params["runs"]] == [R0.run_id]
 
 
@@ -147,6 +164,66 @@ def test_calibration_params_without_a_grid():
         },
         "runs": [],
     }
+
+
+def shape_config() -> dict:
+    """config() with the calibrated sampler on every study: two shapes, quadratic p 7 (R0 and
+    R1, seeds 0 and 1) and p 11 (R11), at width 16."""
+    cfg = config()
+    cfg["llc"]["samplers"]["cal"]["studies"] = ["base", "seeds", "other"]
+    cfg["figures"].update(fig1={"study": "seeds"}, fig2={"study": "other"})
+    return cfg
+
+
+def test_one_calibration_per_shape_at_its_most_typical_run_written_out():
+    from grokking_llc.plan import figure_catalog
+
+    plan = plan_of(shape_config())
+    p11 = {**CAL_PARAMS, "runs": [R11.to_dict()]}
+    name11 = f"quadratic-p11-K16-{short_hash(p11, {})}"
+    assert {n: c.params() for n, c in plan.calibrations.items()} == {
+        CAL_NAME: CAL_PARAMS,  # R0 (seed 0), not R1: the most typical run of the shape
+        name11: p11,
+    }
+    assert {n: c.shape for n, c in plan.calibrations.items()} == {
+        CAL_NAME: "quadratic-p7-K16",
+        name11: "quadratic-p11-K16",
+    }
+    # more shapes rename neither the sampler nor the first shape's calibration
+    assert plan.samplers["cal"].sampler_id == CAL_SID
+    want = {R0.run_id: CAL_NAME, R1.run_id: CAL_NAME, R11.run_id: name11}
+    cal_jobs = [j for j in plan.llc_jobs.values() if j.sampler.name == "cal"]
+    assert {j.run.run_id: j.calibration.name for j in cal_jobs} == want
+    assert all(j.params()["sampler"] is None for j in cal_jobs)
+    assert all(j.calibration is None for j in plan.llc_jobs.values() if j.sampler.name == "paper")
+    caption = figure_catalog()["calibration"].caption
+    for name, path in ((CAL_NAME, CAL_PATH), (name11, f"results/calibration/{name11}.parquet")):
+        fig = plan.figures[f"fig_calibration_{name}"]
+        assert fig.path == f"results/figures/fig_calibration_{name}.png"
+        assert fig.input_files() == {"calibration": path}
+        assert fig.params() == {"key": "calibration", "plots": {"dpi": 60, "style": "whitegrid"},
+                                "shape": plan.calibrations[name].shape,
+                                "caption": caption}  # fmt: skip
+    assert sorted(n for n in plan.figures if n.startswith("fig_calibration")) == sorted(
+        f"fig_calibration_{n}" for n in (CAL_NAME, name11)
+    )
+
+
+def test_calibration_runs_takes_the_shapes_most_typical_runs_first():
+    cfg = shape_config()
+    cfg["llc"]["calibration"]["runs"] = 2
+    plan = plan_of(cfg)
+    spec = {k: v for k, v in CAL_PARAMS.items() if k != "runs"}
+    p7 = {**spec, "runs": [R0.to_dict(), R1.to_dict()]}  # seed 0 first
+    p11 = {**spec, "runs": [R11.to_dict()]}  # the shape has one run
+    assert {n: c.params() for n, c in plan.calibrations.items()} == {
+        f"quadratic-p7-K16-{short_hash(p7, {})}": p7,
+        f"quadratic-p11-K16-{short_hash(p11, {})}": p11,
+    }
+    # calibrating elsewhere is another setting: a new sampler id, the paper's unchanged
+    sid = sampler_id("fast", CAL_SETTINGS, calibration=short_hash({**CAL_SPEC, "runs": 2}, {}))
+    assert sid != CAL_SID and plan.samplers["cal"].sampler_id == sid
+    assert plan.samplers["paper"].sampler_id == PAPER_SID
 
 
 def test_llc_jobs_params_and_chunk_paths(plan):
@@ -166,7 +243,8 @@ def test_llc_jobs_params_and_chunk_paths(plan):
     ]
     cal = plan.llc_jobs[(R0.run_id, CAL_SID, "every3")]
     assert cal.params() == {"run": R0.to_dict(), "backend": "fast", "sampler": None, "every": 3}
-    assert cal.calibration is plan.calibrations["base"]
+    assert cal.calibration == plan.calibrations[CAL_NAME]
+    assert paper.calibration is None
 
 
 def test_grid_params(plan):
@@ -246,14 +324,14 @@ def test_intermediate_and_table_targets_written_out(plan):
         ],
         f"results/llc_grid/b2/{R0.run_id}-{PAPER_SID}.parquet",
         f"results/llc_grid/bias_reduced/{R0.run_id}-{PAPER_SID}.parquet",
-        "results/calibration/base.parquet",
+        CAL_PATH,
     ]
     assert plan.table_targets() == [
         "results/tables/training_summary.parquet",
         "results/tables/runs.parquet",
         "results/tables/claims.parquet",
         f"results/theory/{R0.run_id}.parquet",
-        "results/calibration/base.parquet",
+        CAL_PATH,
     ]
 
 

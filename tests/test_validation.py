@@ -71,12 +71,12 @@ BAD = [
      "llc.samplers.paper.batch_size", "exceeds the 29 training pairs"),
     ("calibrated_sampler_batch_over_training_set", [("llc.samplers.calibrated.batch_size", 30)],
      "llc.samplers.calibrated.batch_size", "exceeds"),
-    ("calibration_run_batch_over_training_set",
-     [("llc.samplers.calibrated.batch_size", 25), ("llc.samplers.calibrated.studies", ["over_p"]),
-      ("llc.samplers.calibrated.calibration", "scaling")],
-     "llc.samplers.calibrated.batch_size", "calibration run of study scaling"),
-    ("calibration_study_batch_over_training_set", [("llc.calibration.studies", ["scaling"])],
-     "llc.calibration.studies", "exceeds the 20 training pairs"),
+    # a calibration runs at runs of the shapes its sampler estimates: their batch rule is the
+    # sampler's (scaling: p=7, train_frac 0.4, 20 pairs)
+    ("calibrated_sampler_batch_over_a_shapes_runs",
+     [("llc.samplers.calibrated.batch_size", 25),
+      ("llc.samplers.calibrated.studies", ["over_p", "scaling"])],
+     "llc.samplers.calibrated.batch_size", "20 training pairs of a run of study scaling"),
     ("grid_run_batch_over_training_set",
      [("llc.samplers.paper.batch_size", 25), ("figures.b2.study", "scaling")],
      "llc.samplers.paper.batch_size", "figure b2"),
@@ -86,23 +86,30 @@ BAD = [
      "llc.samplers.calibrated.every_by_study", "no study named 'x'"),
     ("sampler_studies_no_study", [("llc.samplers.calibrated.studies", ["baseline", "x"])],
      "llc.samplers.calibrated.studies", "no study named 'x'"),
-    ("sampler_calibration_no_study", [("llc.samplers.calibrated.calibration", "x")],
-     "llc.samplers.calibrated.calibration", "no study named 'x'"),
+    # `calibration` is per_shape or null; a study's name (the old meaning) is refused
+    ("sampler_calibration_a_study", [("llc.samplers.calibrated.calibration", "baseline")],
+     "llc.samplers.calibrated.calibration", "must be one of ['per_shape', None], got 'baseline'"),
+    ("sampler_calibration_unknown", [("llc.samplers.calibrated.calibration", "x")],
+     "llc.samplers.calibrated.calibration", "must be one of ['per_shape', None], got 'x'"),
+    ("sampler_calibration_true", [("llc.samplers.calibrated.calibration", True)],
+     "llc.samplers.calibrated.calibration", "per_shape"),
     ("figure_study_missing", [("figures.fig3.study", "missing")], "figures.fig3.study",
      "no study named"),
     ("figure_studies_missing", [("figures.h2.studies", ["over_p", "missing"])],
      "figures.h2.studies", "no study named"),
     ("figure_sampler_missing", [("figures.b2.sampler", "nosuch")], "figures.b2.sampler",
      "no sampler named"),
-    ("calibration_studies_missing", [("llc.calibration.studies", ["missing"])],
-     "llc.calibration.studies", "no study named"),
     ("sampler_step_size_zero", [("llc.samplers.paper.lr", 0.0)], "llc.samplers.paper.lr", "> 0"),
     ("default_nbeta_batch_one", [("llc.samplers.paper.batch_size", 1)],
      "llc.samplers.paper.batch_size", "nbeta"),
     ("nbeta_zero", [("llc.samplers.paper.nbeta", 0.0)], "llc.samplers.paper.nbeta", "> 0"),
     ("grid_step_size_zero", [("figures.b2.lr", [1e-4, 0.0])], "figures.b2.lr", "> 0"),
-    ("calibration_grid_step_size_zero", [("llc.calibration.grid.lr", [0.0, 1e-4])],
-     "llc.calibration.grid.lr", "> 0"),
+    ("calibration_grid_nbeta_zero", [("llc.calibration.grid.nbeta", [0.0, 5.0])],
+     "llc.calibration.grid.nbeta", "> 0"),
+    ("calibration_grid_value_twice", [("llc.calibration.grid.resolution", [4.0, 8.0, 4.0])],
+     "llc.calibration.grid.resolution", "twice"),
+    ("calibration_grid_ladder_given_twice", [("llc.calibration.grid.localization", [10.0])],
+     "llc.calibration.grid", "localization or resolution, not both"),
     ("negative_nbeta_factor", [("figures.bias_reduced.nbeta_factors", [-1.0, 1.0])],
      "figures.bias_reduced.nbeta_factors", "> 0"),
     ("p_not_prime_in_sweep", [("studies.over_p.p", [7, 9])], "studies.over_p.p", "prime"),
@@ -175,6 +182,58 @@ def test_validate_config_refuses_before_any_job(base, changes, key):
         validate_config(patched(base, changes))
     msg = str(err.value)
     assert "\n" not in msg and key in msg, msg
+
+
+# Refused by the schema (validate_config), each in one line naming the key: keys of the study
+# calibration that per-shape calibration replaced, and the new keys' limits
+SCHEMA_BAD = [
+    ("removed_calibration_studies", [("llc.calibration.studies", ["baseline"])],
+     "llc.calibration", "'studies' was unexpected"),
+    ("removed_max_checks", [("llc.calibration.max_checks", 1)], "llc.calibration",
+     "'max_checks' was unexpected"),
+    ("removed_grid_lr", [("llc.calibration.grid.lr", [1e-4])], "llc.calibration.grid",
+     "'lr' was unexpected"),
+    ("grid_lr_scaled_zero", [("llc.calibration.grid.lr_scaled", [0.2, 0.0])],
+     "llc.calibration.grid.lr_scaled", "less than or equal to the minimum of 0"),
+    ("grid_resolution_zero", [("llc.calibration.grid.resolution", [0.0])],
+     "llc.calibration.grid.resolution", "less than or equal to the minimum of 0"),
+    ("grid_localization_zero", [("llc.calibration.grid.resolution", None),
+                                ("llc.calibration.grid.localization", [0.0])],
+     "llc.calibration.grid.localization", "less than or equal to the minimum of 0"),
+    ("grid_unknown_kind", [("llc.calibration.grid.kind", ["sgld", "hmc"])],
+     "llc.calibration.grid.kind", "'hmc' is not one of"),
+    ("grid_empty_list", [("llc.calibration.grid.nbeta", [])], "llc.calibration.grid.nbeta",
+     "should be non-empty"),
+    ("max_candidates_zero", [("llc.calibration.max_candidates", 0)],
+     "llc.calibration.max_candidates", "less than the minimum of 1"),
+    ("max_steps_tiny", [("llc.calibration.max_steps", 5)], "llc.calibration.max_steps",
+     "less than the minimum of 10"),
+    ("unknown_reference", [("llc.calibration.reference", "hmc")], "llc.calibration.reference",
+     "'hmc' is not one of"),
+    ("calibration_runs_zero", [("llc.calibration.runs", 0)], "llc.calibration.runs",
+     "less than the minimum of 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "words"), [c[1:] for c in SCHEMA_BAD], ids=[c[0] for c in SCHEMA_BAD]
+)
+def test_bad_calibration_keys_are_refused_in_one_line_naming_the_key(base, changes, key, words):
+    with pytest.raises(ConfigError) as err:
+        validate_config(patched(base, changes))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"config error at {key}") and words in msg, msg
+
+
+def test_every_calibration_key_of_the_test_config_is_read(base):
+    """Each grid key the .test config writes is one the calibration takes, and the validated
+    config keeps it (nothing silently dropped)."""
+    from grokking_llc.calibrate import GRID_KEYS
+
+    cal = validate_config(base)["llc"]["calibration"]
+    written = base["llc"]["calibration"]["grid"]
+    assert set(written) <= set(GRID_KEYS)
+    assert {k: cal["grid"][k] for k in written} == written
 
 
 def test_at_least_thirty_classes():

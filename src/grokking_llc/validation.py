@@ -23,8 +23,11 @@ one line naming the key (``config error at <key>: <rule>``), the first problem o
   counts and the run stops after ``early_stop_patience`` checkpoints whatever it learns);
 * samplers (every mapping under ``llc.samplers`` and ``llc.sampler`` if present): the schema's
   limits, a positive step size, ``nbeta: null`` (``m / ln m``) only with ``batch_size >= 2``, and
-  a batch within the training set of every run the sampler estimates (its studies', those of its
-  calibration, the first run of a grid figure that uses it) and large enough for that run's loss;
+  a batch within the training set of every run the sampler estimates (its studies', among them
+  those its per-shape calibrations run at; the first run of a grid figure that uses it) and large
+  enough for that run's loss;
+* calibration: ``llc.calibration.grid`` gives the localisation ladder as ``localization`` or as
+  ``resolution``, not both (the calibration job would stop on it after training);
 * figures: a figure that draws LLC values points at a study some sampler estimates (one
   sampler for all the studies of ``h2``), else it could not be drawn.
 
@@ -499,6 +502,17 @@ def check_step_sizes(ctx: _Context) -> Iterator[Problem]:
                     yield _path_key(path), f"must be > 0, got {v}"
 
 
+def check_calibration(ctx: _Context) -> Iterator[Problem]:
+    """The calibration's ladder is given one way (:mod:`grokking_llc.calibrate` refuses both,
+    but only once its job runs, after training)."""
+    grid = _dict(_dict(_dict(ctx.cfg.get("llc")).get("calibration")).get("grid"))
+    if grid.get("localization") is not None and grid.get("resolution") is not None:
+        yield "llc.calibration.grid", (
+            "give localization or resolution, not both (the localisation ladder as gammas or as "
+            "resolutions nbeta lambda_max / gamma)"
+        )
+
+
 CHECKS: list[Callable[[_Context], Iterator[Problem]]] = [
     check_finite_numbers,
     check_integer_counts,
@@ -508,6 +522,7 @@ CHECKS: list[Callable[[_Context], Iterator[Problem]]] = [
     check_samplers,
     check_figures,
     check_step_sizes,
+    check_calibration,
 ]
 
 

@@ -35,7 +35,7 @@ wildcard_constraints:
     chunk=r"\d+",
     chunks=r"\d+",
     grid="|".join(PLAN.grid_jobs) or "NO_GRIDS",
-    study="|".join(PLAN.calibrations) or "NO_CALIBRATIONS",
+    calibration="|".join(PLAN.calibrations) or "NO_CALIBRATIONS",
     figure="|".join(PLAN.figures) or "NO_FIGURES",
 
 
@@ -104,7 +104,7 @@ def get_grid_params(wildcards):
 
 
 def get_calibration_inputs(wildcards):
-    job = PLAN.calibrations[wildcards.study]
+    job = PLAN.calibrations[wildcards.calibration]
     return {
         "checkpoints": [r.checkpoints for r in job.runs],
         "train_logs": [r.train_log for r in job.runs],
@@ -113,7 +113,7 @@ def get_calibration_inputs(wildcards):
 
 
 def get_calibration_params(wildcards):
-    return PLAN.calibrations[wildcards.study].params()
+    return PLAN.calibrations[wildcards.calibration].params()
 
 
 def get_theory_inputs(wildcards):

@@ -71,19 +71,21 @@ rule estimate_llc_grid:
         "../scripts/estimate_llc_grid.py"
 
 
+# One job per model shape of a calibrated sampler: {calibration} is <shape>-<hash>
+# (grokking_llc.plan.CalibrationJob.name).
 rule calibrate_sampler:
     input:
         unpack(get_calibration_inputs),
     output:
-        f"{RESULTS}/calibration/{{study}}.parquet",
+        f"{RESULTS}/calibration/{{calibration}}.parquet",
     params:
         job=get_calibration_params,
         device=DEVICE,
         code=code_version("calibrate"),
     log:
-        f"{RESULTS}/logs/calibrate_sampler/{{study}}.log",
+        f"{RESULTS}/logs/calibrate_sampler/{{calibration}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/calibrate_sampler/{{study}}.tsv"
+        f"{RESULTS}/benchmarks/calibrate_sampler/{{calibration}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
