@@ -420,10 +420,8 @@ class Plan:
         calibration = spec.get("calibration")
         if calibration is None:
             sid = sampler_id(spec["backend"], settings)
-        else:  # llc.calibration (not its jobs: one per shape) names the setting; `runs` too,
-            # since where a shape is calibrated changes its setting
-            cal = self.config["llc"]["calibration"]
-            sid = sampler_id(spec["backend"], settings, calibration=short_hash(cal, {}))
+        else:  # the calibration's spec (not its jobs: one per shape) names the setting
+            sid = sampler_id(spec["backend"], settings, calibration=short_hash(self._cal_spec, {}))
         studies = spec.get("studies")
         return NamedSampler(
             name=name,
