@@ -467,10 +467,11 @@ def _check(runner: _Runner, grid, cand: Setting, gamma_bias: float, reference) -
     where = _where(runner, final)
     passed, failed = [], []
     s = cand
-    # 1. step size: walk lr_scaled down until a smaller step changes nothing
+    # 1. step size: walk lr_scaled down until a smaller step changes nothing; the smaller step
+    # of the first pair that agrees is the candidate's (its bias is about the pair's change)
     i = ladder_steps.index(cand.lr_scaled)
-    res, row = runner.run(final, s, "candidate")
-    eps_ok = False
+    res, _ = runner.run(final, s, "step")
+    eps_ok, eps_change = False, math.nan
     while True:
         if i + 1 >= len(ladder_steps):
             failed.append(f"step size at {where}: no smaller step left to compare with")
@@ -479,15 +480,16 @@ def _check(runner: _Runner, grid, cand: Setting, gamma_bias: float, reference) -
         res_small, _ = runner.run(final, smaller, "step")
         cmp = validity.compare(res.llc_mean, res_small.llc_mean, res.llc_se, res_small.llc_se,
                                validity.EPS_TOL)  # fmt: skip
+        eps_change = cmp.change
+        if not cmp.ok and not res_small.valid:
+            failed.append(f"step size at {where}: {cmp.why}; the smaller step is not valid")
+            break
+        s, res, i = smaller, res_small, i + 1
         if cmp.ok:
             eps_ok = True
             break
-        if not res_small.valid:
-            failed.append(f"step size at {where}: {cmp.why}; the smaller step is not valid")
-            break
-        s, i = smaller, i + 1
-        res, row = runner.run(final, s, "candidate")
-    row["eps_change"] = cmp.change if "cmp" in locals() else math.nan
+    _, row = runner.run(final, s, "candidate")
+    row["eps_change"] = eps_change
     if eps_ok:
         passed.append("step size")
     if not res.valid:
@@ -656,13 +658,13 @@ def _fallback(runner: _Runner, outcomes: list[_Outcome]) -> tuple:
         return None, None, "no setting gave a finite estimate"
     best = max(rungs, key=lambda r: (r["valid"], r["stationary"], r["resolution"]))
     setting = Setting(best["kind"], best["nbeta"], best["localization"], best["lr_scaled"])
-    why = best["invalid_reason"] or "valid, but no two rungs agreed as gamma halved"
+    why = best["invalid_reason"] or "valid, but its ladder did not converge"
     return (
         setting,
         best["lr"],
         (
-            f"no setting reached a candidate (no two valid rungs of a ladder agreed within "
-            f"{100 * validity.SENSITIVITY_TOL:g}% as gamma halved); chose "
+            f"no setting reached a candidate (no ladder had three valid rungs whose remaining "
+            f"bias was within {100 * validity.GAMMA_TOL:g}% as gamma halved); chose "
             f"{_short(runner.settings(setting, best['lr']))}, the rung that got furthest, NOT "
             f"valid at {_where(runner, runner.final)}: {why}."
         ),

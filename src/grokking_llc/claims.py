@@ -514,11 +514,18 @@ def claim_fig2_proportional_to_width(
 # --------------------------------------------------------------------------- Figures 3 and 13
 
 
-def _track_runs(tracks: Mapping[str, Any], key: str) -> list[dict]:
+def _track_runs(tracks: Mapping[str, Any], key: str, sampler: str | None = None) -> list[dict]:
+    """The runs of a track claim (``tracks[key]``: one run or a list); with ``sampler``, those
+    that have that sampler's track (a sampler may be drawn on a run of its own,
+    ``figures.<key>.by_sampler``), or all of them when none has it."""
     value = tracks.get(key)
     if value is None:
         return []
-    return [value] if isinstance(value, Mapping) else list(value)
+    runs_ = [value] if isinstance(value, Mapping) else list(value)
+    if sampler is None:
+        return runs_
+    own = [r for r in runs_ if sampler in r.get("llc", {})]
+    return own or runs_
 
 
 def _accuracy_text(st: Mapping[str, Any]) -> str:
@@ -714,7 +721,7 @@ def claim_fig3_llc_falls_with_generalisation(
         "Spearman correlation of valid LLC with validation loss over the grokking window "
         "(positive: LLC falls as validation loss falls)"
     )
-    runs_ = _track_runs(tracks, "fig3")
+    runs_ = _track_runs(tracks, "fig3", sampler)
     row = _track_claim(
         runs_,
         sampler,
@@ -752,7 +759,7 @@ def claim_fig13_transformer_llc_tracks_test_loss(
         "sampler": sampler,
     }
     stat = "Spearman correlation of valid LLC with validation loss over the run"
-    runs_ = _track_runs(tracks, "fig13")
+    runs_ = _track_runs(tracks, "fig13", sampler)
     row = _track_claim(
         runs_,
         sampler,

@@ -503,6 +503,24 @@ class Plan:
     def figure_specs(self) -> dict[str, FigureInfo]:
         return figure_catalog()
 
+    def track_groups(self, key: str) -> list[tuple[str, list[NamedSampler], str | None]]:
+        """``(study, samplers, sampler name or None)`` of a track figure and its claim: the
+        samplers of ``figures.<key>.study`` drawn together on its first run, and each sampler of
+        ``figures.<key>.by_sampler`` alone on its own study's first run (its figure under
+        ``figures/<sampler>/``)."""
+        entry = self.config["figures"].get(key) or {}
+        study, own = entry.get("study"), dict(entry.get("by_sampler") or {})
+        groups: list[tuple[str, list[NamedSampler], str | None]] = []
+        if study:
+            shared = [s for s in self.samplers_of(study) if s.name not in own]
+            if shared:
+                groups.append((study, shared, None))
+        for name in sorted(own):
+            sampler = self.samplers.get(name)
+            if sampler is not None and self.sampler_covers(sampler, own[name]):
+                groups.append((own[name], [sampler], name))
+        return groups
+
     def _figure_study(self, key: str) -> str | None:
         return self.config["figures"].get(key, {}).get("study")
 
@@ -517,6 +535,7 @@ class Plan:
             entry = self.config["figures"][key]
             studies.update(s for s in [entry.get("study")] if s)
             studies.update(entry.get("studies", []))
+            studies.update((entry.get("by_sampler") or {}).values())
         return sorted(studies)
 
     def sampler_covers(self, sampler: NamedSampler, study: str) -> bool:
@@ -686,11 +705,12 @@ class Plan:
             elif spec.reads == "training" and study:
                 add(key, spec, None, {"training": self.training_summary_path},
                     study=study, options=options)  # fmt: skip
-            elif spec.reads == "track" and study:
-                run, samplers = self.first_run(study), self.samplers_of(study)
-                if samplers:
-                    add(key, spec, None, self._track_inputs(run, samplers),
-                        study=study, samplers=[s.name for s in samplers],
+            elif spec.reads == "track":
+                options = {k: v for k, v in options.items() if k != "by_sampler"}
+                for group_study, samplers, own in self.track_groups(key):
+                    run = self.first_run(group_study)
+                    add(key, spec, own, self._track_inputs(run, samplers),
+                        study=group_study, samplers=[s.name for s in samplers],
                         protocols=[s.protocol for s in samplers],
                         title=f"{run.label}\nrun {run.run_id}", options=options)  # fmt: skip
             elif spec.reads == "traces" and study:
@@ -729,17 +749,16 @@ class Plan:
             "training": self.training_summary_path,
         }
         for key in ("fig3", "fig13"):
-            study = self._figure_study(key)
-            if study and self.samplers_of(study):
-                run = self.first_run(study)
-                tracks = self._track_inputs(run, self.samplers_of(study))
-                inputs.update({f"{key}_{role}": path for role, path in tracks.items()})
+            for i, (study, samplers, _) in enumerate(self.track_groups(key)):
+                tracks = self._track_inputs(self.first_run(study), samplers)
+                inputs.update({f"{key}_{i}_{role}": path for role, path in tracks.items()})
         return inputs
 
     def claims_params(self) -> dict[str, Any]:
         """What the scorecard's rows depend on besides its input files: the samplers (and
         ``published``: those that run the paper's protocol, for the as-published verdicts),
-        each claim's study, the track samplers and runs (``fig3_run``, ``fig13_run``: their
+        each claim's study, the track figures' runs and samplers (``fig3_tracks``,
+        ``fig13_tracks``: one entry per run drawn, :meth:`track_groups`, with its samplers and
         training settings), and the baseline (Figure 3's run) for the theory count."""
         figs = self.config["figures"]
         params: dict[str, Any] = {
@@ -749,9 +768,10 @@ class Plan:
             "seed": 0,
         }
         for key in ("fig3", "fig13"):
-            study = self._figure_study(key)
-            params[f"{key}_samplers"] = [s.name for s in self.samplers_of(study)] if study else []
-            params[f"{key}_run"] = self.first_run(study).params() if study else None
+            params[f"{key}_tracks"] = [
+                {"samplers": [s.name for s in samplers], "run": self.first_run(study).params()}
+                for study, samplers, _ in self.track_groups(key)
+            ]
         study = self._figure_study("fig3")
         baseline = self.first_run(study).train if study else None
         params["theory_baseline"] = (

@@ -210,6 +210,7 @@ class _Context:
             if not _track_figure(key) or not isinstance(entry, dict):
                 continue
             names = [entry.get("study")] + list(entry.get("studies") or [])
+            names += list(_dict(entry.get("by_sampler")).values())
             out += [s for s in names if isinstance(s, str) and s not in out]
         return out
 
@@ -489,6 +490,26 @@ def check_figures(ctx: _Context) -> Iterator[Problem]:
             )
 
 
+def check_by_sampler(ctx: _Context) -> Iterator[Problem]:
+    """``figures.<key>.by_sampler`` names existing samplers and studies, and each sampler
+    estimates the study it is drawn on."""
+    studies, samplers = set(ctx.studies), ctx.samplers
+    for key, entry in _dict(ctx.cfg.get("figures")).items():
+        for name, study in _dict(_dict(entry).get("by_sampler")).items():
+            where = _key("figures", key, "by_sampler", name)
+            if name not in samplers:
+                yield where, f"no sampler named {name!r} (llc.samplers: {sorted(samplers)})"
+            elif study not in studies:
+                yield where, f"no study named {study!r} (studies: {sorted(studies)})"
+            else:
+                own = _dict(samplers[name]).get("studies")
+                if own is not None and study not in own:
+                    yield where, (
+                        f"sampler {name!r} does not estimate study {study!r} (its studies: "
+                        f"{own}); add the study to the sampler's studies"
+                    )
+
+
 def check_step_sizes(ctx: _Context) -> Iterator[Problem]:
     """Step sizes, temperatures and their factors anywhere under ``llc`` and ``figures``
     (grids, calibration) are positive."""
@@ -519,6 +540,7 @@ CHECKS: list[Callable[[_Context], Iterator[Problem]]] = [
     check_lists,
     check_runs,
     check_names,
+    check_by_sampler,
     check_samplers,
     check_figures,
     check_step_sizes,

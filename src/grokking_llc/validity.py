@@ -196,12 +196,14 @@ def assess(
     step_ok = bool(exact or mala_acceptance >= MALA_MIN)
     dominated = not grad_loc_ratio >= GRAD_LOC_RATIO_MIN
     at_minimum = is_minimum(llc_mean, gradient_bias)
+    # without a finite estimate (diverged chains) the question is not asked: a sampler failure
+    judged = math.isfinite(llc_mean) and num_good_chains > 0
     below_bound = (
         bool(llc_mean <= (1 + BOUND_TOL) * llc_bound) if math.isfinite(llc_mean) else False
     )
     why = []
-    if not at_minimum:
-        if math.isfinite(llc_mean) and not llc_mean > 0:
+    if judged and not at_minimum:
+        if not llc_mean > 0:
             detail = "the chains found lower loss than w* (estimate <= 0)"
         elif not math.isfinite(gradient_bias):
             detail = "gradient at w* not measured"
@@ -227,7 +229,7 @@ def assess(
         at_minimum=at_minimum,
         below_bound=below_bound,
         valid=valid,
-        status=VALID if valid else (NOT_A_MINIMUM if not at_minimum else INVALID),
+        status=VALID if valid else (NOT_A_MINIMUM if judged and not at_minimum else INVALID),
         invalid_reason="; ".join(why),
     )
 

@@ -17,22 +17,30 @@ def _as_list(value: Any) -> list:
 
 
 def load_tracks(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"fig3": {"train_log", "llc": {sampler: table}}, "fig13": ...}`` from the input roles
-    ``<key>_train_log`` and ``<key>_llc`` (one LLC table per name in ``<key>_samplers``), with
-    the run's training settings ``<key>_run`` from the params."""
+    """``{"fig3": [run, ...], "fig13": [...]}``, each run ``{"train_log", "llc": {sampler:
+    table}, "run"}``, from the params ``<key>_tracks`` (one entry per run drawn: its samplers
+    and training settings) and the input roles ``<key>_<i>_train_log`` and ``<key>_<i>_llc``
+    (one LLC table per sampler of entry i)."""
     tracks: dict[str, Any] = {}
     for key in ("fig3", "fig13"):
-        if f"{key}_train_log" not in inputs:
-            continue
-        names = params[f"{key}_samplers"]
-        paths = _as_list(inputs[f"{key}_llc"])
-        for path in [inputs[f"{key}_train_log"], *paths]:
-            check_ids_in_path(path)  # the run (and sampler) the plan named the file by
-        tracks[key] = {
-            "train_log": pd.read_parquet(inputs[f"{key}_train_log"]),
-            "llc": {n: pd.read_parquet(p) for n, p in zip(names, paths, strict=True)},
-            "run": params.get(f"{key}_run"),
-        }
+        runs = []
+        for i, entry in enumerate(params.get(f"{key}_tracks") or []):
+            log_path = inputs[f"{key}_{i}_train_log"]
+            paths = _as_list(inputs[f"{key}_{i}_llc"])
+            for path in [log_path, *paths]:
+                check_ids_in_path(path)  # the run (and sampler) the plan named the file by
+            runs.append(
+                {
+                    "train_log": pd.read_parquet(log_path),
+                    "llc": {
+                        n: pd.read_parquet(p)
+                        for n, p in zip(entry["samplers"], paths, strict=True)
+                    },
+                    "run": entry.get("run"),
+                }
+            )
+        if runs:
+            tracks[key] = runs
     return tracks
 
 
