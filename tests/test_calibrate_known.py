@@ -16,10 +16,10 @@ import math
 
 import pytest
 import torch
+from known_answers import deep_linear_problem, reduced_rank_problem, regular_problem, rescale
 
 from grokking_llc import calibrate as cal
 from grokking_llc.llc import estimate_llc
-from known_answers import regular_problem, rescale, reduced_rank_problem, deep_linear_problem
 
 torch.set_num_threads(1)
 
