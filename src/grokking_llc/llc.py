@@ -219,9 +219,10 @@ def _draws_are_enough(
 ) -> bool:
     """Stop rule of an adaptive run: every chain finite and the draws stationary by the
     checks of :func:`grokking_llc.validity.stationarity_problems` with an ESS (bulk and tail)
-    of at least ``target_ess`` (SPEC section 10); or no finite chain left (more steps cannot
-    help)."""
-    from grokking_llc.validity import stationarity_problems
+    of at least ``target_ess`` (SPEC section 10); or no finite chain left, or the chains below
+    L(w*) or still running downhill (:func:`grokking_llc.validity.descending`): more steps
+    cannot help there."""
+    from grokking_llc.validity import descending, stationarity_problems
 
     burn, bad = _split_draws(trace, num_burnin_steps, burn_in)
     if bad.all():
@@ -230,10 +231,12 @@ def _draws_are_enough(
         return False
     draws = trace[:, burn:]
     llc = float(nbeta) * (float(draws.mean()) - float(init_loss))
+    stats = _stationarity_stats(draws, nbeta)
+    if llc <= 0 or descending(llc, stats["drift_z"], stats["drift_se"]):
+        return True  # running downhill: no minimum here, more steps cannot help
     problems = stationarity_problems(
-        llc_mean=llc, num_good_chains=len(draws), ess_min=target_ess,
-        **_stationarity_stats(draws, nbeta),
-    )  # fmt: skip
+        llc_mean=llc, num_good_chains=len(draws), ess_min=target_ess, **stats
+    )
     return not problems
 
 
@@ -430,8 +433,10 @@ def point_checks(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], x, y, loss_fn: LossFn
 ) -> PointChecks:
     """:class:`PointChecks` at ``state`` (float64, full batch, the model's buffers as they are):
-    one gradient and one Hessian-vector product (forward-over-reverse) of the training loss."""
+    one gradient and one Hessian-vector product (forward-over-reverse) of the training loss.
+    Attention runs on its math kernel there: the fused ones have no forward-mode derivative."""
     from torch.func import functional_call, grad, jvp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     names = [name for name, _ in model.named_parameters()]
     params = {name: state[name].detach().to(torch.float64) for name in names}
@@ -442,7 +447,7 @@ def point_checks(
     def loss(p):
         return loss_fn(functional_call(model, (p, buffers), (x64,)), y64)
 
-    with torch.enable_grad():
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         g = grad(loss)(params)
         gn2 = sum(float((v * v).sum()) for v in g.values())
         value, hg = jvp(grad(loss), (params,), ({k: v.detach() for k, v in g.items()},))
