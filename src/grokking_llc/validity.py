@@ -10,7 +10,8 @@ below is written so that NaN (unknown) fails it; the reasons are listed in ``inv
   ``B <= MINIMUM_TOL * (llc + B)`` (the gradient changes the estimate by at most 10%) and the
   chains did not find lower loss than w* on average (``llc > 0``). A checkpoint that fails this
   is reported with status ``not_a_minimum``, apart from sampler failures: the LLC is not
-  defined there, which is a finding about the checkpoint, not about the sampler.
+  defined there, which is a finding about the checkpoint, not about the sampler. Chains that
+  are still running downhill after the burn-in (:func:`descending`) are the other sign of it.
 * ``below_bound``: an estimate cannot exceed ``llc_bound`` (:func:`grokking_llc.llc.llc_bound`:
   d/2, and half the dimension of the predictions the loss sees, e.g. ``p (n - 1) / 2`` for the
   centred loss; SPEC section 10). One above it by more than :data:`BOUND_TOL` (the step-size
@@ -23,9 +24,9 @@ below is written so that NaN (unknown) fails it; the reasons are listed in ``inv
   the draws within :data:`DRIFT_Z_MAX` standard errors (or below :data:`DRIFT_REL_MAX` of the
   estimate: with 10^4 effective draws a 1% drift is 10 SEs, and irrelevant against the
   calibration's 5-10% tolerances; at the K=256 calibration the estimate of a run stopped at a
-  2% drift was 0.8% above that of a run three times as long) *and resolved*: the standard error of that drift, in LLC
-  units, at most :data:`DRIFT_SE_MAX` of the estimate, so a drift of ~10% could not hide in
-  the noise. The distance ``|w - w*|`` and its R-hat are reported, not
+  2% drift was 0.8% above that of a run three times as long) *and resolved*: the standard
+  error of that drift, in LLC units, at most :data:`DRIFT_SE_MAX` of the estimate, so a drift
+  of ~10% could not hide in the noise. The distance ``|w - w*|`` and its R-hat are reported, not
   required: on singular known answers (reduced-rank regressions, deep linear networks) the
   distance R-hat stays at 1.9-2.5 while a Metropolis-adjusted reference sampler's estimate is
   within 2% of the closed form (the flat directions of a singular posterior relax on the time
@@ -75,6 +76,7 @@ ESS_MIN = 400.0  # bulk and tail ESS of the loss, all chains together (100 per c
 MALA_MIN = 0.9  # mean MALA acceptance probability of a step (SPEC section 10)
 GRAD_LOC_RATIO_MIN = 1.0  # |nbeta grad L| / |gamma (w - w*)|; below: dominated (docstring)
 MINIMUM_TOL = 0.1  # gradient bias as a fraction of the estimate it would change
+DOWNHILL_REL = 0.05  # a significant fall of the loss after the burn-in beyond this: downhill
 SENSITIVITY_TOL = 0.1  # relative change when nbeta halves, or under rescaling
 GAMMA_TOL = 0.05  # bias left along the localisation ladder (remaining_bias)
 EPS_TOL = 0.05  # relative change when the step size halves
@@ -127,6 +129,18 @@ def is_minimum(llc_mean: float, bias: float) -> bool:
     if not (math.isfinite(llc_mean) and llc_mean > 0 and bias >= 0):
         return False
     return bias <= MINIMUM_TOL * (llc_mean + bias)
+
+
+def descending(llc_mean: float, drift_z: float, drift_se: float) -> bool:
+    """The chains are running downhill (SPEC section 10, "Not a minimum"): after the burn-in the
+    loss still falls, significantly (beyond :data:`DRIFT_Z_MAX` SEs) and by more than
+    :data:`DOWNHILL_REL` of the estimate between the first and last quarter of the draws. At a
+    minimum a chain started at w* climbs to its plateau and stays; a slow settling after that
+    climb reads at most ~2.5% at the K=256 final checkpoint, while a checkpoint in mid-training
+    falls by far more (w* + a descent direction has lower loss)."""
+    if not (math.isfinite(llc_mean) and math.isfinite(drift_z) and math.isfinite(drift_se)):
+        return False
+    return drift_z < -DRIFT_Z_MAX and drift_z * drift_se < -DOWNHILL_REL * abs(llc_mean)
 
 
 def stationarity_problems(
@@ -195,7 +209,8 @@ def assess(
     stationary = not why_not_stationary
     step_ok = bool(exact or mala_acceptance >= MALA_MIN)
     dominated = not grad_loc_ratio >= GRAD_LOC_RATIO_MIN
-    at_minimum = is_minimum(llc_mean, gradient_bias)
+    downhill = descending(llc_mean, drift_z, drift_se)
+    at_minimum = is_minimum(llc_mean, gradient_bias) and not downhill
     # without a finite estimate (diverged chains) the question is not asked: a sampler failure
     judged = math.isfinite(llc_mean) and num_good_chains > 0
     below_bound = (
@@ -205,6 +220,8 @@ def assess(
     if judged and not at_minimum:
         if not llc_mean > 0:
             detail = "the chains found lower loss than w* (estimate <= 0)"
+        elif downhill:
+            detail = f"the chains still descend ({_fmt(drift_z)} SE after the burn-in)"
         elif not math.isfinite(gradient_bias):
             detail = "gradient at w* not measured"
         else:
