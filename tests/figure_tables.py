@@ -3,6 +3,7 @@ sampler grids, calibration), shared by the figure, analysis and claims tests."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -169,19 +170,64 @@ def trace_rows(steps=(200, 600, 1000, 1400), chains=4, T=40, burn=10, diverge_la
 
 
 def calibration_table():
-    """Two checkpoints x nbeta {26, 160} x gamma {100, 1000} x eps {1e-5 .. 1e-3}."""
+    """A calibration table as grokking_llc.calibrate writes it: two targets (step 1000; step
+    9000, the search target), lambda = 2, so gamma = 2 nbeta / kappa.
+
+    * gn_diag, nbeta 1e4: ladder kappa 32 (localisation-dominated), 64, 128, 256 (valid); the
+      candidate at 256 passed every check (steps 0.2 and 0.1 of the edge, the latter its own;
+      nbeta / 2; rescaled x2 and x0.5; a MALA reference) and is valid at step 1000: chosen.
+    * gn_diag, nbeta 1e3: ladder 32 (invalid), 64 (valid), 128 (not stationary: the end).
+    * sgld, nbeta 1e4: ladder 64, 128, 256 valid; its candidate's nbeta run is invalid and
+      step 1000 is not a minimum there.
+    """
     rows = []
-    for step in (1000, 9000):
-        for nb in (26.4, 160.0):
-            for g in (100.0, 1000.0):
-                for eps in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3):
-                    est = nb * 0.06 * (1.0 + 300 * eps) * (100.0 / g) ** 0.2 * (step / 9000) ** 0.1
-                    rows.append(
-                        {"step": step, "lr": eps, "localization": g, "nbeta": nb,
-                         "llc_mean": est, "valid": eps <= 1e-4 and g == 100.0,
-                         "stationary": eps <= 1e-4, "localisation_dominated": g == 1000.0,
-                         "chosen": step == 9000 and nb == 160.0 and g == 100.0 and eps == 1e-4}
-                    )  # fmt: skip
+
+    def add(target, role, kind, nbeta, kappa, frac, llc, status="valid", rescale=1.0, **kw):
+        gamma = 2.0 * nbeta / kappa
+        lr = frac / (nbeta * 2.0 * rescale**2 + gamma)
+        settings = {"lr": lr, "nbeta": nbeta, "localization": gamma, "kind": kind}
+        rows.append(
+            {"step": (1000, 9000)[target], "target": target, "role": role, "kind": kind,
+             "nbeta": nbeta, "localization": gamma, "lr": lr, "rescale": rescale,
+             "lr_scaled": frac, "resolution": kappa * (rescale**2 if rescale != 1.0 else 1.0),
+             "llc_mean": llc, "llc_se": 0.01 * abs(llc), "valid": status == "valid",
+             "status": status,
+             "invalid_reason": {"valid": "", "invalid": "ess 50 < 400",
+                                "not_a_minimum": "not_a_minimum: estimate <= 0"}[status],
+             "settings": json.dumps(settings, sort_keys=True), **kw}
+        )  # fmt: skip
+
+    for kappa, llc, st in [(32, 40.0, "invalid"), (64, 70.0, "valid"), (128, 85.0, "valid"),
+                           (256, 92.0, "valid")]:  # fmt: skip
+        add(1, "ladder", "gn_diag", 1e4, kappa, 0.2, llc, st)
+    add(1, "step", "gn_diag", 1e4, 256, 0.2, 92.0)
+    add(1, "step", "gn_diag", 1e4, 256, 0.1, 90.0)
+    add(1, "candidate", "gn_diag", 1e4, 256, 0.1, 90.0, eps_change=-0.022, gamma_bias=0.03,
+        nbeta_change=0.04, rescale_change=0.02, reference_llc=91.0, reference_change=-0.011,
+        checks_passed=True, check_failures="")  # fmt: skip
+    add(1, "nbeta", "gn_diag", 5e3, 256, 0.1, 93.6)
+    add(1, "rescale x2", "gn_diag", 1e4, 256, 0.1, 91.8, rescale=2.0)
+    add(1, "rescale x0.5", "gn_diag", 1e4, 256, 0.1, 89.0, rescale=0.5)
+    rows.append({**rows[-1], "role": "reference", "kind": "mala", "rescale": 1.0, "lr": math.nan,
+                 "resolution": math.nan, "llc_mean": 91.0, "settings": ""})  # fmt: skip
+    add(0, "target", "gn_diag", 1e4, 300, 0.1, 60.0)
+    rows[-1]["settings"] = rows[6]["settings"]  # the candidate's absolute step
+    for kappa, llc, st in [(32, 4.0, "invalid"), (64, 7.0, "valid"), (128, 7.5, "invalid")]:
+        add(1, "ladder", "gn_diag", 1e3, kappa, 0.2, llc, st)
+    for kappa, llc in [(64, 60.0), (128, 80.0), (256, 88.0)]:
+        add(1, "ladder", "sgld", 1e4, kappa, 0.2, llc)
+    add(1, "step", "sgld", 1e4, 256, 0.2, 88.0)
+    add(1, "step", "sgld", 1e4, 256, 0.1, 87.0)
+    add(1, "candidate", "sgld", 1e4, 256, 0.1, 87.0, checks_passed=False,
+        check_failures="nbeta at step 9000: the estimate is not valid")  # fmt: skip
+    add(1, "nbeta", "sgld", 5e3, 256, 0.1, 70.0, "invalid")
+    add(0, "target", "sgld", 1e4, 300, 0.1, -3.0, "not_a_minimum")
+    chosen = rows[6]["settings"]
+    reason = "gn_diag lr=4.5e-06 nbeta=1e+04 gamma=78.12 passed every check."
+    for r in rows:
+        r["chosen"] = r["settings"] == chosen and r["rescale"] == 1.0
+        r["chosen_valid"] = r["chosen"]
+        r["reason"] = reason
     return pd.DataFrame(rows)
 
 

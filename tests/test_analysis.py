@@ -525,11 +525,55 @@ def test_bias_reduced_ignores_invalid_estimates():
     assert none["fit"] is None and "no fit" in none["skipped"]
 
 
-def test_calibration_points_and_sampler_sensitivity():
-    res = analysis.calibration_points(calibration_table())
-    assert res["steps"] == [1000, 9000] and res["nbetas"] == [26.4, 160.0]
-    assert len(res["chosen"]) == 1 and res["chosen"].iloc[0]["lr"] == 1e-4
-    assert res["n"] == 40 and res["n_valid"] == 12
+def test_calibration_points_place_each_check_at_its_candidate():
+    """The table of figure_tables.calibration_table: ladders at step 9000 (the search target);
+    a check's run sits at its candidate's resolution, in its ladder's series and panel (the
+    nbeta run at nbeta / 2 in the nbeta 1e4 series, the rescaled runs at kappa 256 although
+    their own resolution is 1024 and 64, the MALA reference in the gn_diag panel); the step
+    run at the candidate's own step is the candidate, not a check."""
+    table = calibration_table()
+    res = analysis.calibration_points(table)
+    assert res["kinds"] == ["gn_diag", "sgld"] and res["nbetas"] == [1e4, 1e3]
+    assert res["search_target"] == 1
+    assert res["target_labels"] == {0: "step 1000", 1: "step 9000"}
+    checks = res["checks"]
+    cols = ["panel", "role", "series", "x"]
+    got = sorted(map(tuple, checks[cols].to_numpy(dtype=object).tolist()))
+    assert got == sorted([
+        ("gn_diag", "step", 1e4, 256.0), ("gn_diag", "nbeta", 1e4, 256.0),
+        ("gn_diag", "rescale x2", 1e4, 256.0), ("gn_diag", "rescale x0.5", 1e4, 256.0),
+        ("gn_diag", "reference", 1e4, 256.0), ("sgld", "step", 1e4, 256.0),
+        ("sgld", "nbeta", 1e4, 256.0),
+    ])  # fmt: skip
+    assert checks.loc[checks["role"] == "step", "lr_scaled"].tolist() == [0.2, 0.2]
+    assert checks.loc[checks["role"] == "rescale x2", "resolution"].tolist() == [1024.0]
+    assert len(res["ladder"]) == 10 and set(res["ladder"]["role"]) == {"ladder"}
+    assert res["candidates"]["kind"].tolist() == ["gn_diag", "sgld"]
+    assert res["targets"]["status"].tolist() == ["valid", "not_a_minimum"]
+    assert sorted(res["chosen"]["role"]) == ["candidate", "step", "target"]
+    assert res["chosen_valid"] is True and res["reason"] == table["reason"].iloc[0]
+    assert (res["n"], res["n_valid"], res["n_not_a_minimum"]) == (23, 18, 1)
+    assert res["notes"] == [
+        "5 of 23 estimates not valid: 4 failed a check (hollow), 1 at a checkpoint that is not "
+        "a minimum (grey x)"
+    ]
+
+
+def test_calibration_points_of_a_fallback_and_of_runs_with_labels():
+    table = calibration_table().assign(chosen_valid=False)
+    table.insert(0, "run_id", "quad-p5-K4-abc")
+    res = analysis.calibration_points(table)
+    assert res["chosen_valid"] is False
+    assert res["notes"][-1] == "the chosen setting is NOT valid (the calibration's fallback)"
+    assert res["target_labels"][0] == "run_id quad-p5-K4-abc, step 1000"
+    # a check whose candidate is missing stays at its own resolution and series
+    res = analysis.calibration_points(table[table["role"] != "candidate"])
+    nbeta = res["checks"][res["checks"]["role"] == "nbeta"]
+    assert nbeta["series"].tolist() == [5e3, 5e3] and nbeta["x"].tolist() == [256.0, 256.0]
+    assert res["chosen_valid"] is False
+
+
+def test_sampler_sensitivity():
     sens = analysis.sampler_sensitivity(
         pd.DataFrame({"localization": [1.0, 10.0, -1.0], "sampler_lr": [1e-4] * 3,
                       "llc_mean": [2.0, 1.0, 3.0], "valid": [True, False, True]})

@@ -548,21 +548,30 @@ def test_bias_reduced_points_carry_validity():
 
 
 def test_calibration_points_defaults_and_notes():
+    """A table without role, target or chosen_valid: every row a ladder rung at one target; a
+    row without a resolution or an estimate is dropped and counted."""
     table = pd.DataFrame({
-        "lr": [1e-4, 1e-4, 3e-4], "localization": [10.0] * 3, "nbeta": [5.0] * 3,
-        "llc_mean": [1.0, 2.0, 3.0], "valid": [True, False, False],
-        "chosen": [None, None, None],
+        "resolution": [64.0, 128.0, 256.0, NAN], "nbeta": [5.0] * 4,
+        "localization": [1.0] * 4, "llc_mean": [1.0, 2.0, 3.0, 4.0],
+        "valid": [True, False, False, True], "chosen": [None, None, None, None],
     })  # fmt: skip
     out = analysis.calibration_points(table)
     pts = out["points"]
-    assert pts["chosen"].tolist() == [False] * 3 and pts["step"].tolist() == [0, 0, 0]
-    assert out["notes"] == ["2 of 3 settings not valid: drawn hollow", "no setting chosen"]
-    table["chosen"] = [False, True, False]
-    out = analysis.calibration_points(table)
+    assert pts["chosen"].tolist() == [False] * 3 and pts["target"].tolist() == [0, 0, 0]
+    assert pts["role"].tolist() == ["ladder"] * 3 and pts["panel"].tolist() == ["sgld"] * 3
+    assert out["kinds"] == ["sgld"] and out["target_labels"] == {0: "target 0"}
+    assert out["chosen_valid"] is None and out["reason"] == ""
     assert out["notes"] == [
-        "2 of 3 settings not valid: drawn hollow",
-        "the chosen setting is not valid: the best stationary one, marked as such",
+        "dropped 1 row(s) without an estimate or a resolution",
+        "2 of 3 estimates not valid: drawn hollow",
+        "no setting chosen",
     ]
+    table["chosen"] = [False, True, False, False]
+    out = analysis.calibration_points(table)
+    assert out["chosen_valid"] is False  # no chosen_valid column: not valid
+    assert out["notes"][-1] == "the chosen setting is NOT valid (the calibration's fallback)"
+    out = analysis.calibration_points(table.drop(columns=["valid"]))
+    assert out["notes"][0] == analysis.NOT_VALIDATED and out["n_valid"] == 0
 
 
 def test_regime_boundary_with_a_text_entry_in_p():
@@ -642,11 +651,14 @@ def test_bias_reduced_llc_with_two_temperatures_and_notes():
 
 
 def test_calibration_points_chosen_column_variants():
-    base = {"lr": [1e-4, 3e-4, 1e-3], "localization": [10.0] * 3, "nbeta": [5.0] * 3,
+    base = {"resolution": [64.0, 128.0, 256.0], "nbeta": [5.0] * 3, "localization": [1.0] * 3,
             "llc_mean": [1.0, 2.0, 3.0], "valid": [True, True, True]}  # fmt: skip
-    out = analysis.calibration_points(pd.DataFrame({**base, "chosen": [NAN, 1.0, 0.0]}))
+    out = analysis.calibration_points(
+        pd.DataFrame({**base, "chosen": [NAN, 1.0, 0.0], "chosen_valid": [NAN, 1.0, 0.0]})
+    )
     assert out["points"]["chosen"].tolist() == [False, True, False]
-    assert out["chosen"]["lr"].tolist() == [3e-4] and out["notes"] == []
+    assert out["chosen"]["resolution"].tolist() == [128.0] and out["chosen_valid"] is True
+    assert out["notes"] == []
     out = analysis.calibration_points(pd.DataFrame(base))
     assert out["points"]["chosen"].tolist() == [False] * 3
     assert out["notes"] == ["no setting chosen"]

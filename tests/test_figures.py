@@ -501,16 +501,62 @@ def test_bias_reduced_fit_uses_valid_temperatures():
     assert hollow(one(fig, "runs_invalid"))
 
 
-def test_calibration_panels_chosen_and_invalid():
+def test_calibration_ladders_checks_and_the_choice():
+    """A panel per sampler kind and one for the other targets; a line per nbeta through its
+    ladder's rungs against the resolution; each check's run beside its candidate (the rescaled
+    ones and the reference at the candidate's resolution, the nbeta run in its candidate's
+    colour); not valid hollow, not a minimum a grey x; the chosen candidate ringed, and its run
+    at the other target."""
+    from grokking_llc.figures.calibration import CHECK_STYLE
+
     table = calibration_table()
     fig = draw("calibration", table)
-    assert len(plotting_axes(fig)) == 4  # 2 checkpoints x 2 nbeta
-    cx, cy = xy(one(fig, "chosen"))
-    chosen = table[table["chosen"]]
-    assert cx.tolist() == chosen["lr"].tolist() and cy == pytest.approx(chosen["llc_mean"])
-    n_hollow = sum(len(xy(b)[0]) for b in by_gid(fig, "runs_invalid"))
-    assert n_hollow == int((~table["valid"]).sum())
-    assert all(ax.get_xscale() == "log" for ax in plotting_axes(fig))
+    axes = plotting_axes(fig)
+    assert [ax.get_title() for ax in axes] == [
+        "gn_diag, at step 9000", "sgld, at step 9000", "other targets (the candidates' step)",
+    ]  # fmt: skip
+    assert [ax.get_xscale() for ax in axes[:2]] == ["log", "log"]
+    ladders = sorted(sorted_pairs(*xy(line)) for line in by_gid(fig, "ladder"))
+    assert ladders == sorted([
+        [(32.0, 4.0), (64.0, 7.0), (128.0, 7.5)],
+        [(32.0, 40.0), (64.0, 70.0), (128.0, 85.0), (256.0, 92.0)],
+        [(64.0, 60.0), (128.0, 80.0), (256.0, 88.0)],
+    ])  # fmt: skip
+    hollow_rungs = [p for line in by_gid(fig, "runs_invalid") for p in zip(*xy(line), strict=True)]
+    assert sorted(hollow_rungs) == [(32.0, 4.0), (32.0, 40.0), (128.0, 7.5)]
+
+    def at(role, kappa=256.0):
+        return kappa * 2.0 ** CHECK_STYLE[role][1]
+
+    steps = sorted(sorted_pairs(*xy(line)) for line in by_gid(fig, "check:step"))
+    assert steps == [[(round(at("step"), 9), 88.0)], [(round(at("step"), 9), 92.0)]]
+    nbeta = {float(xy(line)[1][0]): hollow(line) for line in by_gid(fig, "check:nbeta")}
+    assert nbeta == {93.6: False, 70.0: True}  # the sgld candidate's nbeta run is not valid
+    (x2,) = by_gid(fig, "check:rescale x2")
+    assert xy(x2) == (pytest.approx([at("rescale x2")]), pytest.approx([91.8]))
+    (ref,) = by_gid(fig, "check:reference")
+    assert xy(ref) == (pytest.approx([256.0]), pytest.approx([91.0]))
+    assert ref.get_color() == by_gid(fig, "ladder")[0].get_color()  # gn_diag, nbeta 1e4
+    assert len(by_gid(fig, "candidate")) == 2
+    assert xy(one(fig, "chosen")) == (pytest.approx([256.0]), pytest.approx([90.0]))
+    assert xy(one(fig, "chosen_other")) == (pytest.approx([0.0]), pytest.approx([60.0]))
+    assert xy(one(fig, "runs_not_a_minimum")) == (pytest.approx([0.0]), pytest.approx([-3.0]))
+    notes = one(fig, "notes").get_text()
+    assert "chosen (valid): gn_diag, nbeta 1e+04" in notes and "(κ 256)" in notes
+    assert "calibration: gn_diag lr=4.5e-06" in notes
+    assert "4 failed a check (hollow), 1 at a checkpoint that is not a minimum" in notes
+
+
+def test_calibration_fallback_one_target_and_empty():
+    table = calibration_table()
+    fig = draw("calibration", table[table["target"] == 1].assign(chosen_valid=False))
+    assert len(plotting_axes(fig)) == 2  # no other target: no panel for them
+    notes = one(fig, "notes").get_text()
+    assert "chosen (NOT valid)" in notes and "the chosen setting is NOT valid" in notes
+    fig = draw("calibration", table.assign(chosen=False))
+    assert not by_gid(fig, "chosen") and "no setting chosen" in one(fig, "notes").get_text()
+    fig = draw("calibration", table.iloc[:0])
+    assert "no calibration estimates" in texts(fig)
 
 
 # --------------------------------------------------------------------------- layout

@@ -1364,38 +1364,120 @@ def bias_reduced(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-CALIBRATION_COLUMNS = ("lr", "localization", "nbeta", "llc_mean", "valid")
+CALIBRATION_CHECK_ROLES = ("step", "nbeta", "rescale x2", "rescale x0.5", "reference")
+
+
+def _calibration_check_of(row: pd.Series, candidates: pd.DataFrame) -> pd.Series | None:
+    """The candidate row a check run of :mod:`grokking_llc.calibrate` belongs to: the same
+    kind, nbeta and gamma (the smaller step, the rescaled states), half of both (the nbeta
+    check), or the same nbeta and gamma of any kind (the Metropolis-adjusted reference)."""
+    if candidates.empty:
+        return None
+    factor = 2.0 if row["role"] == "nbeta" else 1.0
+    mask = np.isclose(candidates["nbeta"].to_numpy(float), factor * float(row["nbeta"]))
+    mask &= np.isclose(
+        candidates["localization"].to_numpy(float), factor * float(row["localization"])
+    )
+    if row["role"] != "reference":
+        mask &= (candidates["kind"] == row["kind"]).to_numpy()
+    hits = candidates[mask]
+    return hits.iloc[0] if len(hits) else None
 
 
 def calibration_points(table: pd.DataFrame) -> dict[str, Any]:
-    """Numbers behind the calibration figure (issue 10): one row per (checkpoint step,
-    setting) with ``lr``, ``localization``, ``nbeta``, ``llc_mean``, ``valid`` and ``chosen``.
+    """Numbers behind the calibration figure: the table of :mod:`grokking_llc.calibrate` (one
+    row per estimate with its ``role``: ladder, candidate, a check's run -- step, nbeta,
+    rescale x2, rescale x0.5, reference -- or target, SPEC section 10) placed on the
+    resolution axis ``kappa = nbeta lambda / gamma``.
 
-    Returns ``points`` (finite rows; ``valid`` and ``chosen`` as bools, ``step`` 0 when the
-    table has none), ``steps`` and ``nbetas`` (sorted distinct values), ``chosen`` (the chosen
-    rows), ``n``, ``n_valid`` and ``notes``.
+    Returns ``points``: every row with a finite estimate (at the search target also a finite
+    place on the axis), with ``x`` (the resolution where it is drawn: a check's run sits at
+    the resolution of the candidate it checks, a rescaled run or the reference too),
+    ``series`` (the nbeta of that ladder), ``panel`` (its kind), ``status``
+    (:func:`estimate_status`), ``valid`` and ``chosen`` as bools; ``ladder``, ``candidates``
+    and ``checks`` (those rows at the search target, the one the ladders ran at; a step run
+    with a candidate's own settings is that candidate's estimate, not among the checks) and
+    ``targets`` (rows at the other targets); ``chosen`` (the chosen rows), ``chosen_valid``
+    (None when nothing was chosen) and ``reason`` (the calibration's sentence); ``kinds``
+    (the ladders' kinds in table order), ``nbetas`` (descending), ``search_target``,
+    ``target_labels`` (``{target: "step 9000"}`` from the label columns before ``target``),
+    ``n``, ``n_valid``, ``n_not_a_minimum`` and ``notes``. A table without ``role`` is read as
+    ladder rows, one without ``target`` as one target.
     """
-    df, dropped = finite_rows(table, ["lr", "localization", "nbeta", "llc_mean"])
+    df = table.copy().reset_index(drop=True)
+    defaults = {"role": "ladder", "target": 0, "rescale": 1.0, "resolution": math.nan}
+    for col, value in defaults.items():
+        if col not in df:
+            df[col] = value
+    for col in ("kind", "nbeta", "localization"):
+        if col not in df:
+            df[col] = "sgld" if col == "kind" else math.nan
+    df["chosen"] = df["chosen"].fillna(False).astype(bool) if "chosen" in df else False
     valid, note = llc_validity(df)
     df["valid"] = valid
-    df["chosen"] = df["chosen"].fillna(False).astype(bool) if "chosen" in df else False
-    if "step" not in df:
-        df["step"] = 0
+    df["status"] = estimate_status(df)
+    with_ladder = df.loc[df["role"] == "ladder", "target"]
+    search = int(with_ladder.max() if len(with_ladder) else (df["target"].max() if len(df) else 0))
+    at_search = (df["target"] == search).to_numpy()
+    df["x"] = pd.to_numeric(df["resolution"], errors="coerce").astype(float)
+    df["series"] = pd.to_numeric(df["nbeta"], errors="coerce").astype(float)
+    df["panel"] = df["kind"]
+    candidates = df[at_search & (df["role"] == "candidate").to_numpy()]
+    for i in np.flatnonzero(at_search & df["role"].isin(CALIBRATION_CHECK_ROLES).to_numpy()):
+        cand = _calibration_check_of(df.loc[i], candidates)
+        if cand is not None:
+            df.loc[i, ["x", "series", "panel"]] = [cand["resolution"], cand["nbeta"], cand["kind"]]
+    if "llc_mean" not in df:
+        df["llc_mean"] = math.nan
+    llc = pd.to_numeric(df["llc_mean"], errors="coerce").to_numpy(float)
+    keep = np.isfinite(llc) & (np.isfinite(df["x"].to_numpy(float)) | ~at_search)
+    dropped = int((~keep).sum())
+    df = df[keep].reset_index(drop=True)
+    at_search = at_search[keep]
+    role = df["role"].to_numpy(dtype=object)
+    labels = list(table.columns[: list(table.columns).index("target")]) if "target" in table else []
+    target_labels = {}
+    for t, rows in df.groupby("target", sort=True):
+        first = rows.iloc[0]
+        text = ", ".join(f"{c} {fmt(first[c], 8)}" for c in labels)
+        target_labels[int(t)] = text or f"target {int(t)}"
+    ladder = df[at_search & (role == "ladder")]
+    # a step run at the candidate's own step is the candidate's estimate, drawn as such
+    own_step = np.zeros(len(df), dtype=bool)
+    if "settings" in df:
+        own = set(df.loc[at_search & (role == "candidate"), "settings"])
+        own_step = (role == "step") & df["settings"].isin(own).to_numpy()
     chosen = df[df["chosen"]]
+    chosen_valid = None
+    if not chosen.empty:
+        flags = chosen["chosen_valid"] if "chosen_valid" in chosen else pd.Series([False])
+        chosen_valid = bool(flags.fillna(False).astype(bool).all())
+    reason = str(table["reason"].iloc[0]) if "reason" in table and len(table) else ""
+    n_nam = int((df["status"] == STATUS_NOT_A_MINIMUM).sum())
     notes = [
         note,
-        f"dropped {dropped} row(s) with a NaN setting or estimate" if dropped else None,
-        invalid_note(len(df) - int(valid.sum()), len(df), "settings", fitted=False),
+        f"dropped {dropped} row(s) without an estimate or a resolution" if dropped else None,
+        status_note(df["status"], "estimates", fitted=False),
         "no setting chosen" if chosen.empty else None,
+        "the chosen setting is NOT valid (the calibration's fallback)"
+        if chosen_valid is False
+        else None,
     ]
-    if not chosen.empty and not chosen["valid"].all():
-        notes.append("the chosen setting is not valid: the best stationary one, marked as such")
     return {
         "points": df,
-        "steps": sorted(df["step"].unique().tolist()),
-        "nbetas": sorted(df["nbeta"].unique().tolist()),
+        "ladder": ladder,
+        "candidates": df[at_search & (role == "candidate")],
+        "checks": df[at_search & np.isin(role, CALIBRATION_CHECK_ROLES) & ~own_step],
+        "targets": df[~at_search],
         "chosen": chosen,
+        "chosen_valid": chosen_valid,
+        "reason": reason,
+        "kinds": list(dict.fromkeys(ladder["kind"].tolist())),
+        "nbetas": sorted(set(ladder["series"].tolist()), reverse=True),
+        "search_target": search,
+        "target_labels": target_labels,
         "n": len(df),
-        "n_valid": int(valid.sum()),
+        "n_valid": int(df["valid"].sum()),
+        "n_not_a_minimum": n_nam,
         "notes": [n for n in notes if n],
     }
