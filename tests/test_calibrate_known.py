@@ -3,7 +3,8 @@ SPEC sections 4 and 10): a regular model (lambda = d/2, also reparametrised), re
 regressions (Aoyagi and Watanabe 2005; lambda 2.5 and 9) and a three-layer deep linear network
 (Aoyagi 2024). The chosen estimate is valid and within 10% of lambda, and so are the estimates of
 the function-preserving rescalings the calibration runs (x2 and x0.5 of each layer pair); an
-estimate at 100 times the chosen step is not valid.
+estimate at 100 times the chosen step is not valid; a full-batch MALA chain at the chosen nbeta
+and gamma (grokking_llc.mala, the calibration's ``reference`` check) agrees within 5%.
 
 Only the sampler's own settings are given (the data have n = M rows, so the batch is the whole
 training set, with one batch for L(w*); 64 chains, which cost a tiny model no more per step than
@@ -48,7 +49,8 @@ def calibrations():
     for name, make in PROBLEMS.items():
         problem = make()
         out[name] = (problem, cal.calibrate_sampler(
-            problem.model, problem.x, problem.y, problem.loss_fn, base=base_for(problem), seed=0
+            problem.model, problem.x, problem.y, problem.loss_fn, base=base_for(problem), seed=0,
+            reference="mala",
         ))  # fmt: skip
     return out
 
@@ -64,6 +66,9 @@ def test_the_calibrated_estimate_is_valid_and_within_ten_percent(calibrations, n
     assert bool(row["checks_passed"]) and row["check_failures"] == ""
     assert row["gamma_bias"] <= 0.05 and abs(row["eps_change"]) <= 0.05
     assert abs(row["nbeta_change"]) <= 0.10
+    # the Metropolis-adjusted reference (full batch, exact for its posterior) agrees within 5%
+    assert abs(row["reference_change"]) <= 0.05
+    assert row["reference_llc"] == pytest.approx(problem.llc, rel=0.10)
 
 
 @pytest.mark.parametrize("name", [n for n in PROBLEMS if not n.startswith("regular")])

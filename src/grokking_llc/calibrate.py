@@ -10,33 +10,41 @@ Search (the defaults of :func:`default_search`, each overridable in the config's
 ``llc.calibration.grid``). For each sampler kind (``gn_diag`` first: its diagonal Gauss-Newton
 preconditioner relaxes the flat directions fastest, measured at K=256) and inverse temperature
 ``nbeta`` (``(n / ln n) x {512, 64}``, the larger first), a ladder of localisations
-``gamma = nbeta lambda / kappa`` over resolutions ``kappa = 32, 64, ..., 4096`` (``lambda`` the
-largest eigenvalue of ``G^(1/2) H G^(1/2)`` at the final target, :func:`top_curvature`; so
-``nbeta / gamma`` grows by 2 per rung and ``kappa`` is scale-free), each run at the step size
-``eps = lr_scaled / (nbeta lambda + gamma g_max)`` (``g_max = max G``, 1 for SGLD;
-``lr_scaled = 1`` is the stability edge of SPEC section 10, the first value of ``lr_scaled`` is
-used). A rung whose chains are not stationary within ``max_steps`` ends the ladder (a finer
-resolution relaxes more slowly still). The first rung that is valid (:mod:`grokking_llc.validity`)
-and agrees with the valid rung before it (``2 gamma``) within :data:`validity.SENSITIVITY_TOL` is
-the candidate: its estimate no longer counts more directions as the localisation loosens.
+``gamma = nbeta lambda_H / kappa`` over resolutions ``kappa = 32, 64, ..., 4096`` (``lambda_H``
+the largest Hessian eigenvalue at the final target, :func:`top_curvature`, whatever the kind, so
+that ``kappa`` is the same scale-free resolution for every kind; ``nbeta / gamma`` doubles per
+rung). Each rung runs at the step size ``eps = lr_scaled / (nbeta lambda + gamma g_max)``
+(``lambda`` the largest eigenvalue of ``G^(1/2) H G^(1/2)`` for the kind's preconditioner ``G``,
+``g_max = max G``, both 1-based for SGLD; ``lr_scaled = 1`` is the stability edge of SPEC
+section 10; the first value of ``lr_scaled`` is the ladder's). A rung whose chains are not
+stationary within ``max_steps`` at a minimum ends the ladder (a finer resolution relaxes more
+slowly still). The first rung that is valid (:mod:`grokking_llc.validity`) with the two before
+it valid too, and whose series has little left to gain -- the geometric extrapolation of the
+last two changes, :func:`validity.remaining_bias`, at most :data:`validity.GAMMA_TOL` of the
+estimate -- is the candidate: its estimate no longer counts more directions as the localisation
+loosens. (One comparison at a fixed tolerance is not enough: the singular known answers converge
+with a ratio ~0.7 per halving, so a 10% change can leave 20% to go.)
 
-Checks of a candidate (:mod:`grokking_llc.validity` states the tolerances; each is a
+Checks of a candidate (:mod:`grokking_llc.validity` states the tolerances; each comparison is a
 :func:`validity.compare`, precise enough to tell or failed as too noisy):
 
-1. step size: halving ``lr_scaled`` moves the estimate by at most :data:`validity.EPS_TOL`;
-   if not, the smaller step becomes the candidate's and is checked against the next one down
-   the ``lr_scaled`` list;
-2. gamma: at ``2 gamma`` (same nbeta, same fraction of that setting's own stability edge) the
-   estimate moves by at most :data:`validity.SENSITIVITY_TOL` (redone at the chosen step);
-3. nbeta: at ``nbeta / 2, gamma / 2`` (the same resolution, a higher temperature) the same;
+1. step size: walk ``lr_scaled`` down the grid until a step and the next smaller one agree
+   within :data:`validity.EPS_TOL`; the smaller of that pair becomes the candidate's step (its
+   bias, about linear in the step, is then about the pair's difference);
+2. gamma: the ladder's remaining bias (above; a property of the posterior: the step's bias
+   moves every rung alike, so the ladder is not redone at the smaller step);
+3. nbeta: at ``nbeta / 2, gamma / 2`` (the same resolution, a higher temperature; the same
+   fraction of that setting's own stability edge) the estimate moves by at most
+   :data:`validity.SENSITIVITY_TOL`;
 4. rescaling: under the model's function-preserving rescaling (the quadratic net's
    ``W -> cW, V -> V / c^2``, a deep linear net's layer scaling; c = 2 and 1/2; SPEC section
    10), run at the same fraction of the *rescaled* state's own stability edge, the same;
 5. reference (optional, ``reference="mala"``): a full-batch Metropolis-adjusted chain
-   (:mod:`grokking_llc.mala`) at the same nbeta and gamma agrees within
+   (:mod:`grokking_llc.mala`) at the same nbeta, gamma and weight decay agrees within
    :data:`REFERENCE_TOL`;
-6. every other target: the candidate's estimate is valid there, or the target is not a minimum
-   (``not_a_minimum``: the LLC is not defined there, which vetoes nothing).
+6. every other target: the candidate's estimate (at the final target's absolute step: one
+   setting for all) is valid there, or the target is not a minimum (``not_a_minimum``: the LLC
+   is not defined there, which vetoes nothing).
 
 The first candidate that passes everything is chosen (``chosen_valid`` True). At most
 ``max_candidates`` candidates are checked over all kinds and temperatures. If none passes, the
@@ -543,8 +551,9 @@ def _check(runner: _Runner, grid, cand: Setting, gamma_bias: float, reference) -
 
 
 def _reference(runner: _Runner, k: int, s: Setting) -> LLCResult:
-    """A full-batch MALA estimate (:mod:`grokking_llc.mala`) of the same localised posterior,
-    gn_diag-preconditioned, with the base's chains and as many draws as the SGLD run used."""
+    """A full-batch MALA estimate (:mod:`grokking_llc.mala`) of the same localised posterior
+    (the base's weight decay), gn_diag-preconditioned with the base's damping and probes, with
+    the base's chains and as many draws as an SGLD run starts with (at least 1,000)."""
     from grokking_llc import mala
 
     target = runner.targets[k]
@@ -558,6 +567,9 @@ def _reference(runner: _Runner, k: int, s: Setting) -> LLCResult:
         work, target.x, target.y, target.loss_fn, nbeta=s.nbeta, localization=s.gamma,
         num_chains=int(runner.base.get("num_chains", 4)), num_warmup=burn,
         num_draws=max(runner.num_steps - burn, 1000), seed=target.seed, device=runner.device,
+        weight_decay=float(runner.base.get("weight_decay", 0.0)),
+        gn_damping=float(runner.base.get("gn_damping", 1.0)),
+        gn_probes=int(runner.base.get("gn_probes", 64)),
     )  # fmt: skip
     runner.rows.append({"target": k, "role": "reference", "kind": "mala", "lr": math.nan,
                         "lr_scaled": math.nan, "nbeta": s.nbeta, "localization": s.gamma,
