@@ -199,7 +199,7 @@ def test_scorecard_reads_the_tables_and_both_samplers_tracks():
     plan = plan_of(base_config())
     inputs = plan.claims_inputs()
     assert inputs["runs"] == plan.runs_table_path
-    assert len(inputs["fig3_llc"]) == 2
+    assert len(inputs["fig3_0_llc"]) == 2  # both samplers on Figure 3's run
     assert plan.claims_params()["samplers"] == ["calibrated", "paper"]
     assert plan.claims_path in plan.table_targets()
 

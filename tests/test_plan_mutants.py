@@ -351,20 +351,58 @@ def test_claims_inputs_and_params_written_out(plan):
     assert plan.claims_inputs() == {
         "runs": "results/tables/runs.parquet",
         "training": "results/tables/training_summary.parquet",
-        "fig3_train_log": f"results/runs/{R0.run_id}/train_log.parquet",
-        "fig3_llc": track,
+        "fig3_0_train_log": f"results/runs/{R0.run_id}/train_log.parquet",
+        "fig3_0_llc": track,
     }
     assert plan.claims_params() == {
         "samplers": ["cal", "paper"],
         "studies": {"fig3": "base", "b2": "base", "bias_reduced": "base"},
         "published": [],
         "seed": 0,
-        "fig3_samplers": ["cal", "paper"],
-        "fig3_run": R0.to_dict(),
-        "fig13_samplers": [],
-        "fig13_run": None,
+        "fig3_tracks": [{"samplers": ["cal", "paper"], "run": R0.to_dict()}],
+        "fig13_tracks": [],
         "theory_baseline": {"p": 7, "width": 16, "train_frac": 0.6, "data_seed": 0},
     }
+
+
+def test_claims_and_figure_3_with_a_sampler_drawn_on_its_own_study():
+    """figures.fig3.by_sampler: the calibrated sampler's Figure 3 (and its claim) on another
+    study's first run, in its own figure; the other samplers stay on fig3.study."""
+    cfg = config()
+    cfg["llc"]["samplers"]["cal"]["studies"] = ["base", "other"]
+    cfg["figures"]["fig3"] = {"study": "base", "by_sampler": {"cal": "other"}}
+    plan = plan_of(cfg)
+    assert plan.claims_inputs() == {
+        "runs": "results/tables/runs.parquet",
+        "training": "results/tables/training_summary.parquet",
+        "fig3_0_train_log": f"results/runs/{R0.run_id}/train_log.parquet",
+        "fig3_0_llc": [llc_path(R0, PAPER_SID)],
+        "fig3_1_train_log": f"results/runs/{R11.run_id}/train_log.parquet",
+        "fig3_1_llc": [llc_path(R11, CAL_SID)],
+    }
+    params = plan.claims_params()
+    assert params["fig3_tracks"] == [
+        {"samplers": ["paper"], "run": R0.to_dict()},
+        {"samplers": ["cal"], "run": R11.to_dict()},
+    ]
+    shared = plan.figures["fig3_llc_tracks_generalisation"]
+    own = plan.figures["cal/fig3_llc_tracks_generalisation"]
+    assert shared.input_files() == {
+        "train_log": f"results/runs/{R0.run_id}/train_log.parquet",
+        "llc": [llc_path(R0, PAPER_SID)],
+    }
+    assert own.input_files() == {
+        "train_log": f"results/runs/{R11.run_id}/train_log.parquet",
+        "llc": [llc_path(R11, CAL_SID)],
+    }
+    assert own.path == "results/figures/cal/fig3_llc_tracks_generalisation.png"
+    assert (own.params()["samplers"], own.params()["study"]) == (["cal"], "other")
+    assert "by_sampler" not in own.params()["options"]
+    # the calibrated sampler's shapes: base's (p 7) and other's (p 11)
+    assert sorted(c.shape for c in plan.calibrations.values()) == [
+        "quadratic-p11-K16",
+        "quadratic-p7-K16",
+    ]
 
 
 def test_claims_with_figure_13_and_samplers_limited_to_studies():
@@ -376,11 +414,11 @@ def test_claims_with_figure_13_and_samplers_limited_to_studies():
     plan = plan_of(cfg)
     rt = TrainConfig(**{**TRAIN, **cfg["studies"]["tr"]})
     inputs = plan.claims_inputs()
-    assert inputs["fig13_train_log"] == f"results/runs/{rt.run_id}/train_log.parquet"
-    assert inputs["fig13_llc"] == [llc_path(rt, PAPER_SID)]
-    assert inputs["fig3_llc"] == [llc_path(R0, CAL_SID), llc_path(R0, PAPER_SID)]
+    assert inputs["fig13_0_train_log"] == f"results/runs/{rt.run_id}/train_log.parquet"
+    assert inputs["fig13_0_llc"] == [llc_path(rt, PAPER_SID)]
+    assert inputs["fig3_0_llc"] == [llc_path(R0, CAL_SID), llc_path(R0, PAPER_SID)]
     params = plan.claims_params()
-    assert params["fig13_samplers"] == ["paper"]
+    assert params["fig13_tracks"] == [{"samplers": ["paper"], "run": rt.to_dict()}]
     assert params["studies"]["fig13"] == "tr"
 
 
@@ -391,9 +429,10 @@ def test_claims_without_figure_3_or_with_a_transformer_baseline():
     plan = plan_of(cfg)
     params = plan.claims_params()
     assert params["theory_baseline"] is None
-    assert params["fig3_samplers"] == [] and params["fig13_samplers"] == ["cal", "paper"]
-    assert "fig3_llc" not in plan.claims_inputs()
-    assert "fig13_llc" in plan.claims_inputs()
+    assert params["fig3_tracks"] == []
+    assert params["fig13_tracks"] == [{"samplers": ["cal", "paper"], "run": R0.to_dict()}]
+    assert not [k for k in plan.claims_inputs() if k.startswith("fig3_")]
+    assert "fig13_0_llc" in plan.claims_inputs()
     cfg = config()
     cfg["studies"]["base"] = {"model": "transformer", "loss": "cross_entropy", "lr": 1e-3,
                               "model_options": {"ff_dim": 16}}  # fmt: skip

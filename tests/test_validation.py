@@ -99,6 +99,13 @@ BAD = [
      "figures.h2.studies", "no study named"),
     ("figure_sampler_missing", [("figures.b2.sampler", "nosuch")], "figures.b2.sampler",
      "no sampler named"),
+    # figures.fig3.by_sampler: a sampler's Figure 3 on its own study
+    ("by_sampler_no_sampler", [("figures.fig3.by_sampler", {"nosuch": "over_p"})],
+     "figures.fig3.by_sampler.nosuch", "no sampler named 'nosuch'"),
+    ("by_sampler_no_study", [("figures.fig3.by_sampler", {"calibrated": "missing"})],
+     "figures.fig3.by_sampler.calibrated", "no study named 'missing'"),
+    ("by_sampler_study_not_estimated", [("figures.fig3.by_sampler", {"calibrated": "lr_wd"})],
+     "figures.fig3.by_sampler.calibrated", "does not estimate study 'lr_wd'"),
     ("sampler_step_size_zero", [("llc.samplers.paper.lr", 0.0)], "llc.samplers.paper.lr", "> 0"),
     ("default_nbeta_batch_one", [("llc.samplers.paper.batch_size", 1)],
      "llc.samplers.paper.batch_size", "nbeta"),
