@@ -158,6 +158,11 @@ def _check_llc(model, x, y, backend):
     assert res.loss_trace.shape == (2, 25)
     assert math.isfinite(res.llc_mean), res.reason
     assert math.isfinite(res.init_loss)
+    # the checks at w* run through attention too (its math kernel: the fused one has no
+    # forward-mode derivative): a gradient norm and the bound d/2 vs n (p - 1) / 2 for the logits
+    d = sum(v.numel() for v in model.parameters())
+    assert math.isfinite(res.grad_norm) and res.grad_norm > 0 and math.isfinite(res.gradient_bias)
+    assert res.llc_bound == 0.5 * min(d, len(x) * (P - 1))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"{backend} backend changed {k}"
     return res
