@@ -27,7 +27,7 @@ TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
 PAPER_SAMPLER = dict(
     lr=5e-4, nbeta=None, localization=5.0, num_chains=3, num_burnin_steps=100, num_draws=500,
     batch_size=128, weight_decay=0.0, num_init_loss_batches=32, seed=0, kind="sgld",
-    burn_in="fixed", max_steps=None, target_ess=400.0,
+    burn_in="fixed", max_steps=None, target_ess=400.0, min_steps=None,
 )  # fmt: skip
 
 

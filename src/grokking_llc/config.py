@@ -77,6 +77,7 @@ SAMPLER_HASH_BASE: dict[str, Any] = {
     "burn_in": "fixed",
     "max_steps": None,
     "target_ess": 400.0,
+    "min_steps": None,
 }
 
 
@@ -148,6 +149,7 @@ PAPER_PROTOCOL: dict[str, Any] = {
     "num_init_loss_batches": 32,
     "max_steps": None,
     "target_ess": 400.0,
+    "min_steps": None,
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_PROTOCOL}
 
@@ -231,6 +233,7 @@ class SamplerConfig:
     burn_in: str = _SAMPLER["burn_in"]
     max_steps: int | None = _SAMPLER["max_steps"]
     target_ess: float = _SAMPLER["target_ess"]
+    min_steps: int | None = _SAMPLER["min_steps"]
 
     @classmethod
     def from_mapping(cls, sampler: Mapping[str, Any] | SamplerConfig) -> SamplerConfig:

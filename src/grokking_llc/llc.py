@@ -216,12 +216,13 @@ def _draws_are_enough(
     num_burnin_steps: int,
     burn_in: str,
     target_ess: float,
+    min_steps: int | None = None,
 ) -> bool:
     """Stop rule of an adaptive run: every chain finite and the draws stationary by the
     checks of :func:`grokking_llc.validity.stationarity_problems` with an ESS (bulk and tail)
     of at least ``target_ess`` (SPEC section 10); or no finite chain left, or the chains below
     L(w*) or still running downhill (:func:`grokking_llc.validity.descending`): more steps
-    cannot help there."""
+    cannot help there. Stationary draws stop the run only from ``min_steps`` on."""
     from grokking_llc.validity import descending, stationarity_problems
 
     burn, bad = _split_draws(trace, num_burnin_steps, burn_in)
@@ -234,6 +235,8 @@ def _draws_are_enough(
     stats = _stationarity_stats(draws, nbeta)
     if llc <= 0 or descending(llc, stats["drift_z"], stats["drift_se"]):
         return True  # running downhill: no minimum here, more steps cannot help
+    if min_steps is not None and trace.shape[1] < min_steps:
+        return False  # still settling after the climb (SamplerConfig.min_steps)
     problems = stationarity_problems(
         llc_mean=llc, num_good_chains=len(draws), ess_min=target_ess, **stats
     )
@@ -591,8 +594,9 @@ def estimate_llc_many(
 
     def enough(s: int, trace: np.ndarray, diag: Mapping[str, np.ndarray]) -> bool:
         return hopeless[s] or _draws_are_enough(
-            trace, diag["init_loss"], nbeta, cfg.num_burnin_steps, opts.burn_in, opts.target_ess
-        )
+            trace, diag["init_loss"], nbeta, cfg.num_burnin_steps, opts.burn_in, opts.target_ess,
+            opts.min_steps,
+        )  # fmt: skip
 
     adaptive = opts.max_steps is not None and opts.max_steps > cfg.num_steps
     cap = opts.max_steps if adaptive else cfg.num_steps

@@ -158,7 +158,8 @@ class SamplerOptions:
       :func:`grokking_llc.diagnostics.plateau_burn_in`) or ``"fixed"`` (``num_burnin_steps``).
     * ``max_steps``: ``None`` for a fixed-length run of ``num_burnin_steps + num_draws`` steps;
       otherwise the cap of an adaptive run that starts with that many steps and stops once the
-      chains are stationary with an ESS of at least ``target_ess`` (> 0).
+      chains are stationary with an ESS of at least ``target_ess`` (> 0), not before
+      ``min_steps`` steps (None: no minimum; chains at no minimum may stop earlier).
     """
 
     kind: str = "sgld"
@@ -169,6 +170,7 @@ class SamplerOptions:
     burn_in: str = "auto"
     max_steps: int | None = None
     target_ess: float = 400.0
+    min_steps: int | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -181,6 +183,8 @@ class SamplerOptions:
             raise ValueError("gn_damping must be > 0 and gn_probes >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.min_steps is not None and self.min_steps < 1:
+            raise ValueError(f"min_steps must be >= 1 or null, got {self.min_steps}")
         if not self.target_ess > 0:
             raise ValueError(f"target_ess must be > 0, got {self.target_ess}")
 
