@@ -1026,11 +1026,14 @@ def test_a_hopeless_checkpoint_is_not_lengthened_and_the_stop_rule_gets_its_init
     The stop rule is replaced by a recorder that always asks for more: the checkpoint above the
     line is hopeless (no minimum whatever the chains say) and stops at the first check without
     asking it; the other two run to the cap, the rule asked with each one's own init_loss (the
-    sampler's diag["init_loss"])."""
+    sampler's diag["init_loss"]) and the sampler's settings, min_steps included."""
     asked = []
 
-    def never_enough(trace, init_loss, nbeta, num_burnin_steps, burn_in, target_ess):
+    def never_enough(trace, init_loss, nbeta, num_burnin_steps, burn_in, target_ess, min_steps):
         asked.append(init_loss)
+        assert (nbeta, num_burnin_steps, burn_in, target_ess, min_steps) == (
+            100.0, 5, "auto", 1e9, 30
+        )  # fmt: skip
         return False
 
     monkeypatch.setattr(llc, "_draws_are_enough", never_enough)
@@ -1046,7 +1049,7 @@ def test_a_hopeless_checkpoint_is_not_lengthened_and_the_stop_rule_gets_its_init
         )
         states.append({k: v.detach().clone() for k, v in moved.named_parameters()})
     sampler = {**whitened_sampler(0.08, 15), "num_burnin_steps": 5, "max_steps": 45,
-               "target_ess": 1e9}  # fmt: skip
+               "target_ess": 1e9, "min_steps": 30}  # fmt: skip
     out = estimate_llc_many(model, states, x, y, half_mse, sampler, seeds=[1, 2, 3],
                             backend="fast", diag_every=0)  # fmt: skip
     assert [r.num_steps for r in out] == [45, 20, 45]
@@ -1060,10 +1063,11 @@ def test_a_hopeless_checkpoint_is_not_lengthened_and_the_stop_rule_gets_its_init
 
 
 def test_stop_rule_cases():
-    """_draws_are_enough(trace, init_loss, nbeta, burn-in, mode, target): every chain finite
-    and the draws stationary by validity.stationarity_problems with bulk and tail ESS >= target
-    (SPEC section 10); or nothing more to gain: no finite chain, or the chains below L(w*) or
-    running downhill (validity.descending)."""
+    """_draws_are_enough(trace, init_loss, nbeta, burn-in, mode, target, min_steps): every
+    chain finite and the draws stationary by validity.stationarity_problems with bulk and tail
+    ESS >= target (SPEC section 10), from min_steps steps on; or, at any length, nothing more to
+    gain: no finite chain, or the chains below L(w*) or running downhill
+    (validity.descending)."""
     rng = np.random.default_rng(12)
     good = 1.0 + 0.1 * rng.standard_normal((4, 3000))
     d = good[:, 10:]
@@ -1098,6 +1102,13 @@ def test_stop_rule_cases():
         **llc._stationarity_stats(short, 1.0),
     )  # fmt: skip
     assert _draws_are_enough(good[:, :26], 0.0, 1.0, 10, "fixed", 1.0) == want
+    # min_steps: stationary draws stop the run only from min_steps steps on; chains below L(w*)
+    # or running downhill stop at once whatever min_steps says
+    assert not _draws_are_enough(good, 0.0, 1.0, 10, "fixed", 100.0, 3001)
+    assert _draws_are_enough(good, 0.0, 1.0, 10, "fixed", 100.0, 3000)
+    assert _draws_are_enough(good, 0.0, 1.0, 10, "fixed", 100.0, None)
+    assert _draws_are_enough(falling, 0.0, 1.0, 10, "fixed", 1e9, 10**6)
+    assert _draws_are_enough(good, 1.01, 1.0, 10, "fixed", 1e9, 10**6)
     # the auto burn-in is the loss plateau's: a relaxation at the start is cut before asking
     relaxed = good.copy()
     relaxed[:, :300] += np.linspace(3.0, 0.0, 300)

@@ -1394,7 +1394,8 @@ def test_sampler_options_checks_defaults_and_non_default():
         o.burn_in,
         o.max_steps,
         o.target_ess,
-    ) == ("sgld", 0.99, 0.1, 1.0, 64, "auto", None, 400.0)
+        o.min_steps,
+    ) == ("sgld", 0.99, 0.1, 1.0, 64, "auto", None, 400.0, None)
     assert o.non_default() == {}
     assert SamplerOptions(kind="rmsprop", target_ess=10.0).non_default() == {
         "kind": "rmsprop",
@@ -1410,6 +1411,7 @@ def test_sampler_options_checks_defaults_and_non_default():
         dict(burn_in="fixed"),
         dict(target_ess=1e-9),
         dict(gn_damping=1e-12),
+        dict(min_steps=1),
     ]
     for kw in ok:
         SamplerOptions(**kw)
@@ -1422,6 +1424,7 @@ def test_sampler_options_checks_defaults_and_non_default():
         (dict(gn_damping=0.0), r"^gn_damping must be > 0 and gn_probes >= 1$"),
         (dict(gn_probes=0), r"^gn_damping must be > 0 and gn_probes >= 1$"),
         (dict(max_steps=0), r"^max_steps must be >= 1 or null, got 0$"),
+        (dict(min_steps=0), r"^min_steps must be >= 1 or null, got 0$"),
         (dict(target_ess=0.0), r"^target_ess must be > 0, got 0.0$"),
     ]
     for kw, msg in bad:
