@@ -207,7 +207,11 @@ def top_curvature(
     v = {k: torch.randn(p0[k].shape, generator=gen, device=x.device, dtype=p0[k].dtype)
          for k in names}  # fmt: skip
     value = 0.0
-    with torch.enable_grad():
+    # forward-over-reverse: attention on its math kernel (the fused CPU kernel has no
+    # forward-mode derivative; see grokking_llc.llc.point_checks)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         for _ in range(iters):
             norm = math.sqrt(sum(float((t**2).sum()) for t in v.values()))
             if norm == 0:

@@ -32,7 +32,9 @@ proposal differs). With a diagonal preconditioner ``G`` the step is
   coordinates is the rescaled chain: the estimate is invariant (SPEC section 10), which SGLD
   and RMSprop-SGLD are not.
 
-The preconditioned kinds take the generic gradient (below) whatever ``path`` says.
+The preconditioned kinds take the quadratic path's hand-written gradient for a plain
+:class:`grokking_llc.model.QuadraticNet` (written into a buffer, then scaled by ``G``) and the
+generic gradient (below) otherwise.
 
 Diagnostics (``diag_every > 0``), for SPEC section 10's validity checks: at every
 ``diag_every``-th step t (t = k - 1, 2k - 1, ...) the sampler evaluates, in float64 and on the
