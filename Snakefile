@@ -7,13 +7,14 @@
 #   llc/{run}/{sampler}/{track}-chunk{i}of{n}.parquet    estimate_llc      (SPEC sections 4, 10)
 #   llc/{run}/{sampler}/{track}.parquet                  gather_llc
 #   llc_grid/{grid}/{run}-{sampler}.parquet              estimate_llc_grid (appendix B.1, B.2)
-#   calibration/{study}.parquet                          calibrate_sampler (SPEC section 10)
+#   calibration/{calibration}.parquet                    calibrate_sampler (SPEC section 10)
 #   theory/{run}.parquet                                 compute_theory    (SPEC section 5)
 #   tables/training_summary.parquet, runs.parquet, claims.parquet
 #   figures/{stem}.png, figures/{sampler name}/{stem}.png                  plot_figure (SPEC 7)
 #   logs/..., benchmarks/...                             one per job, mirroring the outputs
 # {run} is "<model>-p<p>-K<width>-<hash of training settings>", {sampler} is
-# "<backend>-<hash of sampler settings>" and {track} "every<k>" or "final".
+# "<backend>-<hash of sampler settings>", {track} "every<k>" or "final", and {calibration}
+# "<model>-p<p>-K<width>-<hash>" (one per model shape of a calibrated sampler).
 #
 # The config is config/config.yaml, or exactly the file(s) given with --configfile (no merge
 # with the default file); --config KEY=VALUE overrides single values on top.

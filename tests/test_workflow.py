@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from grokking_llc.claims import NO_SAMPLER
+from grokking_llc.config import load_workflow_config
+from grokking_llc.plan import build_plan, shape_of
 from grokking_llc.train import LOG_COLUMNS
 
 pytestmark = pytest.mark.e2e
@@ -102,6 +104,11 @@ def test_outputs_have_the_documented_schemas(done_run):
     assert set(runs["sampler"]) == set(plan_cfg["llc"]["samplers"])
     assert not runs.duplicated(["run_id", "sampler"]).any()
     assert {"gsm", "final_llc", "final_llc_valid", "max_llc", "n_llc_valid"} <= set(runs)
+    assert {"final_llc_status", "final_llc_invalid_reason", "max_llc_status",
+            "max_llc_invalid_reason", "max_llc_all", "max_llc_all_step",
+            "n_llc_not_a_minimum"} <= set(runs)  # fmt: skip
+    assert set(runs["final_llc_status"]) <= STATUSES and set(runs["max_llc_status"]) <= STATUSES
+    assert (runs["max_llc_all"] >= runs["max_llc"]).all()
     for run_dir in (results / "runs").iterdir():
         log = pd.read_parquet(run_dir / "train_log.parquet")
         assert tuple(log.columns) == LOG_COLUMNS and log["step"].iloc[-1] == 200
@@ -114,7 +121,9 @@ def test_outputs_have_the_documented_schemas(done_run):
     for track in (full, adaptive):
         llc = pd.read_parquet(track)
         assert {"valid", "stationary", "localisation_dominated", "r_hat", "ess"} <= set(llc)
-        assert llc["valid"].dtype == bool
+        assert set(LLC_CHECK_COLUMNS) <= set(llc)
+        assert llc["valid"].dtype == bool and set(llc["status"]) <= STATUSES
+        assert (llc["valid"] == (llc["status"] == "valid")).all()
     llc = pd.read_parquet(full)
     assert llc["step"].tolist() == log["step"].tolist() and (llc["selection"] == "all").all()
     llc = pd.read_parquet(adaptive)
@@ -131,14 +140,27 @@ def test_outputs_have_the_documented_schemas(done_run):
     assert set(claims["sampler"]) <= set(plan_cfg["llc"]["samplers"]) | {NO_SAMPLER}
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
     assert set(claims["verdict_as_published"]) <= {"reproduced", "not_reproduced", "n/a"}
-    calibration = pd.read_parquet(results / "calibration" / "baseline.parquet")
-    assert calibration["chosen"].sum() >= 1
+    # the calibrated sampler: one calibration per model shape (p 7, 11 and 13 at width 16), at
+    # the shape's most typical run, each with a chosen setting and its figure
+    plan = build_plan(load_workflow_config([done_run / "my.yaml"]))
+    cals = plan.calibrations
+    assert sorted(c.shape for c in cals.values()) == [
+        "quadratic-p11-K16", "quadratic-p13-K16", "quadratic-p7-K16",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (results / "calibration").glob("*.parquet")) == sorted(
+        f"{name}.parquet" for name in cals
+    )
+    for name, cal in cals.items():
+        table = pd.read_parquet(results / "calibration" / f"{name}.parquet")
+        assert table["chosen"].sum() >= 1 and set(table["run_id"]) == {cal.runs[0].run_id}
+        assert shape_of(cal.runs[0].train) == cal.shape
     pngs = list((results / "figures").rglob("*.png"))
     names = {str(p.relative_to(results / "figures").with_suffix("")) for p in pngs}
     for expected in (
         "paper/fig1_llc_vs_p", "calibrated/fig1_llc_vs_p", "fig3_llc_tracks_generalisation",
-        "fig4_lr_vs_gsm", "fig14_scaling_regimes", "fig_calibration_baseline",
-        "paper/fig_h2_panels", "fig13_transformer", "fig_b2_sampler_sensitivity",
+        "fig4_lr_vs_gsm", "fig14_scaling_regimes", "paper/fig_h2_panels",
+        "fig13_transformer", "fig_b2_sampler_sensitivity",
+        *[f"fig_calibration_{name}" for name in cals],
     ):  # fmt: skip
         assert expected in names, (expected, names)
     for png in pngs:
@@ -161,6 +183,10 @@ def test_rerun_does_nothing(done_run):
 
 
 LLC_PLOTS = {"plot_figure", "summarize_runs", "score_claims", "figures"}
+STATUSES = {"valid", "invalid", "not_a_minimum"}
+# issue 19: what each LLC row says beyond valid/invalid
+LLC_CHECK_COLUMNS = ("status", "invalid_reason", "at_minimum", "llc_bound", "grad_norm",
+                     "gradient_bias", "ess_tail", "drift_se")  # fmt: skip
 
 
 def test_paper_sampler_edit_reruns_its_tracks_grids_and_plots_only(done_run):
@@ -171,14 +197,31 @@ def test_paper_sampler_edit_reruns_its_tracks_grids_and_plots_only(done_run):
     assert "train_group" not in jobs
 
 
-def test_calibration_grid_edit_reruns_calibration_and_calibrated_tracks_only(done_run):
-    name = write_config(done_run, lambda c: c["llc"]["calibration"]["grid"].update(lr=[3.0e-5]))
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda cal: cal["grid"].update(nbeta=[2.5]),
+        lambda cal: cal.update(max_steps=80),
+    ],
+    ids=["grid", "max_steps"],
+)
+def test_calibration_edit_reruns_calibration_and_calibrated_tracks_only(done_run, edit):
+    name = write_config(done_run, lambda c: edit(c["llc"]["calibration"]))
     jobs = planned_jobs(done_run, name)
     assert set(jobs) == {"calibrate_sampler", "estimate_llc", "gather_llc"} | LLC_PLOTS
     cfg = yaml.safe_load((done_run / "my.yaml").read_text())
-    # calibrated covers baseline (1 run, every checkpoint, in llc.chunks jobs) and over_p (3
-    # runs, baseline's among them; the 2 others final-only, one job each): 3 tracks
+    # one calibration per model shape of the calibrated sampler (p 7, 11, 13): 3 jobs. It
+    # covers baseline (1 run, every checkpoint, in llc.chunks jobs) and over_p (3 runs,
+    # baseline's among them; the 2 others final-only, one job each): 3 tracks
+    assert jobs["calibrate_sampler"] == 3
     assert jobs["gather_llc"] == 3 and jobs["estimate_llc"] == cfg["llc"]["chunks"] + 2
+
+
+def test_calibrating_at_more_runs_than_a_shape_has_reruns_nothing(done_run):
+    """.test: each shape of the calibrated sampler has one run, so `runs: 2` calibrates at the
+    same run: no job changes."""
+    name = write_config(done_run, lambda c: c["llc"]["calibration"].update(runs=2))
+    assert planned_jobs(done_run, name) == {}
 
 
 def test_plot_edit_reruns_only_plots(done_run):
@@ -213,6 +256,32 @@ def test_new_sweep_value_trains_only_the_new_run(done_run):
     assert jobs["train_model"] == 1 and "make_split" not in jobs and "train_group" not in jobs
     chunks = yaml.safe_load((done_run / "my.yaml").read_text())["llc"]["chunks"]
     assert jobs["estimate_llc"] == chunks and jobs["gather_llc"] == 1  # paper only
+
+
+def test_a_new_shape_gets_its_own_calibration_and_leaves_the_others(done_run):
+    """A p added to over_p is a new model shape: its run is trained, calibrated and estimated
+    by both samplers (final only); no other shape's calibration reruns."""
+    name = write_config(done_run, lambda c: c["studies"]["over_p"]["p"].append(17))
+    jobs = planned_jobs(done_run, name)
+    assert jobs["train_model"] == 1 and jobs["make_split"] == 1 and "train_group" not in jobs
+    assert jobs["calibrate_sampler"] == 1
+    chunks = yaml.safe_load((done_run / "my.yaml").read_text())["llc"]["chunks"]
+    assert jobs["estimate_llc"] == chunks + 1 and jobs["gather_llc"] == 2  # paper + calibrated
+
+
+def test_more_runs_of_a_calibrated_shape_rerun_no_calibration(done_run):
+    """lr_wd (2 lr x 2 weight decay x 2 seeds, all p 7 at width 16, trained already) given to
+    the calibrated sampler: its runs are of the shape p 7 already calibrated, whose most typical
+    run (the baseline's: the config's lr and weight decay, seed 0) is still the one calibrated,
+    so they are estimated under that calibration; no training, no calibration reruns."""
+    name = write_config(
+        done_run, lambda c: c["llc"]["samplers"]["calibrated"]["studies"].append("lr_wd")
+    )
+    jobs = planned_jobs(done_run, name)
+    assert "calibrate_sampler" not in jobs and "train_model" not in jobs
+    assert "train_group" not in jobs and "estimate_llc_grid" not in jobs
+    # the 7 lr_wd runs the calibrated sampler had not estimated (the 8th is the baseline's)
+    assert jobs["gather_llc"] == 7
 
 
 def test_one_runs_training_edit_retrains_that_run_only(done_run):

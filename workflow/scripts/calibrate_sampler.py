@@ -1,5 +1,5 @@
-"""Rule calibrate_sampler: a grid of SGLD settings at a few checkpoints of a study's runs, each
-with its validity checks, and one setting chosen for all of them (SPEC section 10)."""
+"""Rule calibrate_sampler: one SGLD setting for one model shape, searched and checked at the
+final checkpoint of the shape's most typical run (grokking_llc.stages.calibrate; SPEC 10)."""
 
 from grokking_llc.stages import setup_job
 
