@@ -428,13 +428,21 @@ def test_no_valid_rung_falls_back_to_the_finest_stationary_one(monkeypatch):
     assert res.reason.endswith("NOT valid at step 0: localisation-dominated (grad/loc 0.5).")
 
 
-def test_no_finite_estimate_chooses_nothing(monkeypatch):
+def test_no_finite_estimate_still_chooses_the_coarsest_rung_marked_not_valid(monkeypatch):
+    """Every chain diverged everywhere: the first rung tried (the coarsest resolution of the
+    first kind and nbeta, at the ladder's step) is chosen, NOT valid, so the pipeline's
+    estimates of that shape are still made (and flagged) instead of stopped by a missing
+    setting; the reason says every chain diverged and where."""
     res = calibrate(monkeypatch, World(tweak=lambda c: {"llc": math.nan, "valid": False}))
-    assert res.chosen is None and not res.chosen_valid
-    assert res.reason == "no setting gave a finite estimate"
-    assert not res.table["chosen"].any() and not res.table["chosen_valid"].any()
-    with pytest.raises(ValueError, match="chose no setting: no setting gave a finite estimate"):
-        cal.chosen_sampler(res.table)
+    table = res.table
+    first = table[table["role"] == "ladder"].iloc[0]
+    assert res.chosen is not None and not res.chosen_valid
+    assert res.chosen["lr"] == first["lr"] and res.chosen["localization"] == first["localization"]
+    assert res.reason.startswith("no setting gave a finite estimate at step ")
+    assert "the coarsest rung tried, NOT valid" in res.reason
+    assert table["chosen"].any() and not table["chosen_valid"].any()
+    settings, valid, reason = cal.chosen_sampler(table)
+    assert settings == res.chosen and not valid and reason == res.reason
 
 
 # --------------------------------------------------------------------------------------------

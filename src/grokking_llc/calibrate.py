@@ -661,7 +661,9 @@ def calibrate_targets(
 
 def _fallback(runner: _Runner, outcomes: list[_Outcome]) -> tuple:
     """(setting, lr, reason) when nothing passed: the candidate with most checks passed, else
-    the ladder rung that got furthest (valid, then stationary, then the finest resolution)."""
+    the ladder rung that got furthest (valid, then stationary, then the finest resolution), else
+    (every chain diverged) the first rung tried, so that the pipeline's estimates are still
+    made -- and flagged -- rather than stopped by a missing setting."""
     if outcomes:
         best = max(outcomes, key=lambda o: (len(o.passed), -len(o.failed)))
         short = _short(runner.settings(best.setting, best.lr))
@@ -671,7 +673,17 @@ def _fallback(runner: _Runner, outcomes: list[_Outcome]) -> tuple:
         return best.setting, best.lr, reason
     rungs = [r for r in runner.rows if r["role"] == "ladder" and math.isfinite(r["llc_mean"])]
     if not rungs:
-        return None, None, "no setting gave a finite estimate"
+        # keep the pipeline going with the most cautious setting tried (the coarsest rung of
+        # the first ladder, at its step): its estimates are made, and invalid, and say why
+        first = next((r for r in runner.rows if r["role"] == "ladder"), None)
+        if first is None:
+            return None, None, "nothing was run: no ladder (no positive curvature at w*)"
+        setting = Setting(first["kind"], first["nbeta"], first["localization"], first["lr_scaled"])
+        return setting, first["lr"], (
+            f"no setting gave a finite estimate at {_where(runner, runner.final)} (every chain "
+            f"diverged: {first['invalid_reason'] or first['llc_reason']}); chose "
+            f"{_short(runner.settings(setting, first['lr']))}, the coarsest rung tried, NOT valid."
+        )  # fmt: skip
     best = max(rungs, key=lambda r: (r["valid"], r["stationary"], r["resolution"]))
     setting = Setting(best["kind"], best["nbeta"], best["localization"], best["lr_scaled"])
     why = best["invalid_reason"] or "valid, but its ladder did not converge"
