@@ -216,11 +216,6 @@ def test_llc_rows_carry_a_status_and_what_was_measured_at_w_star(split):
     assert (df["grad_norm"] > 0).all() and np.isfinite(df["grad_norm"]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages.llc._with_setting sets valid=False but leaves status 'valid' when the "
-    "calibrated setting failed (reported to the lead; remove this mark with the fix)",
-)
 def test_a_failed_setting_leaves_no_estimate_with_status_valid():
     """``status`` is what figures and the scorecard read first
     (:func:`grokking_llc.analysis.estimate_status`): an estimate that would be valid under a

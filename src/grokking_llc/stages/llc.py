@@ -174,12 +174,15 @@ def _accuracies(train_log: pd.DataFrame | None, steps: list[int]) -> list[tuple[
 
 def _with_setting(row: dict, setting_valid: bool | None) -> dict:
     """``row`` with ``setting_valid``; an estimate under a setting that failed calibration is
-    not valid (its reason says so)."""
+    not valid (its reason says so; its status becomes ``invalid`` unless the checkpoint is no
+    minimum)."""
     row = dict(row, setting_valid=setting_valid)
     if setting_valid is False:
         reason = row.get("invalid_reason") or ""
         row["invalid_reason"] = f"{reason}; {SETTING_FAILED}" if reason else SETTING_FAILED
         row["valid"] = False
+        if row.get("status") != "not_a_minimum":  # not a minimum stays the finding it is
+            row["status"] = "invalid"
     return row
 
 
