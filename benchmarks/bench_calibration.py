@@ -5,13 +5,14 @@
         --table results/calibration/<shape>-<hash>.parquet [--config config/config.yaml]
     add --append to write the table into benchmarks/RESULTS.md
 
-``known``: the automatic calibration with its default search (grokking_llc.calibrate) on the
+``known``: the automatic calibration with its default search (grokking_llc.sampling.calibrate) on
+the
 known-answer problems of tests/known_answers.py (regular models, reduced-rank regressions,
 deep linear networks), the sampler's own settings as the tests give them (full batch, 64
 chains); per problem the closed-form lambda, d, the chosen estimate and its error, validity,
 the estimates run and the wall seconds. ``reference``: at a run's final checkpoint, the SGLD
 estimate of a calibration's chosen setting (its table's candidate row, with the step the
-calibration compared it to) beside a full-batch MALA chain (grokking_llc.mala) on the same
+calibration compared it to) beside a full-batch MALA chain (grokking_llc.sampling.mala) on the same
 localised tempered posterior, gn_diag-preconditioned, ``--warmup`` + ``--draws`` transitions
 (4 chains); the MALA estimate is also given over the last half of its draws, to show it has
 settled. The run (its settings, checkpoints and split) comes from the config's plan.
@@ -47,7 +48,7 @@ def _conditions() -> str:
 def known(args) -> list[str]:
     from known_answers import deep_linear_problem, reduced_rank_problem, regular_problem, rescale
 
-    from grokking_llc import calibrate as cal
+    from grokking_llc.sampling import calibrate as cal
 
     problems = {
         "regular q=6": regular_problem(3, 2),
@@ -92,13 +93,13 @@ def known(args) -> list[str]:
 
 
 def reference(args) -> list[str]:
-    from grokking_llc import mala
-    from grokking_llc.config import load_config
-    from grokking_llc.data import split_tensors
-    from grokking_llc.llc import estimate_llc
-    from grokking_llc.model import build_model, get_loss
-    from grokking_llc.plan import Plan
-    from grokking_llc.train import checkpoint_state, load_checkpoints
+    from grokking_llc.core.data import split_tensors
+    from grokking_llc.core.model import build_model, get_loss
+    from grokking_llc.pipeline.config import load_config
+    from grokking_llc.pipeline.plan import Plan
+    from grokking_llc.sampling import mala
+    from grokking_llc.sampling.llc import estimate_llc
+    from grokking_llc.training.train import checkpoint_state, load_checkpoints
 
     job = Plan(load_config(args.config)).runs[args.run]
     run = job.train

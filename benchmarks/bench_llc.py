@@ -3,7 +3,8 @@
 Runs both LLC backends side by side in one process, with the paper's sampler (SPEC section 4:
 eps 5e-4, nbeta = m / ln m, gamma 5, 3 chains, 100 burn-in, 500 draws, batch 128), on
 quadratic nets with p in {53, 97} and K in {256, 1024}. The checkpoints are real: each model is
-trained 1000 steps with :func:`grokking_llc.train.train` (the baseline optimiser of SPEC section
+trained 1000 steps with :func:`grokking_llc.training.train.train` (the baseline optimiser of SPEC
+section
 3: Adam lr 1e-4, wd 1e-4, batch 128), checkpointing every 100 steps; the table uses step 1000.
 
 Also measured in the same run: this machine's ceilings (float32 matmul GFLOP/s, elementwise
@@ -37,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grokking_llc import sgld
-from grokking_llc.config import SamplerConfig, TrainConfig
-from grokking_llc.data import make_split, split_tensors
-from grokking_llc.llc import LLCResult, estimate_llc, llc_from_traces
-from grokking_llc.model import build_model, centred_mse
-from grokking_llc.train import checkpoint_state, train
+from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.model import build_model, centred_mse
+from grokking_llc.core.settings import SamplerConfig, TrainConfig
+from grokking_llc.sampling import sgld
+from grokking_llc.sampling.llc import LLCResult, estimate_llc, llc_from_traces
+from grokking_llc.training.train import checkpoint_state, train
 
 HERE = Path(__file__).resolve().parent
 SAMPLER = SamplerConfig()  # the paper's sampler (SPEC section 4)
@@ -253,10 +254,11 @@ def fixed_vs_per_estimate(p, width, ctx, args, log, with_devinterp: bool) -> dic
     idx = list(range(len(ckpts["steps"])))[-args.consecutive :]
     out = {"p": p, "K": width, "checkpoints": len(idx)}
     out["t_interp_imports"] = subprocess_seconds(
-        "import torch, grokking_llc.llc, grokking_llc.sgld, grokking_llc.stages"
+        "import torch, grokking_llc.sampling.llc, grokking_llc.sampling.sgld, "
+        "grokking_llc.pipeline.stages"
     )
     out["t_devinterp_import"] = (
-        subprocess_seconds("import grokking_llc.devinterp_backend, devinterp.slt.sampling")
+        subprocess_seconds("import grokking_llc.sampling.devinterp_backend, devinterp.slt.sampling")
         - out["t_interp_imports"]
     )
     t0 = time.perf_counter()
@@ -388,7 +390,8 @@ HEADER = """# LLC backend benchmark
 
 Written by `benchmarks/bench_llc.py` ({cmd}). Paper's sampler (SPEC section 4): eps 5e-4,
 nbeta = 128 / ln 128 = 26.38, gamma 5, 3 chains, 100 burn-in + 500 draws, batch 128. Checkpoints:
-each (p, K) trained {steps} steps with `grokking_llc.train.train` (Adam lr 1e-4, wd 1e-4, batch
+each (p, K) trained {steps} steps with `grokking_llc.training.train.train` (Adam lr 1e-4, wd 1e-4,
+batch
 128, train_frac 0.4, seed 0); the table samples the last one (step {steps}).
 
 Columns. Times are wall seconds per LLC estimate (3 chains x 600 steps + 32 init-loss batches),

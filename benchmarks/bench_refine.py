@@ -1,4 +1,4 @@
-"""Adaptive checkpoint selection (grokking_llc.refine) replayed on finished LLC tracks.
+"""Adaptive checkpoint selection (grokking_llc.sampling.refine) replayed on finished LLC tracks.
 
     .venv/bin/python benchmarks/bench_refine.py results/llc/<run>/<sampler>/every2.parquet \
         results/runs/<run>/train_log.parquet [--append]
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokking_llc.refine import RefineSettings, select_adaptively
+from grokking_llc.sampling.refine import RefineSettings, select_adaptively
 
 HERE = Path(__file__).resolve().parent
 GRID = ((4, 0.1, 0.5), (4, 0.05, 0.5), (8, 0.1, 0.5), (4, 0.1, 1.0))

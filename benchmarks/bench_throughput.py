@@ -7,7 +7,8 @@ Sections (one thread, ``torch.set_num_threads(1)``, the pipeline's setting per j
 
 1. Checkpoints batched: per-estimate seconds of the paper sampler (SPEC section 4, validity
    diagnostics on, as the pipeline runs it) with S = 1, 2, 4, 8 checkpoints stacked along the
-   chain axis (:func:`grokking_llc.llc.estimate_llc_many`), per width; the numbers are identical
+   chain axis (:func:`grokking_llc.sampling.llc.estimate_llc_many`), per width; the numbers are
+   identical
    whatever S (checked here too). Also the cost of the diagnostics: the same run with none.
 2. The calibrated protocol (the default calibration's fallback setting, 4 chains x 1,500
    steps): devinterp's sampler against the fast backend, per estimate, and their ratio.
@@ -40,10 +41,10 @@ sys.path.insert(0, str(HERE))
 
 from bench_llc import conditions, machine_ceilings, quiet, sgld_step_cost, train_checkpoints  # noqa: E402
 
-from grokking_llc.data import split_tensors  # noqa: E402
-from grokking_llc.llc import default_diag_every, estimate_llc_many  # noqa: E402
-from grokking_llc.model import build_model, centred_mse  # noqa: E402
-from grokking_llc.train import checkpoint_state  # noqa: E402
+from grokking_llc.core.data import split_tensors  # noqa: E402
+from grokking_llc.core.model import build_model, centred_mse  # noqa: E402
+from grokking_llc.sampling.llc import default_diag_every, estimate_llc_many  # noqa: E402
+from grokking_llc.training.train import checkpoint_state  # noqa: E402
 
 PAPER = dict(lr=5e-4, localization=5.0, num_chains=3, num_burnin_steps=100, num_draws=500,
              batch_size=128)  # fmt: skip

@@ -3,8 +3,8 @@
 The paper's training setting (SPEC section 3: p=53, train_frac 0.4, batch 128, Adam lr 1e-4,
 wd 1e-5, a checkpoint every 100 steps with the full-split evaluation and the two files it
 writes), widths K in {64, 256, 1024}, ``torch.set_num_threads(1)``. For each K: one run
-trained alone by :func:`grokking_llc.train.train`, and R = 1, 3, 6 runs (seeds 0..R-1)
-trained together by :func:`grokking_llc.train_many.train_many`, each ``--steps`` steps from
+trained alone by :func:`grokking_llc.training.train.train`, and R = 1, 3, 6 runs (seeds 0..R-1)
+trained together by :func:`grokking_llc.training.train_many.train_many`, each ``--steps`` steps from
 scratch in a fresh work dir, the four measurements interleaved and repeated ``--repeats``
 times. Reported: run-steps per second (R * steps / wall seconds; one run at a time is
 ``steps / wall seconds`` whatever R is), median over repeats, and the speed-up of the stack
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.train import train
-from grokking_llc.train_many import train_many
+from grokking_llc.core.data import make_split
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training.train import train
+from grokking_llc.training.train_many import train_many
 
 HERE = Path(__file__).resolve().parent
 HEADING = "## Training: one run vs batched runs"

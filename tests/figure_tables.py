@@ -170,7 +170,8 @@ def trace_rows(steps=(200, 600, 1000, 1400), chains=4, T=40, burn=10, diverge_la
 
 
 def calibration_table():
-    """A calibration table as grokking_llc.calibrate writes it: two targets (step 1000; step
+    """A calibration table as grokking_llc.sampling.calibrate writes it: two targets (step 1000;
+    step
     9000, the search target), lambda = 2, so gamma = 2 nbeta / kappa.
 
     * gn_diag, nbeta 1e4: ladder kappa 32 (localisation-dominated), 64, 128, 256 (valid); the

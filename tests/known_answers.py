@@ -343,7 +343,7 @@ def standard_problems() -> dict[str, KnownAnswer]:
     """Fresh copies of the problems the estimator tests use, by name: a regular model (lambda 3),
     reduced-rank regressions with lambda 2.5, 8 and 9 (all multiplicity 1, so no
     ``log log`` correction at finite nbeta) and a three-layer deep linear network (lambda 6.5,
-    multiplicity 1). MALA (grokking_llc.mala) at nbeta 1000, gamma 1, 32 chains and 3,000
+    multiplicity 1). MALA (grokking_llc.sampling.mala) at nbeta 1000, gamma 1, 32 chains and 3,000
     transitions gives each within 2% (measured: 3.005, 2.517, 7.89, 9.01, 6.37; all but rrr
     6,4,3,2 are tests in tests/test_known_answers.py)."""
     return {

@@ -1,4 +1,4 @@
-"""Tests of grokking_llc.analysis against hand-computed values (SPEC sections 4-7)."""
+"""Tests of grokking_llc.science.analysis against hand-computed values (SPEC sections 4-7)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from figure_tables import (
     train_log,
 )
 
-from grokking_llc import analysis, gsm, theory
+from grokking_llc.science import analysis, gsm, theory
 
 THR = gsm.GSM_THRESHOLD
 
@@ -582,7 +582,7 @@ def test_sampler_sensitivity():
 
 
 def test_bias_reduced_llc_recovers_the_intercept():
-    from grokking_llc.analysis import bias_reduced_llc
+    from grokking_llc.science.analysis import bias_reduced_llc
 
     nbeta = np.array([10.0, 20.0, 40.0, 80.0])
     llc = 3.0 + 50.0 / nbeta  # exact line in 1/nbeta: intercept 3, slope 50

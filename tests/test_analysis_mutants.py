@@ -1,4 +1,5 @@
-"""grokking_llc.analysis at the edges the mutation run (docs/mutation.md, a fixed sample of the
+"""grokking_llc.science.analysis at the edges the mutation run (docs/mutation.md, a fixed sample of
+the
 module's mutants) found unchecked: the exponential fit's status rules at their thresholds on
 exact exponential data, the fit's search range, every returned key and note the figures and
 claims read, the "too few" limits of the fits, grouping order, and tables with missing or
@@ -15,9 +16,9 @@ import pandas as pd
 import pytest
 from figure_tables import run_row
 
-from grokking_llc import analysis, theory
+from grokking_llc.science import analysis, theory
 
-THR = 0.99  # the GSM's indicator threshold (grokking_llc.gsm.GSM_THRESHOLD)
+THR = 0.99  # the GSM's indicator threshold (grokking_llc.science.gsm.GSM_THRESHOLD)
 NAN = math.nan
 
 

@@ -1,4 +1,5 @@
-"""The calibration of SPEC section 10 (grokking_llc.calibrate; its module docstring is the rule).
+"""The calibration of SPEC section 10 (grokking_llc.sampling.calibrate; its module docstring is the
+rule).
 
 Most tests replace ``estimate_llc``, ``top_curvature`` and ``_preconditioner`` by a synthetic
 world (:class:`World`) whose estimate is a formula of the settings -- it converges geometrically
@@ -26,11 +27,11 @@ import pytest
 import torch
 from torch import nn
 
-import grokking_llc.calibrate as cal
-from grokking_llc import validity
-from grokking_llc.config import SamplerConfig
-from grokking_llc.llc import LLCResult
-from grokking_llc.model import QuadraticNet
+import grokking_llc.sampling.calibrate as cal
+from grokking_llc.core.model import QuadraticNet
+from grokking_llc.core.settings import SamplerConfig
+from grokking_llc.sampling import validity
+from grokking_llc.sampling.llc import LLCResult
 
 torch.set_num_threads(1)
 
@@ -188,7 +189,7 @@ def calibrate(monkeypatch, world: World, *, n: int = 1, targets=None, grid=GRID,
     monkeypatch.setattr(cal, "estimate_llc", world.estimate_llc)
     monkeypatch.setattr(cal, "top_curvature", world.top_curvature)
     monkeypatch.setattr(cal, "_preconditioner", world.preconditioner)
-    from grokking_llc import mala
+    from grokking_llc.sampling import mala
 
     monkeypatch.setattr(mala, "estimate_llc_mala", world.estimate_llc_mala)
     kw.setdefault("symmetry", cal.quadratic_rescaling)
@@ -885,7 +886,7 @@ def test_table_roles_columns_chosen_rows_and_settings_round_trip(monkeypatch, tm
     assert cal.chosen_sampler(back) == (res.chosen, True, res.reason)
     assert back["checks_passed"].dtype == "boolean"
     # every row's settings run estimate_llc as written: sampler keys only
-    from grokking_llc.sgld import split_sampler
+    from grokking_llc.sampling.sgld import split_sampler
 
     for s in t.loc[t["role"] != "reference", "settings"]:
         split_sampler(json.loads(s))
@@ -1027,7 +1028,7 @@ def test_top_curvature_is_the_largest_eigenvalue_of_a_known_hessian():
 
 
 def test_preconditioner_of_each_kind_by_hand():
-    from grokking_llc.sgld import SamplerOptions, gauss_newton_diagonal
+    from grokking_llc.sampling.sgld import SamplerOptions, gauss_newton_diagonal
 
     model, x, y = linear_problem(q=3, n=6)
     params = {"weight": torch.ones(1, 3)}
@@ -1067,10 +1068,10 @@ def test_stage_writes_one_table_with_the_choice(tmp_path):
     """run_calibrate_sampler on a tiny trained run: one Parquet with run_id and step labels,
     the roles, the chosen columns and settings that chosen_sampler turns back into
     estimate_llc's sampler (real SGLD, a three-rung ladder)."""
-    from grokking_llc.config import TrainConfig
-    from grokking_llc.data import make_split
-    from grokking_llc.stages.calibrate import checkpoint_indices, run_calibrate_sampler
-    from grokking_llc.train import train_run
+    from grokking_llc.core.data import make_split
+    from grokking_llc.core.settings import TrainConfig
+    from grokking_llc.pipeline.stages.calibrate import checkpoint_indices, run_calibrate_sampler
+    from grokking_llc.training.train import train_run
 
     assert checkpoint_indices(11, [0.1, 0.5, 1.0]) == [1, 5, 10]
     assert checkpoint_indices(3, [0.0, 0.1, 1.0]) == [0, 2]
@@ -1118,8 +1119,8 @@ def test_the_calibration_figure_draws_a_calibrations_table(monkeypatch, tmp_path
     """The table calibrate_targets writes, through Parquet, is what the figure reads: a
     ladder line per (kind, nbeta), the candidate's check runs at its resolution, the chosen
     candidate ringed and its run at the other target."""
-    from grokking_llc import analysis
     from grokking_llc.figures import REGISTRY
+    from grokking_llc.science import analysis
 
     w = World(tweak=check_values(20.0, final=1))
     w.mala = lambda kw: result(20.0, se=1e-3, nbeta=kw["nbeta"])

@@ -4,7 +4,7 @@ regressions (Aoyagi and Watanabe 2005; lambda 2.5 and 9) and a three-layer deep 
 (Aoyagi 2024). The chosen estimate is valid and within 10% of lambda, and so are the estimates of
 the function-preserving rescalings the calibration runs (x2 and x0.5 of each layer pair); an
 estimate at 100 times the chosen step is not valid; a full-batch MALA chain at the chosen nbeta
-and gamma (grokking_llc.mala, the calibration's ``reference`` check) agrees within 5%.
+and gamma (grokking_llc.sampling.mala, the calibration's ``reference`` check) agrees within 5%.
 
 Only the sampler's own settings are given (the data have n = M rows, so the batch is the whole
 training set, with one batch for L(w*); 64 chains, which cost a tiny model no more per step than
@@ -19,8 +19,8 @@ import pytest
 import torch
 from known_answers import deep_linear_problem, reduced_rank_problem, regular_problem, rescale
 
-from grokking_llc import calibrate as cal
-from grokking_llc.llc import estimate_llc
+from grokking_llc.sampling import calibrate as cal
+from grokking_llc.sampling.llc import estimate_llc
 
 torch.set_num_threads(1)
 

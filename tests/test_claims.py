@@ -1,4 +1,4 @@
-"""Tests of grokking_llc.claims: each claim's statistic against hand-computed values and its
+"""Tests of grokking_llc.science.claims: each claim's statistic against hand-computed values and its
 verdict on data built to hold, to fail and to be undecidable (issue 11)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from figure_tables import (
     train_log,
 )
 
-from grokking_llc import claims
+from grokking_llc.science import claims
 
 KW = {"seed": 0, "n_boot": 200}
 

@@ -7,20 +7,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grokking_llc.config import (
+from grokking_llc.core.settings import (
     SAMPLER_HASH_BASE,
     SAMPLER_META_KEYS,
     TRAIN_HASH_BASE,
     ConfigError,
     SamplerConfig,
     TrainConfig,
-    expand_study,
-    load_config,
     load_schema,
     sampler_id,
     short_hash,
-    validate_config,
 )
+from grokking_llc.pipeline.config import expand_study, load_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from grokking_llc.config import load_schema
+from grokking_llc.core.settings import load_schema
 
 DOC = (Path(__file__).resolve().parents[1] / "config" / "README.md").read_text()
 

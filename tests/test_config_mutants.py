@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grokking_llc import config as C
-from grokking_llc.config import ConfigError, SamplerConfig
+from grokking_llc.core import settings as S
+from grokking_llc.core.settings import ConfigError, SamplerConfig
+from grokking_llc.pipeline import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -45,11 +46,11 @@ def raw_schema() -> dict:
 
 def test_the_paper_sampler_is_named_by_the_empty_object():
     cfg = SamplerConfig(**PAPER_SAMPLER)
-    assert C.sampler_id("devinterp", cfg) == "devinterp-" + sha8("{}")
+    assert S.sampler_id("devinterp", cfg) == "devinterp-" + sha8("{}")
     # the stride stays in the base at 1, so passing it at 1 renames nothing
-    assert C.sampler_id("devinterp", cfg, every=1) == "devinterp-" + sha8("{}")
-    assert C.sampler_id("devinterp", cfg, every=2) == "devinterp-" + sha8('{"every":2}')
-    assert C.sampler_id("fast", cfg) == "fast-" + sha8('{"backend":"fast"}')
+    assert S.sampler_id("devinterp", cfg, every=1) == "devinterp-" + sha8("{}")
+    assert S.sampler_id("devinterp", cfg, every=2) == "devinterp-" + sha8('{"every":2}')
+    assert S.sampler_id("fast", cfg) == "fast-" + sha8('{"backend":"fast"}')
 
 
 @pytest.mark.parametrize("key", sorted(PAPER_SAMPLER))
@@ -62,15 +63,15 @@ def test_one_setting_off_the_paper_sampler_names_only_that_setting(key):
     else:
         other = type(value)(1) if value == 0 else value * 2
     cfg = SamplerConfig(**{**PAPER_SAMPLER, key: other})
-    blob = json.dumps({key: C._canonical(other)}, separators=(",", ":"))
-    assert C.sampler_id("devinterp", cfg) == "devinterp-" + sha8(blob)
+    blob = json.dumps({key: S._canonical(other)}, separators=(",", ":"))
+    assert S.sampler_id("devinterp", cfg) == "devinterp-" + sha8(blob)
 
 
 def test_integral_floats_become_ints_only_below_two_to_the_53():
-    assert C.short_hash({"x": 2.0**53 - 1}, {}) == sha8('{"x":9007199254740991}')
-    assert C.short_hash({"x": 2.0**53}, {}) == sha8('{"x":9007199254740992.0}')
-    assert C.short_hash({"x": -(2.0**53)}, {}) == sha8('{"x":-9007199254740992.0}')
-    assert C.short_hash({"x": 2.0**54}, {}) == sha8('{"x":1.8014398509481984e+16}')
+    assert S.short_hash({"x": 2.0**53 - 1}, {}) == sha8('{"x":9007199254740991}')
+    assert S.short_hash({"x": 2.0**53}, {}) == sha8('{"x":9007199254740992.0}')
+    assert S.short_hash({"x": -(2.0**53)}, {}) == sha8('{"x":-9007199254740992.0}')
+    assert S.short_hash({"x": 2.0**54}, {}) == sha8('{"x":1.8014398509481984e+16}')
 
 
 # ----------------------------------------------------------------------------- range checks
@@ -92,7 +93,7 @@ def test_integral_floats_become_ints_only_below_two_to_the_53():
 )
 def test_each_limit_refuses_with_its_message(value, prop, message):
     with pytest.raises(ConfigError) as err:
-        C._check_limits("x", value, prop)
+        S._check_limits("x", value, prop)
     assert str(err.value) == message
 
 
@@ -108,7 +109,7 @@ def test_each_limit_refuses_with_its_message(value, prop, message):
     ],
 )
 def test_values_at_the_limits_pass(value, prop):
-    C._check_limits("x", value, prop)
+    S._check_limits("x", value, prop)
 
 
 @pytest.mark.parametrize(
@@ -165,24 +166,24 @@ def test_schema_defaults_are_the_file_defaults_and_fresh_copies():
     train = {k: v["default"] for k, v in raw["train"]["properties"].items() if "default" in v}
     samp = raw["llc"]["properties"]["samplers"]["additionalProperties"]["properties"]
     samp = {k: v["default"] for k, v in samp.items() if "default" in v}
-    assert C.schema_defaults("train") == train
-    assert C.schema_defaults("llc", "samplers", "*") == samp
-    first = C.schema_defaults("train")
+    assert S.schema_defaults("train") == train
+    assert S.schema_defaults("llc", "samplers", "*") == samp
+    first = S.schema_defaults("train")
     first["model_options"]["x"] = 1
-    assert C.schema_defaults("train")["model_options"] == {}
-    nested = C.schema_defaults()  # top level: studies' default is {"baseline": {}}
+    assert S.schema_defaults("train")["model_options"] == {}
+    nested = S.schema_defaults()  # top level: studies' default is {"baseline": {}}
     assert nested["studies"] == raw["studies"]["default"] == {"baseline": {}}
     nested["studies"]["baseline"]["p"] = 7
-    C.schema_defaults("llc")["samplers"]["paper"]["lr"] = 1.0
-    assert C.schema_defaults()["studies"] == {"baseline": {}}
-    assert C.schema_defaults("llc")["samplers"] == {"paper": {}}
+    S.schema_defaults("llc")["samplers"]["paper"]["lr"] = 1.0
+    assert S.schema_defaults()["studies"] == {"baseline": {}}
+    assert S.schema_defaults("llc")["samplers"] == {"paper": {}}
 
 
 def test_load_schema_is_a_deep_copy():
-    first = C.load_schema()
+    first = S.load_schema()
     first["properties"]["train"]["properties"]["p"]["default"] = -1
     first["properties"]["studies"]["default"]["baseline"]["p"] = -1
-    again = C.load_schema()
+    again = S.load_schema()
     assert again["properties"]["train"]["properties"]["p"]["default"] == 53
     assert again["properties"]["studies"]["default"] == {"baseline": {}}
 

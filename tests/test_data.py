@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from grokking_llc.data import is_prime, make_split, n_train, split_tensors
+from grokking_llc.core.data import is_prime, make_split, n_train, split_tensors
 
 
 @pytest.mark.parametrize("p, frac", [(7, 0.4), (53, 0.4), (11, 0.9)])
@@ -52,7 +52,7 @@ def test_split_tensors():
 
 
 # --------------------------------------------------------------------------- mutation-proofing
-# (issue 15: each test below fails for a small deliberate bug in grokking_llc.data)
+# (issue 15: each test below fails for a small deliberate bug in grokking_llc.core.data)
 
 
 @pytest.mark.parametrize("frac", [0.0, 1.0, 1.5])

@@ -1,6 +1,6 @@
 """A loss over one sample is always 0 (issue 21, item 2): the centred square loss centres each
 output over the samples it is given (SPEC section 2), so a minibatch or split of one sample
-gives 0 whatever the weights. One rule (grokking_llc.data.LOSS_MIN_SAMPLES) refuses it in the
+gives 0 whatever the weights. One rule (grokking_llc.core.data.LOSS_MIN_SAMPLES) refuses it in the
 config, in training (train, train_many) and in the LLC estimator (estimate_llc and
 estimate_llc_many), each naming what is too small."""
 
@@ -9,12 +9,12 @@ import logging
 import pytest
 import torch
 
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import LOSS_MIN_SAMPLES, loss_samples_problem, make_split
-from grokking_llc.llc import estimate_llc, estimate_llc_many
-from grokking_llc.model import LOSSES, build_model, centred_mse, check_loss_samples, get_loss
-from grokking_llc.train import train
-from grokking_llc.train_many import train_many
+from grokking_llc.core.data import LOSS_MIN_SAMPLES, loss_samples_problem, make_split
+from grokking_llc.core.model import LOSSES, build_model, centred_mse, check_loss_samples, get_loss
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.sampling.llc import estimate_llc, estimate_llc_many
+from grokking_llc.training.train import train
+from grokking_llc.training.train_many import train_many
 
 CFG = TrainConfig(p=5, train_frac=0.6, width=4, lr=1e-2, batch_size=4, max_steps=20,
                   checkpoint_every=10)  # fmt: skip
@@ -85,7 +85,7 @@ def test_estimate_llc_refuses_an_sgld_batch_of_one():
 def test_early_stop_at_chance_is_warned_about(tmp_path, caplog):
     """early_stop_acc 0 counts every checkpoint: training stops after `patience` checkpoints
     (the config refuses it; a direct call is warned)."""
-    caplog.set_level(logging.WARNING, logger="grokking_llc.train")
+    caplog.set_level(logging.WARNING, logger="grokking_llc.training.train")
     cfg = TrainConfig(**{**CFG.to_dict(), "early_stop_acc": 0.0, "early_stop_patience": 1})
     res = train(cfg, make_split(cfg.p, cfg.train_frac, 0), tmp_path / "w")
     assert res.log["step"].tolist() == [0]

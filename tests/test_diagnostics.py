@@ -1,4 +1,4 @@
-"""Convergence diagnostics (SPEC sections 4 and 10), grokking_llc.diagnostics.
+"""Convergence diagnostics (SPEC sections 4 and 10), grokking_llc.sampling.diagnostics.
 
 R-hat, ESS and the Monte Carlo standard error are ArviZ's: R-hat is checked against the
 rank-normalised split-R-hat of Vehtari et al. (2021) written out here (ranks, normal scores,
@@ -15,7 +15,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from grokking_llc.diagnostics import (
+from grokking_llc.sampling.diagnostics import (
     drift,
     drift_z,
     effective_sample_size,

@@ -1,4 +1,4 @@
-"""Tests of grokking_llc.gsm on hand-made accuracy curves (SPEC section 6)."""
+"""Tests of grokking_llc.science.gsm on hand-made accuracy curves (SPEC section 6)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokking_llc import gsm
-from grokking_llc.gsm import (
+from grokking_llc.science import gsm
+from grokking_llc.science.gsm import (
     GROKKING,
     IMMEDIATE_GENERALISATION,
     NO_GENERALISATION,
@@ -189,7 +189,7 @@ def test_regime_bad_inputs_raise():
 
 
 def test_summarize_training_row():
-    from grokking_llc.gsm import summarize_training
+    from grokking_llc.science.gsm import summarize_training
 
     log = pd.DataFrame(
         {

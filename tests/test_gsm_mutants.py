@@ -1,8 +1,8 @@
-"""Tests of grokking_llc.gsm that small deliberate bugs cannot slip past (issue 15).
+"""Tests of grokking_llc.science.gsm that small deliberate bugs cannot slip past (issue 15).
 
 Each test names the bug it catches. The curves are hand-made and every expected number is worked
 out in the comments (SPEC section 6 for the GSM and the delay; the regime rule is
-:func:`grokking_llc.gsm.classify_regime`'s docstring).
+:func:`grokking_llc.science.gsm.classify_regime`'s docstring).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokking_llc.gsm import (
+from grokking_llc.science.gsm import (
     GROKKING,
     IMMEDIATE_GENERALISATION,
     NO_GENERALISATION,

@@ -1,4 +1,4 @@
-"""grokking_llc.io (issue 21): outputs honour the umask, carry a digest record and their
+"""grokking_llc.core.io (issue 21): outputs honour the umask, carry a digest record and their
 provenance; a damaged, foreign or unrecorded output is found, reported in one line and moved
 aside (never deleted); a dry run only reports."""
 
@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from grokking_llc import io as gio
+from grokking_llc.core import io as gio
 
 
 @pytest.fixture

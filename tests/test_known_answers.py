@@ -5,7 +5,8 @@ The closed forms are checked by hand on cases worked out in the docstrings, agai
 two layers), and against independent numerical counts: ``rank J(w*) / 2 <= lambda <=
 rank J(generic) / 2 <= d / 2`` and, for the regular model, ``lambda = rank(Hessian) / 2``.
 
-Then full-batch MALA (grokking_llc.mala) recovers each lambda within 5% at nbeta 1000, gamma 1
+Then full-batch MALA (grokking_llc.sampling.mala) recovers each lambda within 5% at nbeta 1000,
+gamma 1
 (nbeta / gamma^2 = 1000, where the localisation's bias on a singular "cross" is ~2%: see
 tests/test_mala.py's exact finite-temperature check), and doubling nbeta while halving gamma
 moves the estimate by less than that tolerance, so the localised posterior is converged there.
@@ -32,7 +33,7 @@ from known_answers import (
 )
 from torch import nn
 
-from grokking_llc.mala import estimate_llc_mala
+from grokking_llc.sampling.mala import estimate_llc_mala
 
 torch.set_num_threads(1)
 

@@ -1,13 +1,15 @@
-"""The LLC estimator, grokking_llc.llc (SPEC sections 4 and 10).
+"""The LLC estimator, grokking_llc.sampling.llc (SPEC sections 4 and 10).
 
 Known answers through both backends: a regular model has LLC q/2, and on its quadratic loss
 full-batch SGLD has an exact stationary value (:func:`sgld_regular_llc`), which the estimate must
 match within its standard error. The bookkeeping of :func:`llc_from_traces` on hand-made traces
 and diagnostics, with answers computed here: per-chain LLC, runaway and non-finite chains,
 standard error, the loss-plateau burn-in, the stationarity statistics of the kept draws (those of
-grokking_llc.diagnostics, ArviZ's), the checks at w* (:func:`point_checks`: the gradient, the
+grokking_llc.sampling.diagnostics, ArviZ's), the checks at w* (:func:`point_checks`: the gradient,
+the
 curvature along it and the bound from d and n, against autograd and finite differences) and the
-verdict built from them (valid / not_a_minimum / invalid, grokking_llc.validity), the adaptive
+verdict built from them (valid / not_a_minimum / invalid, grokking_llc.sampling.validity), the
+adaptive
 stop rule, and the glue of estimate_llc_many (devinterp replaced by a recorder where only the
 glue is under test).
 """
@@ -22,10 +24,11 @@ import pytest
 import torch
 from torch import nn
 
-from grokking_llc import devinterp_backend, llc, validity
-from grokking_llc.config import SamplerConfig
-from grokking_llc.data import make_split, split_tensors
-from grokking_llc.diagnostics import (
+from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.model import QuadraticNet, centred_mse, cross_entropy
+from grokking_llc.core.settings import SamplerConfig
+from grokking_llc.sampling import devinterp_backend, llc, validity
+from grokking_llc.sampling.diagnostics import (
     drift,
     drift_z,
     effective_sample_size,
@@ -35,7 +38,7 @@ from grokking_llc.diagnostics import (
     standard_error,
     tail_ess,
 )
-from grokking_llc.llc import (
+from grokking_llc.sampling.llc import (
     BACKENDS,
     RUNAWAY_FACTOR,
     SUMMARY_COLUMNS,
@@ -51,8 +54,7 @@ from grokking_llc.llc import (
     llc_from_traces,
     point_checks,
 )
-from grokking_llc.model import QuadraticNet, centred_mse, cross_entropy
-from grokking_llc.sgld import SamplerOptions, sample_chains_many
+from grokking_llc.sampling.sgld import SamplerOptions, sample_chains_many
 
 
 def half_mse(pred, target):
@@ -133,8 +135,8 @@ SAMPLER = dict(
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory):
     """A small quadratic net (p=11, K=16) trained 400 steps: model, x, y."""
-    from grokking_llc.config import TrainConfig
-    from grokking_llc.train import checkpoint_state, train
+    from grokking_llc.core.settings import TrainConfig
+    from grokking_llc.training.train import checkpoint_state, train
 
     cfg = TrainConfig(p=11, width=16, lr=1e-2, weight_decay=0.0, batch_size=16, max_steps=400,
                       checkpoint_every=400)  # fmt: skip
@@ -202,7 +204,7 @@ def test_burn_in_is_excluded_unlike_devinterps_own_llc():
     """devinterp 2.0.1's llc() averages over burn-in steps too; ours uses draws only."""
     from devinterp.slt.llc import llc as devinterp_llc
 
-    from grokking_llc.devinterp_backend import as_devinterp_problem
+    from grokking_llc.sampling.devinterp_backend import as_devinterp_problem
 
     model, x, y = regular_problem(q=4, n=200)
     with torch.no_grad():
@@ -511,7 +513,8 @@ def test_auto_burn_in_is_the_loss_plateau_at_least_the_minimum():
 
 def test_r_hat_ess_and_drift_use_the_draws_after_the_measured_burn_in():
     """A trace that relaxes for ~300 steps, then is stationary: the burn-in covers the
-    relaxation, and every statistic is that of grokking_llc.diagnostics on the draws after it
+    relaxation, and every statistic is that of grokking_llc.sampling.diagnostics on the draws after
+    it
     (not on the whole trace, which still holds the relaxation): R-hat and tail R-hat, bulk and
     tail ESS, the drift in SEs and its SE in LLC units (nbeta times that of the mean loss); the
     LLC's standard error is nbeta times the Monte Carlo SE of the mean or the chains' spread,
@@ -663,7 +666,7 @@ def test_diagnostic_means_edge_cases():
 
 
 # ------------------------------------------------------------------------------------------
-# The verdict: valid / not_a_minimum / invalid (grokking_llc.validity)
+# The verdict: valid / not_a_minimum / invalid (grokking_llc.sampling.validity)
 # ------------------------------------------------------------------------------------------
 
 

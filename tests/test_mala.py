@@ -1,4 +1,4 @@
-"""The Metropolis-adjusted reference sampler (grokking_llc.mala; SPEC sections 4 and 10).
+"""The Metropolis-adjusted reference sampler (grokking_llc.sampling.mala; SPEC sections 4 and 10).
 
 Exactness is tested where the answer is known at finite nbeta and gamma, not only in the limit:
 the regular model's localised posterior is Gaussian (closed form, with and without weight
@@ -24,9 +24,9 @@ from known_answers import (
 )
 from torch.func import functional_call
 
-from grokking_llc import mala
-from grokking_llc.llc import LLCResult
-from grokking_llc.model import QuadraticNet, centred_mse
+from grokking_llc.core.model import QuadraticNet, centred_mse
+from grokking_llc.sampling import mala
+from grokking_llc.sampling.llc import LLCResult
 
 torch.set_num_threads(1)
 
@@ -38,7 +38,7 @@ def _flat(model):
 
 
 def _potential(problem, nbeta, gamma, wd):
-    """U(w) and grad U(w) written independently of grokking_llc.mala (SPEC section 4)."""
+    """U(w) and grad U(w) written independently of grokking_llc.sampling.mala (SPEC section 4)."""
     model = problem.model
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
@@ -247,7 +247,7 @@ def test_any_module_float32_and_integer_inputs():
 def test_gn_diag_preconditioner_formula():
     """G = 1 / (diag + damping * mean(diag)) per tensor; a tensor the loss does not see at w*
     (all-zero diagonal) gets G = 1."""
-    from grokking_llc.sgld import gauss_newton_diagonal
+    from grokking_llc.sampling.sgld import gauss_newton_diagonal
 
     problem = reduced_rank_problem(3, 2, 2, 1)
     params = {n: p.detach() for n, p in problem.model.named_parameters()}

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from grokking_llc import model as model_module
-from grokking_llc.model import (
+from grokking_llc.core import model as model_module
+from grokking_llc.core.model import (
     QuadraticNet,
     accuracy,
     build_model,
@@ -97,7 +97,7 @@ def test_accuracy():
 
 
 # --------------------------------------------------------------------------- mutation-proofing
-# (issue 15: each test below fails for a small deliberate bug in grokking_llc.model)
+# (issue 15: each test below fails for a small deliberate bug in grokking_llc.core.model)
 
 
 def test_init_is_torchs_uniform_draw_in_order():

@@ -1,7 +1,7 @@
 """The paper's sampler is the paper's estimator, written once (issue 20; SPEC section 4).
 
 The values below are copied from SPEC section 4 (and the paper's appendix H.1) by hand, not read
-from grokking_llc.config.PAPER_PROTOCOL, so that a change to the protocol, to either config
+from grokking_llc.core.settings.PAPER_PROTOCOL, so that a change to the protocol, to either config
 file, or to the schema's defaults that moves the paper sampler fails here.
 """
 
@@ -15,17 +15,16 @@ import pytest
 import torch
 import yaml
 
-from grokking_llc.config import (
+from grokking_llc.core.settings import (
     PAPER_PROTOCOL,
     SCHEMA_PATH,
     ConfigError,
     SamplerConfig,
-    load_workflow_config,
     sampler_id,
-    validate_config,
 )
-from grokking_llc.llc import estimate_llc, llc_from_traces
-from grokking_llc.plan import build_plan
+from grokking_llc.pipeline.config import load_workflow_config, validate_config
+from grokking_llc.pipeline.plan import build_plan
+from grokking_llc.sampling.llc import estimate_llc, llc_from_traces
 
 REPO = Path(__file__).resolve().parents[1]
 

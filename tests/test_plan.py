@@ -1,4 +1,4 @@
-"""The plan (grokking_llc.plan): every decision about what the workflow computes, and the
+"""The plan (grokking_llc.pipeline.plan): every decision about what the workflow computes, and the
 params each job depends on, as pure functions of a validated config."""
 
 import copy
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grokking_llc.config import TrainConfig, validate_config
-from grokking_llc.plan import build_plan, select_checkpoints, shape_of
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.pipeline.config import validate_config
+from grokking_llc.pipeline.plan import build_plan, select_checkpoints, shape_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,7 +208,7 @@ def test_scorecard_reads_the_tables_and_both_samplers_tracks():
 def test_paper_config_is_taken_as_written_not_merged_into_the_default():
     """config/paper.yaml at its own sizes: every quadratic run at the width it states (1024
     unless a study sweeps width), none inherited from config/config.yaml's K=256 studies."""
-    from grokking_llc.config import load_workflow_config
+    from grokking_llc.pipeline.config import load_workflow_config
 
     cfg = load_workflow_config([REPO / "config" / "paper.yaml"])
     plan = build_plan(cfg)
@@ -226,7 +227,7 @@ def test_paper_config_is_taken_as_written_not_merged_into_the_default():
 
 
 def test_cli_overrides_apply_on_top_of_the_users_file(tmp_path):
-    from grokking_llc.config import load_workflow_config
+    from grokking_llc.pipeline.config import load_workflow_config
 
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(base_config()))
@@ -236,7 +237,7 @@ def test_cli_overrides_apply_on_top_of_the_users_file(tmp_path):
 
 def test_figure_catalog_read_from_the_modules_matches_the_registry():
     from grokking_llc.figures import REGISTRY
-    from grokking_llc.plan import figure_catalog
+    from grokking_llc.pipeline.plan import figure_catalog
 
     catalog = figure_catalog()
     assert set(catalog) == set(REGISTRY)
@@ -307,7 +308,7 @@ def test_bad_refine_settings_are_refused_with_the_key(refine, key):
 
 
 def test_runs_equal_but_for_the_seed_are_trained_together_within_the_stack_size():
-    from grokking_llc.plan import MAX_TRAIN_STACK, train_stack_size
+    from grokking_llc.pipeline.plan import MAX_TRAIN_STACK, train_stack_size
 
     cfg = base_config()
     cfg["studies"] = {
@@ -338,7 +339,7 @@ def test_runs_equal_but_for_the_seed_are_trained_together_within_the_stack_size(
 
 
 def test_stack_size_from_the_parameter_count():
-    from grokking_llc.plan import TRAIN_STACK_FLOATS, train_stack_size
+    from grokking_llc.pipeline.plan import TRAIN_STACK_FLOATS, train_stack_size
 
     assert train_stack_size(53, 64) == 6
     assert train_stack_size(53, 256) == 6  # 40,704 parameters: 6 fit in 250k floats
@@ -348,8 +349,8 @@ def test_stack_size_from_the_parameter_count():
 
 
 def test_plan_batches_exactly_the_runs_train_many_can_train():
-    from grokking_llc.config import TrainConfig
-    from grokking_llc.train_many import can_batch
+    from grokking_llc.core.settings import TrainConfig
+    from grokking_llc.training.train_many import can_batch
 
     seen = {True: 0, False: 0}
     for kw in ({}, {"model": "transformer", "loss": "cross_entropy"},

@@ -1,8 +1,8 @@
 """The plan's job params, paths and target lists written out by hand for one small config, and the
 stride rule at its edges. Expected values are built here from the config's literals (TrainConfig
-and SamplerConfig of those literals, grokking_llc.config's ids, SHA-256 of the hand-built
+and SamplerConfig of those literals, grokking_llc.pipeline.config's ids, SHA-256 of the hand-built
 calibration params), never read back from the plan; the keys are the ones the stage entry
-points read (grokking_llc.stages.*). Cases found unchecked by the mutation run
+points read (grokking_llc.pipeline.stages.*). Cases found unchecked by the mutation run
 (docs/mutation.md)."""
 
 import copy
@@ -10,14 +10,9 @@ import math
 
 import pytest
 
-from grokking_llc.config import (
-    SamplerConfig,
-    TrainConfig,
-    sampler_id,
-    short_hash,
-    validate_config,
-)
-from grokking_llc.plan import CalibrationJob, build_plan, select_checkpoints
+from grokking_llc.core.settings import SamplerConfig, TrainConfig, sampler_id, short_hash
+from grokking_llc.pipeline.config import validate_config
+from grokking_llc.pipeline.plan import CalibrationJob, build_plan, select_checkpoints
 
 TRAIN = dict(
     p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16, max_steps=200,
@@ -143,7 +138,7 @@ def test_sampler_ids_and_the_calibration_params(plan):
 
 
 def test_calibration_params_are_what_the_calibration_stage_accepts(plan):
-    from grokking_llc.stages.calibrate import CALIBRATION_DEFAULTS
+    from grokking_llc.pipeline.stages.calibrate import CALIBRATION_DEFAULTS
 
     params = plan.calibrations[CAL_NAME].params()
     assert set(params) == {"calibration", "runs"}
@@ -176,7 +171,7 @@ def shape_config() -> dict:
 
 
 def test_one_calibration_per_shape_at_its_most_typical_run_written_out():
-    from grokking_llc.plan import figure_catalog
+    from grokking_llc.pipeline.plan import figure_catalog
 
     plan = plan_of(shape_config())
     p11 = {**CAL_PARAMS, "runs": [R11.to_dict()]}

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.io import (
+from grokking_llc.core.data import make_split
+from grokking_llc.core.io import (
     ProvenanceError,
     parquet_provenance,
     provenance,
@@ -20,11 +19,12 @@ from grokking_llc.io import (
     torch_save,
     write_parquet,
 )
-from grokking_llc.stages.gather import run_gather_llc
-from grokking_llc.stages.llc import run_estimate_llc, run_estimate_llc_grid
-from grokking_llc.stages.summary import run_summarize_runs, run_summarize_training
-from grokking_llc.stages.theory import run_compute_theory
-from grokking_llc.train import load_checkpoints, run_provenance, train_run
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.pipeline.stages.gather import run_gather_llc
+from grokking_llc.pipeline.stages.llc import run_estimate_llc, run_estimate_llc_grid
+from grokking_llc.pipeline.stages.summary import run_summarize_runs, run_summarize_training
+from grokking_llc.pipeline.stages.theory import run_compute_theory
+from grokking_llc.training.train import load_checkpoints, run_provenance, train_run
 
 A = TrainConfig(p=7, train_frac=0.6, width=6, lr=1e-2, batch_size=8, max_steps=20,
                 checkpoint_every=10, seed=0)  # fmt: skip
@@ -157,7 +157,7 @@ def test_a_calibration_table_of_another_calibration_is_refused(runs, tmp_path):
 
 
 def test_the_figure_stage_refuses_a_log_its_path_does_not_name(runs, tmp_path):
-    from grokking_llc.stages.figures import run_plot_figure
+    from grokking_llc.pipeline.stages.figures import run_plot_figure
 
     files = swapped(runs, tmp_path, "log")
     params = {"key": "fig3", "plots": {"dpi": 50}}

@@ -1,4 +1,5 @@
-"""Adaptive checkpoint selection (grokking_llc.refine), on hand-made curves with known answers."""
+"""Adaptive checkpoint selection (grokking_llc.sampling.refine), on hand-made curves with known
+answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from grokking_llc.refine import (
+from grokking_llc.sampling.refine import (
     COARSE,
     REFINED,
     RefineSettings,

@@ -1,4 +1,4 @@
-"""Adaptive checkpoint selection (grokking_llc.refine) against a reference written here: a
+"""Adaptive checkpoint selection (grokking_llc.sampling.refine) against a reference written here: a
 plain-loop re-implementation of the module docstring's rules, compared call by call on random
 curves, plus boundary cases worked by hand (issue 15: tests a mutation run cannot slip past)."""
 
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from grokking_llc.refine import (
+from grokking_llc.sampling.refine import (
     COARSE,
     REFINED,
     RefineSettings,

@@ -24,11 +24,11 @@ import pandas as pd
 import pytest
 import torch
 
-from grokking_llc import train as train_mod
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.io import CheckpointFileError, CorruptFileError, UnsafeFileError, torch_save
-from grokking_llc.train import (
+from grokking_llc.core.data import make_split
+from grokking_llc.core.io import CheckpointFileError, CorruptFileError, UnsafeFileError, torch_save
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training import train as train_mod
+from grokking_llc.training.train import (
     PREV_STATE_FILE,
     STATE_FILE,
     CheckpointMismatchError,
@@ -207,9 +207,9 @@ SIGKILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from grokking_llc import train as t
-    from grokking_llc.config import TrainConfig
-    from grokking_llc.data import make_split
+    from grokking_llc.training import train as t
+    from grokking_llc.core.settings import TrainConfig
+    from grokking_llc.core.data import make_split
     cfg = TrainConfig(**{cfg!r})
     point, step = {point!r}, {step!r}
     def hook(p, s):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from grokking_llc import report
-from grokking_llc.claims import COLUMNS, PUBLISHED_COLUMNS
+from grokking_llc.science.claims import COLUMNS, PUBLISHED_COLUMNS
 
 
 def _claims() -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests of the fast SGLD backend, grokking_llc.sgld (SPEC section 4).
+"""Tests of the fast SGLD backend, grokking_llc.sampling.sgld (SPEC section 4).
 
 SGLD step under test (SPEC section 4):
 ``w <- w - (eps/2) [nbeta grad L_batch(w) + gamma (w - w*) + lambda_wd w] + sqrt(eps) N(0, I)``,
@@ -23,12 +23,12 @@ import pytest
 import torch
 from torch import nn
 
-from grokking_llc import sgld
-from grokking_llc.config import SamplerConfig, TrainConfig
-from grokking_llc.data import make_split, split_tensors
-from grokking_llc.llc import estimate_llc
-from grokking_llc.model import QuadraticNet, centred_mse, cross_entropy
-from grokking_llc.sgld import (
+from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.model import QuadraticNet, centred_mse, cross_entropy
+from grokking_llc.core.settings import SamplerConfig, TrainConfig
+from grokking_llc.sampling import sgld
+from grokking_llc.sampling.llc import estimate_llc
+from grokking_llc.sampling.sgld import (
     GROWTH,
     SamplerOptions,
     batch_schedule,
@@ -38,7 +38,7 @@ from grokking_llc.sgld import (
     sample_loss_traces_many,
     split_sampler,
 )
-from grokking_llc.train import checkpoint_state, train
+from grokking_llc.training.train import checkpoint_state, train
 
 torch.set_num_threads(1)
 
@@ -504,7 +504,8 @@ def _noise_stream(seed: int, shapes):
 @pytest.mark.parametrize("kind", ["rmsprop", "gn_diag"])
 def test_preconditioned_update_matches_a_reference_implementation(kind):
     """Five full-batch steps of the preconditioned kinds against the update written out here
-    (module docstring of grokking_llc.sgld; RMSprop as devinterp's rmsprop_sgld: v from the raw
+    (module docstring of grokking_llc.sampling.sgld; RMSprop as devinterp's rmsprop_sgld: v from the
+    raw
     loss gradient, G = 1 / (sqrt(v) + delta)), fed the sampler's own noise."""
     model, x, y, _ = linear_regression([0.5, 1.0, 2.0], n=32, outputs=2, seed=7)
     eps, nbeta, gamma, wd, chains = 0.01, 30.0, 3.0, 0.2, 2
@@ -1346,7 +1347,8 @@ def test_argument_checks_with_their_messages():
     with pytest.raises(ValueError, match=r"^max_steps 5 is below the 6 steps of one run$"):
         sample_chains_many(model, states, x, y, centred_mse, cfg, max_steps=5, **kw)
     tiny, tstates, tx, ty = tiny_setup(S=1)
-    with pytest.raises(ValueError, match=r"^path='quadratic' needs a grokking_llc\.model\.Qu"):
+    needs = r"^path='quadratic' needs a grokking_llc\.core\.model\.Qu"
+    with pytest.raises(ValueError, match=needs):
         sample_chains_many(tiny, tstates, tx, ty, ce, cfg, path="quadratic", **kw)
     with pytest.raises(ValueError, match=r"^seed must be >= 0, got -1$"):
         sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[-1], device="cpu")
@@ -1373,7 +1375,7 @@ def test_auto_path_picks_quadratic_only_for_the_plain_net():
     model, states, x, y = quad_setup(S=1)
     sub = Sub(3, 2)
     cfg = SamplerConfig(**{**CFG, "num_draws": 1, "num_burnin_steps": 0})
-    with pytest.raises(ValueError, match="needs a grokking_llc.model.QuadraticNet"):
+    with pytest.raises(ValueError, match="needs a grokking_llc.core.model.QuadraticNet"):
         sample_chains_many(
             sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", path="quadratic"
         )
@@ -1630,7 +1632,9 @@ def test_stop_sees_each_checkpoints_own_diagnostics():
         trace, diag = got[s]
         np.testing.assert_array_equal(trace, out[s].trace)
         np.testing.assert_array_equal(diag["steps"], out[s].diag_steps)
-        assert diag["init_loss"] == out[s].init_loss  # the stop rule's L(w*) (grokking_llc.llc)
+        assert (
+            diag["init_loss"] == out[s].init_loss
+        )  # the stop rule's L(w*) (grokking_llc.sampling.llc)
         for k in ("log_accept", "distance", "grad_norm", "loc_norm", "distance_trace"):
             np.testing.assert_array_equal(diag[k], getattr(out[s], k), err_msg=k)
 

@@ -1,16 +1,17 @@
-"""Stage entry points (grokking_llc.stages.*): what a rule's job computes from its files."""
+"""Stage entry points (grokking_llc.pipeline.stages.*): what a rule's job computes from its
+files."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from grokking_llc.config import SamplerConfig, TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.model import build_model
-from grokking_llc.stages.gather import run_gather_llc
-from grokking_llc.stages.llc import estimate_run_llc
-from grokking_llc.stages.summary import run_summarize_runs, summarize_track
+from grokking_llc.core.data import make_split
+from grokking_llc.core.model import build_model
+from grokking_llc.core.settings import SamplerConfig, TrainConfig
+from grokking_llc.pipeline.stages.gather import run_gather_llc
+from grokking_llc.pipeline.stages.llc import estimate_run_llc
+from grokking_llc.pipeline.stages.summary import run_summarize_runs, summarize_track
 
 RUN = TrainConfig(p=7, train_frac=0.6, width=6, batch_size=8, max_steps=20, checkpoint_every=10)
 SAMPLER = SamplerConfig(
@@ -159,8 +160,8 @@ def test_a_setting_that_failed_calibration_makes_every_estimate_invalid(split):
 def test_a_group_job_writes_each_runs_outputs_as_training_it_alone(tmp_path, split):
     """train_group_<id> (stages.train.run_train_group) against train_model for each run: the
     same checkpoints and logs, bitwise, in each run's own files; work dirs removed."""
-    from grokking_llc.io import torch_load
-    from grokking_llc.stages.train import run_train_group, run_train_model
+    from grokking_llc.core.io import torch_load
+    from grokking_llc.pipeline.stages.train import run_train_group, run_train_model
 
     split_path = tmp_path / "split.parquet"
     split.to_parquet(split_path)
@@ -197,7 +198,7 @@ def test_llc_rows_carry_a_status_and_what_was_measured_at_w_star(split):
     gradient test at w* (``at_minimum``, ``grad_norm``, ``gradient_bias``), the bound an LLC
     cannot exceed (``llc_bound``: d/2 and the data's dimension, SPEC section 10), ``ess_tail``
     and ``drift_se``."""
-    from grokking_llc.data import n_train
+    from grokking_llc.core.data import n_train
 
     ckpts = checkpoints([model_state(0), model_state(1)], [0, 10])
     df = estimate_run_llc(ckpts, split, RUN, SAMPLER, backend="fast", every=1)
@@ -218,10 +219,10 @@ def test_llc_rows_carry_a_status_and_what_was_measured_at_w_star(split):
 
 def test_a_failed_setting_leaves_no_estimate_with_status_valid():
     """``status`` is what figures and the scorecard read first
-    (:func:`grokking_llc.analysis.estimate_status`): an estimate that would be valid under a
+    (:func:`grokking_llc.science.analysis.estimate_status`): an estimate that would be valid under a
     setting that failed its calibration must not keep status ``valid``."""
-    from grokking_llc.analysis import estimate_status
-    from grokking_llc.stages.llc import _with_setting
+    from grokking_llc.pipeline.stages.llc import _with_setting
+    from grokking_llc.science.analysis import estimate_status
 
     row = {"valid": True, "status": "valid", "invalid_reason": ""}
     out = _with_setting(row, False)

@@ -1,4 +1,4 @@
-"""Tests of grokking_llc.theory: closed forms (SPEC §5) against independent numerical ranks.
+"""Tests of grokking_llc.science.theory: closed forms (SPEC §5) against independent numerical ranks.
 
 Expected values come from hand computation (written out next to each assert) or from an
 independent numerical computation (ranks of Jacobians built analytically or by torch.func).
@@ -12,22 +12,9 @@ import warnings
 
 import numpy as np
 import pytest
+import theory_checks as C
 import torch
-from torch import nn
-from torch.func import jacrev
-
-from grokking_llc import theory as T
-from grokking_llc import theory_checks as C
-from grokking_llc.theory import (
-    data_restricted_bound,
-    effective_width,
-    llc_feature_stage,
-    llc_lazy_bounds,
-    llc_quadratic,
-    llc_single_output,
-    training_pairs,
-)
-from grokking_llc.theory_checks import (
+from theory_checks import (
     data_restricted_llc,
     jacobian_rank_llc,
     jacobian_rank_llc_single_output,
@@ -35,6 +22,19 @@ from grokking_llc.theory_checks import (
     numerical_rank,
     quadratic_forms_jacobian,
     rank_gap,
+)
+from torch import nn
+from torch.func import jacrev
+
+from grokking_llc.science import theory as T
+from grokking_llc.science.theory import (
+    data_restricted_bound,
+    effective_width,
+    llc_feature_stage,
+    llc_lazy_bounds,
+    llc_quadratic,
+    llc_single_output,
+    training_pairs,
 )
 
 
@@ -333,7 +333,7 @@ def test_ntk_llc_centred_equals_data_restricted_count():
 # data-restricted count
 # --------------------------------------------------------------------------------------------
 def test_training_pairs_match_make_split():
-    from grokking_llc import data
+    from grokking_llc.core import data
 
     for p, tf, seed in [(5, 0.4, 0), (7, 0.4, 3), (11, 0.25, 1)]:
         df = data.make_split(p, tf, seed)
@@ -482,7 +482,7 @@ def test_theory_table_tracks_effective_width():
     """theory_table: K_eff per checkpoint and the closed forms evaluated at it."""
     import torch
 
-    from grokking_llc.theory import theory_table
+    from grokking_llc.science.theory import theory_table
 
     p, K = 5, 6
     g = torch.Generator().manual_seed(0)

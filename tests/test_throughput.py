@@ -14,19 +14,19 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from grokking_llc import sgld  # noqa: E402
-from grokking_llc.config import SamplerConfig, TrainConfig  # noqa: E402
-from grokking_llc.data import make_split, split_tensors  # noqa: E402
+from grokking_llc.core.data import make_split, split_tensors  # noqa: E402
+from grokking_llc.core.model import build_model, centred_mse  # noqa: E402
+from grokking_llc.core.settings import SamplerConfig, TrainConfig  # noqa: E402
 from grokking_llc.figures._track import draw_llc  # noqa: E402
-from grokking_llc.llc import default_diag_every, estimate_llc, estimate_llc_many  # noqa: E402
-from grokking_llc.model import build_model, centred_mse  # noqa: E402
-from grokking_llc.refine import RefineSettings  # noqa: E402
-from grokking_llc.stages.llc import (  # noqa: E402
+from grokking_llc.pipeline.stages.llc import (  # noqa: E402
     BATCH_FLOATS_PER_THREAD,
     MAX_BATCH,
     checkpoint_batch,
     estimate_run_llc,
 )
+from grokking_llc.sampling import sgld  # noqa: E402
+from grokking_llc.sampling.llc import default_diag_every, estimate_llc, estimate_llc_many  # noqa: E402
+from grokking_llc.sampling.refine import RefineSettings  # noqa: E402
 
 RUN = TrainConfig(p=7, train_frac=0.6, width=6, batch_size=8, max_steps=20, checkpoint_every=10)
 SAMPLER = SamplerConfig(

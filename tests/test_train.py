@@ -2,9 +2,9 @@ import pandas as pd
 import pytest
 import torch
 
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.train import LOG_COLUMNS, load_checkpoints, train, train_run
+from grokking_llc.core.data import make_split
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training.train import LOG_COLUMNS, load_checkpoints, train, train_run
 
 CFG = TrainConfig(
     p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16,

@@ -1,5 +1,5 @@
-"""Runs trained together (grokking_llc.train_many, SPEC section 3) against the reference,
-``grokking_llc.train.train`` run alone: logs, checkpoints, grokking and early-stop steps,
+"""Runs trained together (grokking_llc.training.train_many, SPEC section 3) against the reference,
+``grokking_llc.training.train.train`` run alone: logs, checkpoints, grokking and early-stop steps,
 independence from the other runs of the stack, resume after a kill, and the group checks."""
 
 import hashlib
@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from grokking_llc import train as train_mod
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split
-from grokking_llc.io import file_digest
-from grokking_llc.train import load_checkpoints, train, train_run
-from grokking_llc.train_many import can_batch, group_key, train_many, train_many_run
+from grokking_llc.core.data import make_split
+from grokking_llc.core.io import file_digest
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training import train as train_mod
+from grokking_llc.training.train import load_checkpoints, train, train_run
+from grokking_llc.training.train_many import can_batch, group_key, train_many, train_many_run
 
 BASE = TrainConfig(
     p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16,

@@ -1,4 +1,4 @@
-"""train_many (grokking_llc.train_many) against a plain-loop reference trainer written here
+"""train_many (grokking_llc.training.train_many) against a plain-loop reference trainer written here
 (QuadraticNet + autograd + torch.optim.Adam, the batch draws and checkpoint rules of SPEC
 section 3), plus its checks, messages, state files, resume of lagging runs, progress log and
 train_many_run's outputs (issue 15: tests a mutation run cannot slip past). Tiny runs: fast."""
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from grokking_llc import train as train_mod
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split, n_train
-from grokking_llc.model import QuadraticNet, centred_mse
-from grokking_llc.train_many import (
+from grokking_llc.core.data import make_split, n_train
+from grokking_llc.core.model import QuadraticNet, centred_mse
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training import train as train_mod
+from grokking_llc.training.train_many import (
     BATCHED_LOSSES,
     BATCHED_MODELS,
     BETA1,
@@ -182,7 +182,7 @@ def test_resume_of_lagging_runs_equals_the_reference(split, split2, tmp_path):
 
 def test_progress_is_logged_when_due(split, tmp_path, caplog):
     c = cfg(max_steps=8, checkpoint_every=4)
-    with caplog.at_level(logging.INFO, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.INFO, logger="grokking_llc.training.train_many"):
         train_many([c], [split], [tmp_path / "a"], progress_every_s=0.0)
     msgs = [r.getMessage() for r in caplog.records]
     assert any(
@@ -192,16 +192,16 @@ def test_progress_is_logged_when_due(split, tmp_path, caplog):
     assert any(m.startswith("train_many: 0 runs at step 8, ") for m in msgs)
     assert f"{c.run_id} done at step 8" in msgs
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.INFO, logger="grokking_llc.training.train_many"):
         train_many([c], [split], [tmp_path / "b"], progress_every_s=1e9)
     assert not any(r.getMessage().startswith("train_many: 1 runs") for r in caplog.records)
     caplog.clear()
     e = cfg(early_stop_acc=0.0, early_stop_patience=2, checkpoint_every=4)
-    with caplog.at_level(logging.INFO, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.INFO, logger="grokking_llc.training.train_many"):
         train_many([e], [split], [tmp_path / "c"])
     assert f"{e.run_id} early stop at step 4" in [r.getMessage() for r in caplog.records]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.INFO, logger="grokking_llc.training.train_many"):
         train_many([c], [split], [tmp_path / "a"])  # already done: resumed, nothing to train
     assert f"resuming {c.run_id} from step 8 (3 checkpoints)" in [
         r.getMessage() for r in caplog.records
@@ -307,7 +307,7 @@ def test_train_many_run_outputs_hooks_and_leftovers(split, split2, tmp_path, cap
     (trash / "junk").write_text("x")
     points = []
     monkeypatch.setattr(train_mod, "_FAULT_HOOK", lambda point, step: points.append(point))
-    with caplog.at_level(logging.WARNING, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.WARNING, logger="grokking_llc.training.train_many"):
         out = train_many_run(
             cs,
             [split, split2],
@@ -430,7 +430,7 @@ def test_progress_rate_with_a_frozen_clock(split, tmp_path, caplog, monkeypatch)
 
     monkeypatch.setattr(time, "perf_counter", lambda: 100.0)
     c = cfg(max_steps=8, checkpoint_every=4)
-    with caplog.at_level(logging.INFO, logger="grokking_llc.train_many"):
+    with caplog.at_level(logging.INFO, logger="grokking_llc.training.train_many"):
         train_many(
             [c, cfg(seed=9, max_steps=8, checkpoint_every=4)],
             [split, split],

@@ -1,4 +1,5 @@
-"""The training loop and its resume/consolidation files (grokking_llc.train, SPEC section 3) on
+"""The training loop and its resume/consolidation files (grokking_llc.training.train, SPEC section
+3) on
 tiny runs (p = 5, width 4, at most 50 steps), against expectations written here: a reference
 training loop (Adam with coupled weight decay, one seeded generator for the batches, a
 checkpoint every ``checkpoint_every`` steps and at ``max_steps``, the early-stop streak), the
@@ -15,10 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-import grokking_llc.train as tr
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split, split_tensors
-from grokking_llc.io import (
+import grokking_llc.training.train as tr
+from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.io import (
     CheckpointFileError,
     CorruptFileError,
     file_digest,
@@ -27,7 +27,8 @@ from grokking_llc.io import (
     torch_load,
     torch_save,
 )
-from grokking_llc.model import accuracy, build_model, get_loss
+from grokking_llc.core.model import accuracy, build_model, get_loss
+from grokking_llc.core.settings import TrainConfig
 
 CFG = TrainConfig(
     p=5, train_frac=0.6, width=4, lr=1e-2, weight_decay=1e-3, batch_size=4, max_steps=50,
@@ -111,7 +112,7 @@ def test_other_seeds_rates_and_batches_are_used(split, tmp_path):
 
 
 def test_early_stop_after_patience_checkpoints_at_the_threshold(split, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     want, _ = reference(cfg(max_steps=200), split)
     accs = want["val_acc"].tolist()
     # a threshold equal to an accuracy reached: ">=" counts it
@@ -138,7 +139,7 @@ def test_early_stop_after_patience_checkpoints_at_the_threshold(split, tmp_path,
 
 
 def test_progress_lines(split, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     res = tr.train(CFG, split, tmp_path / "a", progress_every_s=0.0)
     lines = [m for m in caplog.messages if " step " in m and "steps/s" in m]
     assert len(lines) == 3
@@ -296,7 +297,7 @@ def test_state_problems_each_named(stopped):
 
 def test_resume_prefers_the_state_and_tidies_the_dir(stopped, caplog):
     work, state = stopped
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     (work / ".state.pt.1.tmp").write_bytes(b"x")
     (work / ".ckpt.tmp").write_bytes(b"x")
     stray = tr.ckpt_path(work, 60)
@@ -315,7 +316,7 @@ def test_resume_prefers_the_state_and_tidies_the_dir(stopped, caplog):
 
 def test_resume_falls_back_to_the_previous_state(stopped, split, caplog):
     work, state = stopped
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     (work / tr.STATE_FILE).write_bytes(b"garbage")
     with pytest.raises(CorruptFileError) as err:
         torch_load(work / tr.STATE_FILE)
@@ -333,7 +334,7 @@ def test_resume_falls_back_to_the_previous_state(stopped, split, caplog):
 
 def test_resume_names_a_malformed_state(stopped, caplog):
     work, state = stopped
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     torch_save({**state, "log": [{"val_acc": 1.0}], "digests": ["d"], "step": None},
                work / tr.STATE_FILE)  # fmt: skip
     os.remove(work / tr.PREV_STATE_FILE)
@@ -352,7 +353,7 @@ def test_resume_names_a_malformed_state(stopped, caplog):
 
 def test_without_a_usable_state_everything_is_discarded(stopped, caplog):
     work, state = stopped
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     for name in (tr.STATE_FILE, tr.PREV_STATE_FILE):
         (work / name).write_bytes(b"")
     assert tr._resume_state(CFG, work) is None
@@ -370,7 +371,7 @@ def test_without_a_usable_state_everything_is_discarded(stopped, caplog):
 
 def test_a_resumed_run_logs_where_it_starts(stopped, split, caplog):
     work, _ = stopped
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     tr.train(CFG, split, work)
     assert f"resuming {CFG.run_id} from step 20 (2 checkpoints)" in caplog.messages
 
@@ -406,7 +407,7 @@ def test_collect_checkpoints_by_glob_or_by_steps(split, tmp_path):
 
 
 def test_train_run_outputs_and_a_leftover_discard_folder(split, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     work = tmp_path / "partial"
     trash = tmp_path / "partial.discard"
     (trash / "sub").mkdir(parents=True)
@@ -414,7 +415,7 @@ def test_train_run_outputs_and_a_leftover_discard_folder(split, tmp_path, caplog
     res = tr.train_run(CFG, split, log_path=tmp_path / "log.parquet",
                        checkpoints_path=tmp_path / "ck.pt", work_dir=work)  # fmt: skip
     assert f"removing {trash}, left by a clean-up that was interrupted" in caplog.messages
-    # the outputs and their digest records (grokking_llc.io); the work dir and the trash gone
+    # the outputs and their digest records (grokking_llc.core.io); the work dir and the trash gone
     assert sorted(p.name for p in tmp_path.iterdir()) == [".digests", "ck.pt", "log.parquet"]
     assert sorted(p.name for p in (tmp_path / ".digests").iterdir()) == [
         "ck.pt.json", "log.parquet.json",
@@ -541,7 +542,7 @@ def progress(messages):
 
 
 def test_progress_every_and_the_rate_on_a_fake_clock(split, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     monkeypatch.setattr(tr, "time", Clock())
     # t0 = 1, last report 2, checkpoints read 3, 4, 5: each 1 s after the last report
     tr.train(CFG, split, tmp_path / "a", progress_every_s=1.0)
@@ -564,7 +565,7 @@ def test_progress_every_and_the_rate_on_a_fake_clock(split, tmp_path, monkeypatc
 
 
 def test_progress_defaults_to_ten_seconds_and_a_fast_rate(split, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     rid = CFG.run_id
     # 5 s per reading: t0 = 5, last report 10, checkpoints at 15 (5 s: no), 20 (10 s), 25 (last)
     monkeypatch.setattr(tr, "time", Clock(5.0))
@@ -579,7 +580,7 @@ def test_progress_defaults_to_ten_seconds_and_a_fast_rate(split, tmp_path, monke
 
 
 def test_progress_lines_show_the_latest_checkpoint(split, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="grokking_llc.train")
+    caplog.set_level(logging.INFO, logger="grokking_llc.training.train")
     res = tr.train(CFG, split, tmp_path / "a", progress_every_s=0.0)
     lines = [m for m in caplog.messages if "steps/s" in m]
     for line, r in zip(lines, res.log.iloc[1:].itertuples(), strict=True):

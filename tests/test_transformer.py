@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from grokking_llc.config import TrainConfig
-from grokking_llc.data import make_split, split_tensors
-from grokking_llc.llc import estimate_llc
-from grokking_llc.model import build_model, cross_entropy
-from grokking_llc.train import train
+from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.model import build_model, cross_entropy
+from grokking_llc.core.settings import TrainConfig
+from grokking_llc.sampling.llc import estimate_llc
+from grokking_llc.training.train import train
 
 P = 11
 WIDTH = 32

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grokking_llc import config as config_mod
-from grokking_llc.config import ConfigError, load_schema, validate_config
-from grokking_llc.validation import check_config, load_yaml
+from grokking_llc.core.settings import ConfigError, load_schema
+from grokking_llc.pipeline import config as config_mod
+from grokking_llc.pipeline.config import validate_config
+from grokking_llc.pipeline.validation import check_config, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
@@ -235,7 +236,7 @@ def test_bad_calibration_keys_are_refused_in_one_line_naming_the_key(base, chang
 def test_every_calibration_key_of_the_test_config_is_read(base):
     """Each grid key the .test config writes is one the calibration takes, and the validated
     config keeps it (nothing silently dropped)."""
-    from grokking_llc.calibrate import GRID_KEYS
+    from grokking_llc.sampling.calibrate import GRID_KEYS
 
     cal = validate_config(base)["llc"]["calibration"]
     written = base["llc"]["calibration"]["grid"]
@@ -284,7 +285,7 @@ def test_edges_are_accepted(base):
 
 
 def test_cross_entropy_runs_may_use_one_sample(base):
-    """The rule is per loss (grokking_llc.data.LOSS_MIN_SAMPLES): cross-entropy is a loss on
+    """The rule is per loss (grokking_llc.core.data.LOSS_MIN_SAMPLES): cross-entropy is a loss on
     one sample, so a transformer-only sampler and training batch of 1 are accepted."""
     cfg = patched(base, [("studies.transformer.batch_size", 1)])
     cfg["llc"]["samplers"]["tr"] = {"backend": "fast", "studies": ["transformer"], "nbeta": 2.0,

@@ -1,4 +1,5 @@
-"""The validity rules of SPEC section 10 (grokking_llc.validity): each criterion on its own, at
+"""The validity rules of SPEC section 10 (grokking_llc.sampling.validity): each criterion on its
+own, at
 its threshold and just either side, NaN (unknown) never counting as ok; the gradient term
 against a direct numerical integral; the ladder's remaining bias against geometric series."""
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from grokking_llc import validity as v
+from grokking_llc.sampling import validity as v
 
 GOOD = dict(
     llc_mean=300.0, num_good_chains=4, num_diverged=0, r_hat=1.01, r_hat_tail=1.02,

@@ -1,5 +1,5 @@
 """Code versions are derived from import closures: an edit to a module reruns exactly the rules
-whose entry point can import it (grokking_llc.versions)."""
+whose entry point can import it (grokking_llc.pipeline.versions)."""
 
 import shutil
 import subprocess
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from grokking_llc import versions
+from grokking_llc.pipeline import versions
 
-PACKAGE = Path(versions.__file__).resolve().parent
-STAGES = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__")
+PACKAGE = Path(versions.__file__).resolve().parents[1]
+STAGES = sorted(
+    p.stem for p in (PACKAGE / "pipeline" / "stages").glob("*.py") if p.stem != "__init__"
+)
 MODULES = sorted(versions.import_graph())
 
 
@@ -25,7 +27,8 @@ def test_closure_is_a_superset_of_what_python_actually_imports():
     """Import each entry point in a fresh interpreter: every package module Python loads (top
     level only; function-local imports are in the AST closure too) must be in the closure."""
     code = (
-        "import sys, importlib; importlib.import_module(f'grokking_llc.stages.{sys.argv[1]}');"
+        "import sys, importlib; "
+        "importlib.import_module(f'grokking_llc.pipeline.stages.{sys.argv[1]}');"
         "print('\\n'.join(m for m in sys.modules if m.startswith('grokking_llc')))"
     )
     for stage in STAGES:
@@ -33,17 +36,21 @@ def test_closure_is_a_superset_of_what_python_actually_imports():
             [sys.executable, "-c", code, stage], capture_output=True, text=True, check=True
         )
         loaded = set(out.stdout.split())
-        closure = versions.import_closure(f"grokking_llc.stages.{stage}")
+        closure = versions.import_closure(f"grokking_llc.pipeline.stages.{stage}")
         assert loaded <= closure, (stage, loaded - closure)
 
 
 def test_known_edges():
     llc = versions.stage_modules("llc")
-    assert {"grokking_llc.llc", "grokking_llc.sgld", "grokking_llc.diagnostics"} <= set(llc)
-    assert "grokking_llc.architectures.transformer" in llc  # dynamic: build_model(kind)
-    assert "grokking_llc.io" not in llc  # neutral: how bytes reach the disk
-    assert "grokking_llc.gsm" not in versions.stage_modules("split")
-    assert "grokking_llc.sgld" not in versions.stage_modules("summary")
+    assert {
+        "grokking_llc.sampling.llc",
+        "grokking_llc.sampling.sgld",
+        "grokking_llc.sampling.diagnostics",
+    } <= set(llc)
+    assert "grokking_llc.core.architectures.transformer" in llc  # dynamic: build_model(kind)
+    assert "grokking_llc.core.io" not in llc  # neutral: how bytes reach the disk
+    assert "grokking_llc.science.gsm" not in versions.stage_modules("split")
+    assert "grokking_llc.sampling.sgld" not in versions.stage_modules("summary")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,7 @@ def package_copy(tmp_path_factory):
 def _versions_in(root: Path) -> dict[str, str]:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from grokking_llc import versions as v; import json;"
+        "from grokking_llc.pipeline import versions as v; import json;"
         "print(json.dumps({s: v.code_version(s) for s in sys.argv[2:]}))"
     )
     out = subprocess.run(
@@ -92,7 +99,7 @@ def test_an_edit_reruns_exactly_the_stages_that_import_it(module, package_copy, 
     expected = {
         s
         for s in STAGES
-        if module in versions.import_closure(f"grokking_llc.stages.{s}")
+        if module in versions.import_closure(f"grokking_llc.pipeline.stages.{s}")
         and module not in versions.NEUTRAL_MODULES
     }
     assert changed == expected

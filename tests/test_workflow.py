@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from grokking_llc.claims import NO_SAMPLER
-from grokking_llc.config import load_workflow_config
-from grokking_llc.plan import build_plan, shape_of
-from grokking_llc.train import LOG_COLUMNS
+from grokking_llc.pipeline.config import load_workflow_config
+from grokking_llc.pipeline.plan import build_plan, shape_of
+from grokking_llc.science.claims import NO_SAMPLER
+from grokking_llc.training.train import LOG_COLUMNS
 
 pytestmark = pytest.mark.e2e
 

@@ -143,7 +143,8 @@ def _toml_table(name: str, table: dict) -> str:
 
 
 def function_of(mutant: str) -> str:
-    """``grokking_llc.gsm.x_fit_linear__mutmut_3`` -> ``fit_linear``; methods as ``Cls.meth``."""
+    """``grokking_llc.science.gsm.x_fit_linear__mutmut_3`` -> ``fit_linear``; methods as
+    ``Cls.meth``."""
     tail = mutant.rsplit(".", 1)[-1]
     tail = re.sub(r"__mutmut_\d+$", "", tail)
     tail = tail.removeprefix("x_").removeprefix("x\u01c1")

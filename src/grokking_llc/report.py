@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from grokking_llc.analysis import fmt
-from grokking_llc.claims import (
+from grokking_llc.science.analysis import fmt
+from grokking_llc.science.claims import (
     COLUMNS,
     PUBLISHED_COLUMNS,
     PUBLISHED_VERDICTS,
@@ -154,7 +154,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     """The README's results section: one sentence on each verdict (:data:`MEANINGS`), the
     scorecard table (one row per claim and sampler, the validated verdict beside the
     as-published one) and, under it, each claim's statistic and both rules (from
-    :mod:`grokking_llc.claims`)."""
+    :mod:`grokking_llc.science.claims`)."""
     claims = _check(claims)
     lines = [f"- {m}" for m in MEANINGS]
     lines += ["", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]

@@ -6,10 +6,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from grokking_llc.config import ConfigError, load_workflow_config  # noqa: E402
-from grokking_llc.io import heal_outputs, provenance  # noqa: E402
-from grokking_llc.plan import RESULTS, build_plan  # noqa: E402
-from grokking_llc.versions import code_version  # noqa: E402
+from grokking_llc.core.settings import ConfigError
+
+from grokking_llc.pipeline.config import load_workflow_config  # noqa: E402
+from grokking_llc.core.io import heal_outputs, provenance  # noqa: E402
+from grokking_llc.pipeline.plan import RESULTS, build_plan  # noqa: E402
+from grokking_llc.pipeline.versions import code_version  # noqa: E402
 
 # Jobs inherit the environment: silence devinterp's per-chain progress bars in job logs.
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -40,7 +42,7 @@ wildcard_constraints:
 
 
 def gather_in_process(chunks, out, log_path, expected=None):
-    from grokking_llc.stages.gather import run_gather_llc
+    from grokking_llc.pipeline.stages.gather import run_gather_llc
 
     df = run_gather_llc(chunks, out, provenance=expected)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ def get_summary_targets():
 
 
 # ------------------------------------------------------------------------------------------
-# Provenance (grokking_llc.io): the ids and settings hash each output must carry, as its job
+# Provenance (grokking_llc.core.io): the ids and settings hash each output must carry, as its job
 # computes them from its params. Jobs check their inputs against these; the check below
 # compares every output's digest record with them.
 # ------------------------------------------------------------------------------------------

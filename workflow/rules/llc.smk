@@ -72,7 +72,7 @@ rule estimate_llc_grid:
 
 
 # One job per model shape of a calibrated sampler: {calibration} is <shape>-<hash>
-# (grokking_llc.plan.CalibrationJob.name).
+# (grokking_llc.pipeline.plan.CalibrationJob.name).
 rule calibrate_sampler:
     input:
         unpack(get_calibration_inputs),

@@ -1,9 +1,9 @@
 """Rule estimate_llc: the LLC, with its validity, at one chunk of a run's track (SPEC 4, 10)."""
 
-from grokking_llc.stages import setup_job
+from grokking_llc.pipeline.stages import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
-from grokking_llc.stages.llc import run_estimate_llc
+from grokking_llc.pipeline.stages.llc import run_estimate_llc
 
 run_estimate_llc(
     snakemake.input.checkpoints,

@@ -1,9 +1,9 @@
 """Rule estimate_llc_grid: the LLC at a run's final checkpoint over a grid of sampler settings."""
 
-from grokking_llc.stages import setup_job
+from grokking_llc.pipeline.stages import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
-from grokking_llc.stages.llc import run_estimate_llc_grid
+from grokking_llc.pipeline.stages.llc import run_estimate_llc_grid
 
 run_estimate_llc_grid(
     snakemake.input.checkpoints,

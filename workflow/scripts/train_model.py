@@ -1,9 +1,9 @@
 """Rule train_model: train one run, resuming from its partial state if an earlier job was killed."""
 
-from grokking_llc.stages import setup_job
+from grokking_llc.pipeline.stages import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)  # before the stage imports torch
-from grokking_llc.stages.train import run_train_model
+from grokking_llc.pipeline.stages.train import run_train_model
 
 run_train_model(
     snakemake.params.run,

@@ -3,7 +3,8 @@
 ``REGISTRY`` maps each config key under ``figures:`` to a :class:`FigureSpec`;
 :func:`draw_figure` loads the inputs of the figure's kind (see :data:`registry.INPUT_ROLES`)
 and calls its draw function. Draw functions never fit: every number they show comes from
-:mod:`grokking_llc.analysis`. LLC estimates that failed the validity checks are drawn hollow,
+:mod:`grokking_llc.science.analysis`. LLC estimates that failed the validity checks are drawn
+hollow,
 left out of means and fits, and counted in the figure's notes.
 
 ``params`` (from the workflow's plan): ``study`` (str or None), ``sampler`` (the named sampler
@@ -20,7 +21,6 @@ from typing import Any
 
 import pandas as pd
 
-from grokking_llc.analysis import select
 from grokking_llc.figures import (  # noqa: F401 - importing registers each figure
     calibration,
     fig4_lr_vs_gsm,
@@ -35,6 +35,7 @@ from grokking_llc.figures import (  # noqa: F401 - importing registers each figu
 )
 from grokking_llc.figures._common import set_style
 from grokking_llc.figures.registry import INPUT_ROLES, READS, REGISTRY, FigureSpec, register
+from grokking_llc.science.analysis import select
 
 __all__ = ["INPUT_ROLES", "READS", "REGISTRY", "FigureSpec", "draw_figure", "load_data", "register"]
 
@@ -78,7 +79,7 @@ def load_data(spec: FigureSpec, inputs: dict[str, Any], params: dict) -> Any:
 
 def draw_figure(key: str, inputs: dict[str, Any], params: dict):
     """Draw the registered figure ``key`` from its input files; returns a matplotlib Figure
-    (saving it is the caller's job, e.g. ``grokking_llc.io.save_figure``)."""
+    (saving it is the caller's job, e.g. ``grokking_llc.core.io.save_figure``)."""
     if key not in REGISTRY:
         raise KeyError(f"no figure registered under {key!r}; known: {sorted(REGISTRY)}")
     spec = REGISTRY[key]

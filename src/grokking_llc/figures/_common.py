@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from grokking_llc.analysis import (  # noqa: E402
+from grokking_llc.science.analysis import (  # noqa: E402
     STATUS_NOT_A_MINIMUM,
     USE_ALL,
     USE_VALID,
@@ -197,7 +197,8 @@ def draw_runs(
     label_invalid: str | None = None,
 ):
     """One marker per run: filled where ``valid`` (gid ``runs_valid``), hollow where not (gid
-    ``runs_invalid``), and -- where ``status`` (:func:`grokking_llc.analysis.estimate_status`)
+    ``runs_invalid``), and -- where ``status``
+    (:func:`grokking_llc.science.analysis.estimate_status`)
     says ``not_a_minimum`` -- a grey x instead (gid ``runs_not_a_minimum``). Returns the filled
     and hollow lines (either may be None when empty)."""
     xa = np.asarray(x, dtype=float)
@@ -280,7 +281,7 @@ def dpi_of(params: dict) -> int:
 def use_of(params: dict) -> str:
     """Which estimates a figure's means and fits use: every one for a sampler that runs the
     paper's protocol (``params["protocol"] == "paper"``: drawn as the paper draws), the valid
-    ones otherwise (:data:`grokking_llc.analysis.USES`)."""
+    ones otherwise (:data:`grokking_llc.science.analysis.USES`)."""
     return USE_ALL if params.get("protocol") == "paper" else USE_VALID
 
 

@@ -20,7 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokking_llc.analysis import (
+from grokking_llc.figures._common import LOSS_COLOURS, NOT_A_MINIMUM_COLOUR
+from grokking_llc.science.analysis import (
     STATUS_NOT_A_MINIMUM,
     USE_ALL,
     USE_VALID,
@@ -28,7 +29,6 @@ from grokking_llc.analysis import (
     llc_validity,
     track_statistics,
 )
-from grokking_llc.figures._common import LOSS_COLOURS, NOT_A_MINIMUM_COLOUR
 
 
 def draw_losses(ax, train_log: pd.DataFrame, *, loss_label: str | None = None) -> None:
@@ -137,7 +137,8 @@ def draw_llc(
             label=f"LLC, {name}: not valid (hollow)",
         )
     if "selection" in df and df["selection"].isin(["coarse", "refined"]).any():
-        # adaptive selection (grokking_llc.refine): a rug of the sampled checkpoints, refined
+        # adaptive selection (grokking_llc.sampling.refine): a rug of the sampled checkpoints,
+        # refined
         # ones taller, so uneven spacing reads as a choice, not missing data
         refined = (df["selection"] == "refined").to_numpy()
         for part, height, kind in ((~refined, 0.03, "coarse"), (refined, 0.06, "refined")):
@@ -151,6 +152,7 @@ def draw_llc(
 
 
 def run_statistics(train_log: pd.DataFrame, llc: pd.DataFrame | None = None) -> dict:
-    """:func:`grokking_llc.analysis.track_statistics` (memorisation / generalisation steps)."""
+    """:func:`grokking_llc.science.analysis.track_statistics` (memorisation / generalisation
+    steps)."""
     empty = pd.DataFrame({"step": [], "llc_mean": []})
     return track_statistics(train_log, llc if llc is not None else empty)

@@ -1,4 +1,5 @@
-"""The sampler calibration of one model shape (SPEC section 10, :mod:`grokking_llc.calibrate`):
+"""The sampler calibration of one model shape (SPEC section 10,
+:mod:`grokking_llc.sampling.calibrate`):
 the LLC estimate against the resolution ``kappa = nbeta lambda / gamma`` of the localisation
 ladder, a panel per sampler kind, a line per inverse temperature nbeta through its rungs; each
 candidate (a black diamond) with the runs of its checks beside it (a halved step, nbeta / 2 at
@@ -6,7 +7,8 @@ the same resolution, the function-preserving rescalings x2 and x0.5 run at their
 edge, a Metropolis-adjusted reference: one marker shape each); estimates that are not valid
 hollow, those at a checkpoint that is not a minimum a grey x, as in every LLC figure; the
 chosen setting ringed in red. A last panel shows the chosen and checked settings at the other
-targets (other checkpoints or runs). Numbers: :func:`grokking_llc.analysis.calibration_points`.
+targets (other checkpoints or runs). Numbers:
+:func:`grokking_llc.science.analysis.calibration_points`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from grokking_llc import analysis
 from grokking_llc.figures._common import (
     FIT_COLOUR,
     NOT_A_MINIMUM_COLOUR,
@@ -28,6 +29,7 @@ from grokking_llc.figures._common import (
     palette,
 )
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis
 
 # marker and horizontal offset (in octaves of kappa, so the runs of one candidate do not hide
 # each other) of each check's run

@@ -1,7 +1,7 @@
 """Figure 14 (SPEC section 7 item 9, paper H.3.2): final validation accuracy against the scaled
 data size ``n_train / (p ln p)``, a line per p, each run marked with its regime; Tian (2025)'s
 critical ratio 2.75 and the paper's baseline 5.3 as reference lines, and the bracket in which
-runs start to generalise (:func:`grokking_llc.analysis.regime_boundary`) shaded."""
+runs start to generalise (:func:`grokking_llc.science.analysis.regime_boundary`) shaded."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import math
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from grokking_llc import analysis, gsm
 from grokking_llc.figures._common import dpi_of, draw_means, fmt, n_text, new_figure, palette
 from grokking_llc.figures._common import no_data as _no_data
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis, gsm
 
 REGIME_MARKERS = {
     gsm.NO_GENERALISATION: "x",

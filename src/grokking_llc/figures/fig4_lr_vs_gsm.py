@@ -4,7 +4,8 @@ against learning rate, a panel per weight decay, with the exponential-decay fit.
 GSM honestly (issue 11): only runs that ended generalised have a GSM; they give the points
 (mean ± std over seeds, single runs as dots) and the fit. Runs that never generalised are
 counted in a strip under each panel, not drawn as GSM 0. The fitted curve is drawn only when
-:func:`grokking_llc.analysis.fit_exponential_decay` calls it usable; otherwise the panel says
+:func:`grokking_llc.science.analysis.fit_exponential_decay` calls it usable; otherwise the panel
+says
 why (no curvature, a decay faster than the lr spacing, absurd parameters).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokking_llc import analysis
 from grokking_llc.figures._common import (
     DATA_COLOUR,
     FIT_COLOUR,
@@ -26,7 +26,8 @@ from grokking_llc.figures._common import (
     no_data,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.gsm import GSM_THRESHOLD
+from grokking_llc.science import analysis
+from grokking_llc.science.gsm import GSM_THRESHOLD
 
 
 @register(

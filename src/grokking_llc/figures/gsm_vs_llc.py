@@ -6,7 +6,7 @@ every run that generalised is filled and fitted, as the paper does. Lines: a lea
 per weight decay (dashed) and pooled (red). Runs that never generalised have no GSM: they sit
 in a strip beneath, at their LLC. The paper's line is quoted, not drawn (absolute LLC values
 depend on the sampler).
-Numbers: :func:`grokking_llc.analysis.fit_gsm_vs_llc`.
+Numbers: :func:`grokking_llc.science.analysis.fit_gsm_vs_llc`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokking_llc import analysis
-from grokking_llc.claims import PAPER_GSM_LLC
 from grokking_llc.figures._common import (
     FIT_COLOUR,
     dpi_of,
@@ -28,7 +26,9 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.gsm import GSM_THRESHOLD
+from grokking_llc.science import analysis
+from grokking_llc.science.claims import PAPER_GSM_LLC
+from grokking_llc.science.gsm import GSM_THRESHOLD
 
 
 def _fit_text(fit: dict) -> str:

@@ -1,8 +1,8 @@
 """Figures 1 and 2 (SPEC section 7 items 1-2): final LLC against p at fixed width, and against
 width at fixed p, with the closed form's shape (SPEC section 5) scaled to the data.
 
-Numbers: :func:`grokking_llc.analysis.fit_llc_vs_p` and
-:func:`~grokking_llc.analysis.fit_llc_vs_width`.
+Numbers: :func:`grokking_llc.science.analysis.fit_llc_vs_p` and
+:func:`~grokking_llc.science.analysis.fit_llc_vs_width`.
 Only valid final estimates enter the means and the fits; invalid ones are drawn hollow (not a
 minimum: a grey x). Under the paper's protocol (``params["protocol"] == "paper"``) every
 estimate is drawn filled and fitted, as the paper does, and the notes count the invalid ones.
@@ -15,7 +15,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokking_llc import analysis
 from grokking_llc.figures._common import (
     BOUND_COLOUR,
     DATA_COLOUR,
@@ -32,6 +31,7 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis
 
 
 def _int_grid(lo: float, hi: float, num: int = 200) -> np.ndarray:

@@ -1,13 +1,12 @@
 """Appendix H.3 (SPEC section 7 item 6): the maximum of each run's LLC curve against learning
 rate, a line per weight decay (valid maxima: mean ± std over seeds; invalid ones hollow, not a
 minimum a grey x; under the paper's protocol every maximum, as the paper draws them).
-Numbers: :func:`grokking_llc.analysis.lr_vs_max_llc`."""
+Numbers: :func:`grokking_llc.science.analysis.lr_vs_max_llc`."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from grokking_llc import analysis
 from grokking_llc.figures._common import (
     dpi_of,
     draw_means,
@@ -21,6 +20,7 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis
 
 
 @register(

@@ -1,8 +1,8 @@
 """The sampler grids at a run's final checkpoint: appendix B.2 (LLC against the localisation
 gamma, a line per SGLD step size; SPEC section 7 item 5) and B.1 (the bias-reduced LLC from a
 temperature sweep; SPEC section 4). Invalid estimates hollow and, for B.1, left out of the fit.
-Numbers: :func:`grokking_llc.analysis.sampler_sensitivity` and
-:func:`~grokking_llc.analysis.bias_reduced`.
+Numbers: :func:`grokking_llc.science.analysis.sampler_sensitivity` and
+:func:`~grokking_llc.science.analysis.bias_reduced`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokking_llc import analysis
 from grokking_llc.figures._common import (
     FIT_COLOUR,
     LLC_COLOURS,
@@ -23,6 +22,7 @@ from grokking_llc.figures._common import (
     sampler_suffix,
 )
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis
 
 
 @register(

@@ -7,18 +7,18 @@ runs the paper's protocol (``params["protocols"]``, SPEC section 4) is drawn as 
 it, every estimate filled, its panel marked as the paper's protocol. Dotted lines mark train
 and validation accuracy reaching 0.99 ("never" in the notes when that does not happen). The
 notes give, per sampler, how many estimates are valid and how the used ones move with the
-validation loss (:func:`grokking_llc.analysis.track_statistics`).
+validation loss (:func:`grokking_llc.science.analysis.track_statistics`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from grokking_llc import analysis
-from grokking_llc.analysis import USE_ALL, USE_VALID, fmt_step
 from grokking_llc.figures._common import LLC_COLOURS, dpi_of, fmt, new_figure, wrap
 from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps
 from grokking_llc.figures.registry import register
+from grokking_llc.science import analysis
+from grokking_llc.science.analysis import USE_ALL, USE_VALID, fmt_step
 
 
 def _stat_line(name: str, st: dict, window: str) -> str:

@@ -1,0 +1,1 @@
+"""Core: settings types and hashes, column names, data, models, atomic files."""

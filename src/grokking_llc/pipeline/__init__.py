@@ -1,0 +1,1 @@
+"""Pipeline: the config, the plan, code versions and the stage entry points."""

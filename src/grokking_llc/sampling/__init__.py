@@ -1,0 +1,1 @@
+"""Sampling: SGLD and MALA, the LLC estimator, its validity, its calibration."""

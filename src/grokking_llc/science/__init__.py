@@ -1,0 +1,1 @@
+"""Science: closed forms, GSM, statistics, fits and the paper's claims."""

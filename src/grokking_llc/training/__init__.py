@@ -1,0 +1,1 @@
+"""Training: resumable runs and runs trained together."""
