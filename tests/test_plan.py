@@ -9,7 +9,8 @@ import yaml
 
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.pipeline.config import validate_config
-from grokking_llc.pipeline.plan import build_plan, select_checkpoints, shape_of
+from grokking_llc.pipeline.plan import build_plan, shape_of
+from grokking_llc.sampling.refine import select_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,7 +238,7 @@ def test_cli_overrides_apply_on_top_of_the_users_file(tmp_path):
 
 def test_figure_catalog_read_from_the_modules_matches_the_registry():
     from grokking_llc.figures import REGISTRY
-    from grokking_llc.pipeline.plan import figure_catalog
+    from grokking_llc.pipeline.catalog import figure_catalog
 
     catalog = figure_catalog()
     assert set(catalog) == set(REGISTRY)

@@ -12,7 +12,8 @@ import pytest
 
 from grokking_llc.core.settings import SamplerConfig, TrainConfig, sampler_id, short_hash
 from grokking_llc.pipeline.config import validate_config
-from grokking_llc.pipeline.plan import CalibrationJob, build_plan, select_checkpoints
+from grokking_llc.pipeline.plan import CalibrationJob, build_plan
+from grokking_llc.sampling.refine import select_checkpoints
 
 TRAIN = dict(
     p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16, max_steps=200,
@@ -171,7 +172,7 @@ def shape_config() -> dict:
 
 
 def test_one_calibration_per_shape_at_its_most_typical_run_written_out():
-    from grokking_llc.pipeline.plan import figure_catalog
+    from grokking_llc.pipeline.catalog import figure_catalog
 
     plan = plan_of(shape_config())
     p11 = {**CAL_PARAMS, "runs": [R11.to_dict()]}

@@ -29,13 +29,11 @@ This module imports neither torch nor matplotlib: a dry run stays fast.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache, cached_property
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from grokking_llc.core.settings import (
@@ -46,75 +44,8 @@ from grokking_llc.core.settings import (
     short_hash,
 )
 from grokking_llc.pipeline.config import expand_study
-
-RESULTS = "results"
-
-# Figure kinds (grokking_llc.figures.FigureSpec.reads) that need LLC tracks of their runs.
-LLC_READS = ("runs", "track", "panels", "traces")
-
-FIGURES_DIR = Path(__file__).resolve().parents[1] / "figures"
-
-
-@dataclass(frozen=True)
-class FigureInfo:
-    """What the plan needs of a registered figure (its ``register(...)`` arguments)."""
-
-    key: str
-    stem: str
-    reads: str
-    per_sampler: bool
-    caption: str = ""
-
-
-@cache
-def figure_catalog() -> dict[str, FigureInfo]:
-    """Every figure the modules of ``grokking_llc/figures`` register, read from their
-    ``@register("key", stem=..., reads=..., per_sampler=...)`` decorators without importing
-    them (matplotlib and seaborn cost seconds that a dry run should not pay). A test checks it
-    against the registry the imports build."""
-    out: dict[str, FigureInfo] = {}
-    for path in sorted(FIGURES_DIR.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for deco in node.decorator_list:
-                if not (
-                    isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"
-                ):
-                    continue
-                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords}
-                key = ast.literal_eval(deco.args[0])
-                out[key] = FigureInfo(
-                    key, kw["stem"], kw["reads"], bool(kw["per_sampler"]), kw.get("caption", "")
-                )
-    return dict(sorted(out.items()))
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable, order-stable copy of plain config data (for frozen dataclass fields)."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def select_checkpoints(
-    num_checkpoints: int, every: int, chunk: int = 0, chunks: int = 1
-) -> list[int]:
-    """Checkpoint indices for one LLC job: every ``every``-th and the last (``every = 0``: the
-    last only), dealt round-robin into ``chunks`` jobs; this job takes number ``chunk``."""
-    if not 0 <= chunk < chunks:
-        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
-    if num_checkpoints < 1:
-        raise ValueError("a run without checkpoints has no LLC track")
-    if every < 0:
-        raise ValueError(f"every must be >= 0, got {every}")
-    picked = [] if every == 0 else list(range(0, num_checkpoints, every))
-    if not picked or picked[-1] != num_checkpoints - 1:
-        picked.append(num_checkpoints - 1)
-    return picked[chunk::chunks]
-
+from grokking_llc.pipeline.figure_plan import FigureJob, FigurePlan, GridJob
+from grokking_llc.pipeline.jobs import RESULTS, _frozen, _thaw
 
 # --------------------------------------------------------------------------------------------
 # Job descriptions
@@ -279,18 +210,6 @@ def shape_of(run: TrainConfig) -> str:
     return f"{run.model}-p{run.p}-K{run.width}"
 
 
-def _thaw(value: Any) -> Any:
-    if (
-        isinstance(value, tuple)
-        and value
-        and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value)
-    ):
-        return {k: _thaw(v) for k, v in value}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
 @dataclass(frozen=True)
 class LLCJob:
     """One LLC track: a run's checkpoints (every k-th and the last, or the last only) under one
@@ -337,62 +256,13 @@ class LLCJob:
         }
 
 
-@dataclass(frozen=True)
-class GridJob:
-    """LLC at a run's final checkpoint over sampler overrides (B.2 localisation/step-size
-    sweep, B.1 temperature sweep)."""
-
-    grid: str
-    run: RunJob
-    sampler: NamedSampler
-    overrides: tuple  # frozen list of {key: value}
-
-    @property
-    def path(self) -> str:
-        return f"{RESULTS}/llc_grid/{self.grid}/{self.run.run_id}-{self.sampler.sampler_id}.parquet"
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "run": self.run.params(),
-            "backend": self.sampler.backend,
-            "sampler": self.sampler.settings.to_dict(),
-            "grid": [_thaw(o) for o in self.overrides],
-        }
-
-
-@dataclass(frozen=True)
-class FigureJob:
-    key: str  # figures.<key> in the config and in grokking_llc.figures.REGISTRY
-    stem: str
-    sampler: str | None  # named sampler for per-sampler figures
-    inputs: tuple  # frozen {role: path or [paths]}
-    options: tuple  # frozen params handed to the figure's draw
-
-    @property
-    def path(self) -> str:
-        if self.sampler is None:
-            return f"{RESULTS}/figures/{self.stem}.png"
-        return f"{RESULTS}/figures/{self.sampler}/{self.stem}.png"
-
-    @property
-    def name(self) -> str:
-        """The wildcard value naming this figure: ``stem`` or ``sampler/stem``."""
-        return self.stem if self.sampler is None else f"{self.sampler}/{self.stem}"
-
-    def input_files(self) -> dict[str, Any]:
-        return {k: _thaw(v) for k, v in self.inputs}
-
-    def params(self) -> dict[str, Any]:
-        return {"key": self.key, **{k: _thaw(v) for k, v in self.options}}
-
-
 # --------------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Plan:
+class Plan(FigurePlan):
     config: dict
     runs: dict[str, RunJob] = field(default_factory=dict)
     study_runs: dict[str, list[str]] = field(default_factory=dict)
@@ -501,45 +371,6 @@ class Plan:
         seed = min(r.train.seed for r in runs)
         return [r for r in runs if r.train.seed == seed]
 
-    @property
-    def figure_specs(self) -> dict[str, FigureInfo]:
-        return figure_catalog()
-
-    def track_groups(self, key: str) -> list[tuple[str, list[NamedSampler], str | None]]:
-        """``(study, samplers, sampler name or None)`` of a track figure and its claim: the
-        samplers of ``figures.<key>.study`` drawn together on its first run, and each sampler of
-        ``figures.<key>.by_sampler`` alone on its own study's first run (its figure under
-        ``figures/<sampler>/``)."""
-        entry = self.config["figures"].get(key) or {}
-        study, own = entry.get("study"), dict(entry.get("by_sampler") or {})
-        groups: list[tuple[str, list[NamedSampler], str | None]] = []
-        if study:
-            shared = [s for s in self.samplers_of(study) if s.name not in own]
-            if shared:
-                groups.append((study, shared, None))
-        for name in sorted(own):
-            sampler = self.samplers.get(name)
-            if sampler is not None and self.sampler_covers(sampler, own[name]):
-                groups.append((own[name], [sampler], name))
-        return groups
-
-    def _figure_study(self, key: str) -> str | None:
-        return self.config["figures"].get(key, {}).get("study")
-
-    @cached_property
-    def llc_studies(self) -> list[str]:
-        """Studies whose runs need LLC tracks: those of the figures that draw LLC values (and
-        the H.2 panels' studies)."""
-        studies: set[str] = set()
-        for key, spec in self.figure_specs.items():
-            if spec.reads not in LLC_READS or key not in self.config["figures"]:
-                continue
-            entry = self.config["figures"][key]
-            studies.update(s for s in [entry.get("study")] if s)
-            studies.update(entry.get("studies", []))
-            studies.update((entry.get("by_sampler") or {}).values())
-        return sorted(studies)
-
     def sampler_covers(self, sampler: NamedSampler, study: str) -> bool:
         return sampler.studies is None or study in sampler.studies
 
@@ -597,27 +428,6 @@ class Plan:
     # ---------------------------------------------------------------- grids
 
     @cached_property
-    def grid_jobs(self) -> dict[str, GridJob]:
-        jobs = {}
-        figs = self.config["figures"]
-        for grid in ("b2", "bias_reduced"):
-            entry = figs.get(grid, {})
-            if not entry.get("study"):
-                continue
-            sampler = self.samplers[entry["sampler"]]
-            if grid == "b2":
-                overrides = [
-                    {"localization": g, "lr": e} for e in entry["lr"] for g in entry["localization"]
-                ]
-            else:
-                nbeta = sampler.settings.resolved_nbeta
-                overrides = [{"nbeta": f * nbeta} for f in entry["nbeta_factors"]]
-            jobs[grid] = GridJob(grid, self.first_run(entry["study"]), sampler, _frozen(overrides))
-        return jobs
-
-    # ---------------------------------------------------------------- tables
-
-    @cached_property
     def theory_runs(self) -> list[RunJob]:
         """Quadratic runs with LLC tracks get a theory table at their checkpoints."""
         rids = {job.run.run_id for job in self.llc_jobs.values()}
@@ -665,126 +475,6 @@ class Plan:
 
     # ---------------------------------------------------------------- figures
 
-    def _track_inputs(self, run: RunJob, samplers: list[NamedSampler]) -> dict[str, Any]:
-        return {
-            "train_log": run.train_log,
-            "llc": [self.track(run, s).path for s in samplers],
-        }
-
-    @cached_property
-    def figures(self) -> dict[str, FigureJob]:
-        """Every figure, by its wildcard name (``stem`` or ``sampler/stem``)."""
-        out: dict[str, FigureJob] = {}
-        figs, plots = self.config["figures"], self.config["plots"]
-
-        def add(key, spec, per_sampler, inputs, **options):
-            params = {"plots": plots, "caption": spec.caption, **options}
-            job = FigureJob(key, spec.stem, per_sampler, _frozen(inputs), _frozen(params))
-            out[job.name] = job
-
-        for key, spec in self.figure_specs.items():
-            if spec.reads == "calibration":
-                for name, cal in self.calibrations.items():
-                    job = FigureJob(
-                        key,
-                        f"fig_calibration_{name}",
-                        None,
-                        _frozen({"calibration": cal.path}),
-                        _frozen({"plots": plots, "shape": cal.shape, "caption": spec.caption}),
-                    )
-                    out[job.name] = job
-                continue
-            entry = figs.get(key)
-            if entry is None:
-                continue
-            options = {k: v for k, v in entry.items() if k not in ("study", "studies")}
-            study = entry.get("study")
-            if spec.reads == "runs" and study:
-                for s in self.samplers_of(study):
-                    add(key, spec, s.name, {"runs": self.runs_table_path},
-                        study=study, sampler=s.name, protocol=s.protocol,
-                        options=options)  # fmt: skip
-            elif spec.reads == "training" and study:
-                add(key, spec, None, {"training": self.training_summary_path},
-                    study=study, options=options)  # fmt: skip
-            elif spec.reads == "track":
-                options = {k: v for k, v in options.items() if k != "by_sampler"}
-                for group_study, samplers, own in self.track_groups(key):
-                    run = self.first_run(group_study)
-                    add(key, spec, own, self._track_inputs(run, samplers),
-                        study=group_study, samplers=[s.name for s in samplers],
-                        protocols=[s.protocol for s in samplers],
-                        title=f"{run.label}\nrun {run.run_id}", options=options)  # fmt: skip
-            elif spec.reads == "traces" and study:
-                run = self.first_run(study)
-                for s in self.samplers_of(study):
-                    add(key, spec, s.name, {"llc": self.track(run, s).path},
-                        study=study, sampler=s.name, protocol=s.protocol,
-                        options=options)  # fmt: skip
-            elif spec.reads == "panels" and entry.get("studies"):
-                runs = list(
-                    {
-                        r.run_id: r for st in entry["studies"] for r in self.first_seed_runs(st)
-                    }.values()
-                )
-                for s in self.samplers.values():
-                    if not all(self.sampler_covers(s, st) for st in entry["studies"]):
-                        continue
-                    inputs = {
-                        "logs": [r.train_log for r in runs],
-                        "llcs": [self.track(r, s).path for r in runs],
-                    }
-                    titles = [r.label for r in runs]
-                    add(key, spec, s.name, inputs, sampler=s.name, protocol=s.protocol,
-                        titles=titles, options=options)  # fmt: skip
-            elif spec.reads == "grid" and key in self.grid_jobs:
-                add(key, spec, None, {"grid": self.grid_jobs[key].path}, options=options)
-        return dict(sorted(out.items()))
-
-    # ---------------------------------------------------------------- claims
-
-    def claims_inputs(self) -> dict[str, Any]:
-        """Files the scorecard reads: the summary tables, and Figure 3's and Figure 13's runs
-        (training log and every sampler's track)."""
-        inputs: dict[str, Any] = {
-            "runs": self.runs_table_path,
-            "training": self.training_summary_path,
-        }
-        for key in ("fig3", "fig13"):
-            for i, (study, samplers, _) in enumerate(self.track_groups(key)):
-                tracks = self._track_inputs(self.first_run(study), samplers)
-                inputs.update({f"{key}_{i}_{role}": path for role, path in tracks.items()})
-        return inputs
-
-    def claims_params(self) -> dict[str, Any]:
-        """What the scorecard's rows depend on besides its input files: the samplers (and
-        ``published``: those that run the paper's protocol, for the as-published verdicts),
-        each claim's study, the track figures' runs and samplers (``fig3_tracks``,
-        ``fig13_tracks``: one entry per run drawn, :meth:`track_groups`, with its samplers and
-        training settings), and the baseline (Figure 3's run) for the theory count."""
-        figs = self.config["figures"]
-        params: dict[str, Any] = {
-            "samplers": list(self.samplers),
-            "studies": {k: v.get("study") for k, v in figs.items() if v.get("study")},
-            "published": [s.name for s in self.samplers.values() if s.as_published],
-            "seed": 0,
-        }
-        for key in ("fig3", "fig13"):
-            params[f"{key}_tracks"] = [
-                {"samplers": [s.name for s in samplers], "run": self.first_run(study).params()}
-                for study, samplers, _ in self.track_groups(key)
-            ]
-        study = self._figure_study("fig3")
-        baseline = self.first_run(study).train if study else None
-        params["theory_baseline"] = (
-            {k: getattr(baseline, k) for k in ("p", "width", "train_frac", "data_seed")}
-            if baseline is not None and baseline.model == "quadratic"
-            else None
-        )
-        return params
-
-    # ---------------------------------------------------------------- targets
-
     @cached_property
     def splits(self) -> dict[str, SplitJob]:
         out = {}
@@ -792,9 +482,6 @@ class Plan:
             t = r.train
             out[t.split_id] = SplitJob(t.split_id, t.p, t.train_frac, t.data_seed)
         return dict(sorted(out.items()))
-
-    def figure_targets(self) -> list[str]:
-        return [job.path for job in self.figures.values()]
 
     @cached_property
     def train_groups(self) -> dict[str, TrainGroupJob]:

@@ -53,8 +53,8 @@ import yaml
 
 from grokking_llc.core.data import is_prime, loss_samples_problem, n_train
 from grokking_llc.core.settings import ConfigError, TrainConfig, load_schema
+from grokking_llc.pipeline.catalog import LLC_READS, figure_catalog
 from grokking_llc.pipeline.config import expand_study
-from grokking_llc.pipeline.plan import LLC_READS, figure_catalog
 
 Problem = tuple[str, str]  # (key path, rule broken)
 

@@ -36,6 +36,23 @@ COARSE = "coarse"
 REFINED = "refined"
 
 
+def select_checkpoints(
+    num_checkpoints: int, every: int, chunk: int = 0, chunks: int = 1
+) -> list[int]:
+    """Checkpoint indices for one LLC job: every ``every``-th and the last (``every = 0``: the
+    last only), dealt round-robin into ``chunks`` jobs; this job takes number ``chunk``."""
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk {chunk} outside 0..{chunks - 1}")
+    if num_checkpoints < 1:
+        raise ValueError("a run without checkpoints has no LLC track")
+    if every < 0:
+        raise ValueError(f"every must be >= 0, got {every}")
+    picked = [] if every == 0 else list(range(0, num_checkpoints, every))
+    if not picked or picked[-1] != num_checkpoints - 1:
+        picked.append(num_checkpoints - 1)
+    return picked[chunk::chunks]
+
+
 @dataclass(frozen=True)
 class RefineSettings:
     """``coarse``: stride of the coarse pass over the candidates (>= 2); ``tolerance``: a gap is

@@ -19,9 +19,8 @@ import pandas as pd
 
 from grokking_llc.core.io import write_parquet
 from grokking_llc.core.settings import SamplerConfig, TrainConfig
-from grokking_llc.pipeline.plan import select_checkpoints
 from grokking_llc.sampling.llc import SUMMARY_COLUMNS, LLCResult, estimate_llc, estimate_llc_many
-from grokking_llc.sampling.refine import RefineSettings, select_adaptively
+from grokking_llc.sampling.refine import RefineSettings, select_adaptively, select_checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from grokking_llc.core.io import provenance, write_parquet
 from grokking_llc.core.settings import TrainConfig
-from grokking_llc.pipeline.plan import select_checkpoints
+from grokking_llc.sampling.refine import select_checkpoints
 from grokking_llc.science.theory import theory_table
 from grokking_llc.training.train import load_checkpoints
 
