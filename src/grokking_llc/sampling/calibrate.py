@@ -75,6 +75,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from grokking_llc.core import columns
 from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.sampling import validity
 from grokking_llc.sampling.llc import LLCResult, estimate_llc
@@ -783,11 +784,7 @@ def _table(runner: _Runner) -> pd.DataFrame:
                           kind="stable", ignore_index=True)  # fmt: skip
 
 
-CHECK_COLUMNS = (
-    "eps_change", "gamma_change", "gamma_bias", "nbeta_change", "llc_rescaled_2",
-    "llc_rescaled_0.5", "rescale_change", "reference_llc", "reference_change", "checks_passed",
-    "check_failures",
-)  # fmt: skip
+CHECK_COLUMNS = columns.CALIBRATION_CHECKS
 
 
 def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:

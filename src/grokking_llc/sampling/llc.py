@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from grokking_llc.core import columns
 from grokking_llc.core.settings import SamplerConfig
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,7 @@ class LLCResult:
         }
 
 
-SUMMARY_COLUMNS = (
-    "llc_mean", "llc_std", "llc_se", "init_loss", "nbeta", "num_burnin_steps", "burn_in",
-    "num_steps", "num_diverged", "reason", "r_hat", "r_hat_tail", "r_hat_distance", "drift_z",
-    "ess", "mala_acceptance", "mean_distance", "prior_radius", "grad_loc_ratio", "sampler_kind",
-    "ess_tail", "drift_se", "llc_bound", "grad_norm", "gradient_bias", "stationary",
-    "localisation_dominated", "step_ok", "at_minimum", "valid", "status", "invalid_reason",
-)  # fmt: skip
+SUMMARY_COLUMNS = columns.LLC_ESTIMATE
 
 
 def _split_draws(trace: np.ndarray, num_burnin_steps: int, burn_in: str):

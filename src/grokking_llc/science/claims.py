@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokking_llc.core import columns
 from grokking_llc.science import analysis, theory
 from grokking_llc.science.analysis import USE_ALL, USE_VALID, fmt, fmt_step
 from grokking_llc.science.gsm import GSM_THRESHOLD
@@ -59,28 +60,8 @@ VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 REPRODUCED, NOT_REPRODUCED, NOT_APPLICABLE = "reproduced", "not_reproduced", "n/a"
 PUBLISHED_VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_APPLICABLE)
 NO_SAMPLER = "n/a"
-PUBLISHED_COLUMNS = (
-    "value_as_published",
-    "ci_low_as_published",
-    "ci_high_as_published",
-    "verdict_as_published",
-    "reason_as_published",
-)
-COLUMNS = (
-    "claim",
-    "figure",
-    "sampler",
-    "statistic",
-    "paper_value",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n_runs",
-    "n_valid",
-    "verdict",
-    "reason",
-    *PUBLISHED_COLUMNS,
-)
+PUBLISHED_COLUMNS = columns.CLAIM_AS_PUBLISHED
+COLUMNS = columns.CLAIM
 
 # SPEC section 6: the paper's GSM-on-LLC line, for its own sampler settings.
 PAPER_GSM_LLC = {"slope": 0.1288, "intercept": -2.098, "r2": 0.955}

@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from grokking_llc.core import columns
 from grokking_llc.core.data import split_tensors
 from grokking_llc.core.io import (
     CheckpointFileError,
@@ -57,7 +58,7 @@ from grokking_llc.core.settings import TrainConfig
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ("step", "train_loss", "val_loss", "train_acc", "val_acc")
+LOG_COLUMNS = columns.TRAIN_LOG
 STATE_FILE = "state.pt"
 PREV_STATE_FILE = "state.prev.pt"
 STATE_FORMAT = 2

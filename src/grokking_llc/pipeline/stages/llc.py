@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokking_llc.core import columns
 from grokking_llc.core.io import write_parquet
 from grokking_llc.core.settings import SamplerConfig, TrainConfig
-from grokking_llc.sampling.llc import SUMMARY_COLUMNS, LLCResult, estimate_llc, estimate_llc_many
+from grokking_llc.sampling.llc import LLCResult, estimate_llc, estimate_llc_many
 from grokking_llc.sampling.refine import RefineSettings, select_adaptively, select_checkpoints
 
 log = logging.getLogger(__name__)
 
 # Identifying columns and per-chain arrays of an LLC row; the scalar estimate and validity columns
 # come from LLCResult.summary() (the one source of them).
-ID_COLUMNS = ("run_id", "sampler_id", "backend", "step")
-ARRAY_COLUMNS = ("llc_per_chain", "diverged", "loss_trace")
+ID_COLUMNS = columns.LLC_IDS
+ARRAY_COLUMNS = columns.LLC_ARRAYS
 
 
 def llc_row(res: LLCResult, *, run_id: str, sampler_id: str, backend: str, step: int) -> dict:
@@ -136,10 +137,10 @@ def estimate_run_llc(
             rows[candidates[k]]["selection"] = kind
         log.info("adaptive selection: %d of %d checkpoints estimated", len(kinds), len(candidates))
     rows = [rows[i] for i in sorted(rows)]
-    columns = [*ID_COLUMNS, *SUMMARY_COLUMNS, "setting_valid", "selection", *ARRAY_COLUMNS,
-               "seconds"]  # fmt: skip
+
     # A chunk may hold no checkpoint (more chunks than checkpoints): an empty table, same columns.
-    return pd.DataFrame(rows, columns=columns).sort_values("step", ignore_index=True)
+    table = pd.DataFrame(rows, columns=list(columns.LLC_TRACK))
+    return table.sort_values(columns.STEP, ignore_index=True)
 
 
 SETTING_FAILED = "the calibrated setting failed its calibration checks"

@@ -11,15 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokking_llc.core import columns
 from grokking_llc.core.io import provenance, read_parquet, write_parquet
 from grokking_llc.science.gsm import summarize_training
 
-LLC_SUMMARY_COLUMNS = (
-    "sampler", "sampler_id", "final_llc", "final_llc_std", "final_llc_valid", "final_llc_status",
-    "final_llc_invalid_reason", "final_step_llc", "max_llc", "max_llc_step", "max_llc_valid",
-    "max_llc_status", "max_llc_invalid_reason", "max_llc_all", "max_llc_all_step", "n_llc",
-    "n_llc_valid", "n_llc_not_a_minimum",
-)  # fmt: skip
+LLC_SUMMARY_COLUMNS = columns.RUN_LLC
 
 
 def run_summarize_training(
