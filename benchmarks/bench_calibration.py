@@ -99,7 +99,7 @@ def reference(args) -> list[str]:
     from grokking_llc.pipeline.plan import Plan
     from grokking_llc.sampling import mala
     from grokking_llc.sampling.llc import estimate_llc
-    from grokking_llc.training.train import checkpoint_state, load_checkpoints
+    from grokking_llc.training.checkpoints import checkpoint_state, load_checkpoints
 
     job = Plan(load_config(args.config)).runs[args.run]
     run = job.train

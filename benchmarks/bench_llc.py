@@ -43,7 +43,8 @@ from grokking_llc.core.model import build_model, centred_mse
 from grokking_llc.core.settings import SamplerConfig, TrainConfig
 from grokking_llc.sampling import sgld
 from grokking_llc.sampling.llc import LLCResult, estimate_llc, llc_from_traces
-from grokking_llc.training.train import checkpoint_state, train
+from grokking_llc.training.checkpoints import checkpoint_state
+from grokking_llc.training.train import train
 
 HERE = Path(__file__).resolve().parent
 SAMPLER = SamplerConfig()  # the paper's sampler (SPEC section 4)

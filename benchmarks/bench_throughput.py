@@ -44,7 +44,7 @@ from bench_llc import conditions, machine_ceilings, quiet, sgld_step_cost, train
 from grokking_llc.core.data import split_tensors  # noqa: E402
 from grokking_llc.core.model import build_model, centred_mse  # noqa: E402
 from grokking_llc.sampling.llc import default_diag_every, estimate_llc_many  # noqa: E402
-from grokking_llc.training.train import checkpoint_state  # noqa: E402
+from grokking_llc.training.checkpoints import checkpoint_state  # noqa: E402
 
 PAPER = dict(lr=5e-4, localization=5.0, num_chains=3, num_burnin_steps=100, num_draws=500,
              batch_size=128)  # fmt: skip

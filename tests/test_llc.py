@@ -136,7 +136,8 @@ SAMPLER = dict(
 def trained_small(tmp_path_factory):
     """A small quadratic net (p=11, K=16) trained 400 steps: model, x, y."""
     from grokking_llc.core.settings import TrainConfig
-    from grokking_llc.training.train import checkpoint_state, train
+    from grokking_llc.training.checkpoints import checkpoint_state
+    from grokking_llc.training.train import train
 
     cfg = TrainConfig(p=11, width=16, lr=1e-2, weight_decay=0.0, batch_size=16, max_steps=400,
                       checkpoint_every=400)  # fmt: skip

@@ -24,7 +24,8 @@ from grokking_llc.pipeline.stages.gather import run_gather_llc
 from grokking_llc.pipeline.stages.llc import run_estimate_llc, run_estimate_llc_grid
 from grokking_llc.pipeline.stages.summary import run_summarize_runs, run_summarize_training
 from grokking_llc.pipeline.stages.theory import run_compute_theory
-from grokking_llc.training.train import load_checkpoints, run_provenance, train_run
+from grokking_llc.training.checkpoints import load_checkpoints, run_provenance
+from grokking_llc.training.train import train_run
 
 A = TrainConfig(p=7, train_frac=0.6, width=6, lr=1e-2, batch_size=8, max_steps=20,
                 checkpoint_every=10, seed=0)  # fmt: skip

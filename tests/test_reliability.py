@@ -28,12 +28,11 @@ from grokking_llc.core.data import make_split
 from grokking_llc.core.io import CheckpointFileError, CorruptFileError, UnsafeFileError, torch_save
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.training import train as train_mod
+from grokking_llc.training.checkpoints import CheckpointMismatchError, load_checkpoints
 from grokking_llc.training.train import (
     PREV_STATE_FILE,
     STATE_FILE,
-    CheckpointMismatchError,
     ckpt_path,
-    load_checkpoints,
     train,
     train_run,
 )

@@ -38,7 +38,8 @@ from grokking_llc.sampling.sgld import (
     sample_loss_traces_many,
     split_sampler,
 )
-from grokking_llc.training.train import checkpoint_state, train
+from grokking_llc.training.checkpoints import checkpoint_state
+from grokking_llc.training.train import train
 
 torch.set_num_threads(1)
 

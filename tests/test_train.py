@@ -4,7 +4,8 @@ import torch
 
 from grokking_llc.core.data import make_split
 from grokking_llc.core.settings import TrainConfig
-from grokking_llc.training.train import LOG_COLUMNS, load_checkpoints, train, train_run
+from grokking_llc.training.checkpoints import load_checkpoints
+from grokking_llc.training.train import LOG_COLUMNS, train, train_run
 
 CFG = TrainConfig(
     p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16,

@@ -14,7 +14,8 @@ from grokking_llc.core.data import make_split
 from grokking_llc.core.io import file_digest
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.training import train as train_mod
-from grokking_llc.training.train import load_checkpoints, train, train_run
+from grokking_llc.training.checkpoints import load_checkpoints
+from grokking_llc.training.train import train, train_run
 from grokking_llc.training.train_many import can_batch, group_key, train_many, train_many_run
 
 BASE = TrainConfig(

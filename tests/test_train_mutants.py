@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+import grokking_llc.training.checkpoints as ck_mod
 import grokking_llc.training.train as tr
 from grokking_llc.core.data import make_split, split_tensors
 from grokking_llc.core.io import (
@@ -200,15 +201,15 @@ def test_fault_hook_sees_every_boundary_in_order(split, tmp_path, monkeypatch):
 
 
 def test_resolve_device(monkeypatch):
-    assert tr.resolve_device("cpu") == torch.device("cpu")
-    assert tr.resolve_device("meta") == torch.device("meta")
+    assert ck_mod.resolve_device("cpu") == torch.device("cpu")
+    assert ck_mod.resolve_device("meta") == torch.device("meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert tr.resolve_device("auto") == torch.device("cpu")
+    assert ck_mod.resolve_device("auto") == torch.device("cpu")
     with pytest.raises(RuntimeError, match=r"^device 'cuda:1' requested but CUDA is not avai"):
-        tr.resolve_device("cuda:1")
+        ck_mod.resolve_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert tr.resolve_device("auto") == torch.device("cuda")
-    assert tr.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert ck_mod.resolve_device("auto") == torch.device("cuda")
+    assert ck_mod.resolve_device("cuda:1") == torch.device("cuda:1")
 
 
 def test_initial_state_is_seeded_and_uses_the_rates():
@@ -446,11 +447,11 @@ def test_train_run_refuses_a_log_that_differs_from_its_checkpoints(split, tmp_pa
     fake = tr.TrainResult(pd.DataFrame({"step": [0, 20]}),
                           {"steps": torch.tensor([0, 40]), "params": {}})  # fmt: skip
     monkeypatch.setattr(tr, "train", lambda *a, **k: fake)
-    with pytest.raises(tr.CheckpointMismatchError, match="partial: checkpoint steps differ"):
+    with pytest.raises(ck_mod.CheckpointMismatchError, match="partial: checkpoint steps differ"):
         tr.train_run(CFG, split, log_path=tmp_path / "l.parquet",
                      checkpoints_path=tmp_path / "c.pt", work_dir=tmp_path / "partial")  # fmt: skip
     assert not (tmp_path / "c.pt").exists()
-    assert issubclass(tr.CheckpointMismatchError, CheckpointFileError)
+    assert issubclass(ck_mod.CheckpointMismatchError, CheckpointFileError)
 
 
 def good_ckpts():
@@ -475,7 +476,7 @@ def test_checkpoints_file_problems(tmp_path, change, problem):
     path = tmp_path / "ck.pt"
     torch_save({**good_ckpts(), **change}, path)
     with pytest.raises(CheckpointFileError, match=f"^{re.escape(f'{path}: {problem}')}$"):
-        tr.load_checkpoints(path)
+        ck_mod.load_checkpoints(path)
 
 
 def test_checkpoints_file_shape_problems(tmp_path):
@@ -484,10 +485,10 @@ def test_checkpoints_file_shape_problems(tmp_path):
         torch_save(bad, path)
         msg = f"{path}: not a checkpoints file (needs 'steps' and 'params')"
         with pytest.raises(CheckpointFileError, match=f"^{re.escape(msg)}$"):
-            tr.load_checkpoints(path)
+            ck_mod.load_checkpoints(path)
     torch_save({**good_ckpts(), "steps": torch.tensor([5])} | {"params": {"W": torch.zeros(1)}},
                path)  # fmt: skip
-    assert tr.load_checkpoints(path)["steps"].tolist() == [5]
+    assert ck_mod.load_checkpoints(path)["steps"].tolist() == [5]
 
 
 def test_load_checkpoints_against_the_training_log(tmp_path):
@@ -495,8 +496,8 @@ def test_load_checkpoints_against_the_training_log(tmp_path):
     torch_save(good_ckpts(), path)
     log_path = tmp_path / "log.parquet"
     pd.DataFrame({"step": [0, 20, 40]}).to_parquet(log_path)
-    assert tr.load_checkpoints(path, train_log=log_path)["steps"].tolist() == [0, 20, 40]
-    assert tr.load_checkpoints(path, train_log=pd.DataFrame({"step": [0, 20, 40]})) is not None
+    assert ck_mod.load_checkpoints(path, train_log=log_path)["steps"].tolist() == [0, 20, 40]
+    assert ck_mod.load_checkpoints(path, train_log=pd.DataFrame({"step": [0, 20, 40]})) is not None
     cases = [
         ([0, 30, 40], "the training log (3 checkpoints, steps 0..40; first difference at "
                       "checkpoint 1)"),
@@ -509,19 +510,19 @@ def test_load_checkpoints_against_the_training_log(tmp_path):
     for logged, says in cases:
         msg = (f"{path} (3 checkpoints, steps 0..40) does not match {says}: delete both and "
                "rerun the training job")  # fmt: skip
-        with pytest.raises(tr.CheckpointMismatchError, match=f"^{re.escape(msg)}$"):
-            tr.load_checkpoints(path, train_log=pd.DataFrame({"step": logged}))
+        with pytest.raises(ck_mod.CheckpointMismatchError, match=f"^{re.escape(msg)}$"):
+            ck_mod.load_checkpoints(path, train_log=pd.DataFrame({"step": logged}))
     pd.DataFrame({"step": [0, 20], "val_acc": [1.0, 1.0]}).to_parquet(log_path)
     with pytest.raises(
-        tr.CheckpointMismatchError, match=re.escape(f"does not match {log_path} (2")
+        ck_mod.CheckpointMismatchError, match=re.escape(f"does not match {log_path} (2")
     ):
-        tr.load_checkpoints(path, train_log=log_path)
+        ck_mod.load_checkpoints(path, train_log=log_path)
 
 
 def test_checkpoint_state_is_one_checkpoint_by_index():
     ck = {"steps": torch.tensor([0, 20]), "params": {"W": torch.tensor([[1.0], [2.0]]),
                                                      "V": torch.tensor([3.0, 4.0])}}  # fmt: skip
-    st = tr.checkpoint_state(ck, 1)
+    st = ck_mod.checkpoint_state(ck, 1)
     assert set(st) == {"W", "V"} and torch.equal(st["W"], torch.tensor([2.0]))
     assert float(st["V"]) == 4.0
 

@@ -64,9 +64,9 @@ import torch.nn.functional as F
 from grokking_llc.core.data import n_train, split_tensors
 from grokking_llc.core.model import get_loss
 from grokking_llc.core.settings import TrainConfig
+from grokking_llc.training.checkpoints import CheckpointMismatchError, resolve_device
 from grokking_llc.training.train import (
     LOG_COLUMNS,
-    CheckpointMismatchError,
     TrainResult,
     _boundary,
     _discard_dir,
@@ -76,7 +76,6 @@ from grokking_llc.training.train import (
     check_trainable,
     collect_checkpoints,
     evaluate,
-    resolve_device,
     write_checkpoint,
     write_outputs,
 )

@@ -83,7 +83,7 @@ def run_calibrate_sampler(
     ``chosen``, ``chosen_valid``, ``reason`` and ``settings``) as Parquet, atomically."""
     from grokking_llc.core.data import split_tensors
     from grokking_llc.core.model import build_model, get_loss
-    from grokking_llc.training.train import checkpoint_state, load_checkpoints, resolve_device
+    from grokking_llc.training.checkpoints import checkpoint_state, load_checkpoints, resolve_device
 
     if not (len(checkpoints_paths) == len(split_paths) == len(runs)) or not runs:
         raise ValueError("one checkpoints file, one split and one run config per run")

@@ -50,7 +50,7 @@ def _model_and_data(run: TrainConfig, split: pd.DataFrame, device: str):
     per job, on the resolved device."""
     from grokking_llc.core.data import split_tensors
     from grokking_llc.core.model import build_model
-    from grokking_llc.training.train import resolve_device
+    from grokking_llc.training.checkpoints import resolve_device
 
     dev = resolve_device(device)
     x, y = split_tensors(split, "train", dev)
@@ -91,7 +91,7 @@ def estimate_run_llc(
     failed is not measuring the LLC). None (a setting written in the config) adds nothing."""
     from grokking_llc.core.model import get_loss
     from grokking_llc.sampling.sgld import split_sampler
-    from grokking_llc.training.train import checkpoint_state
+    from grokking_llc.training.checkpoints import checkpoint_state
 
     model, x, y, dev = _model_and_data(run, split, device)
     loss_fn = get_loss(run.loss)
@@ -231,7 +231,7 @@ def run_estimate_llc(
     (:func:`grokking_llc.core.io.provenance`). A calibration table must carry
     ``calibration_provenance`` (the plan's) when it is given."""
     from grokking_llc.core.io import check_provenance, parquet_provenance, provenance
-    from grokking_llc.training.train import load_checkpoints
+    from grokking_llc.training.checkpoints import load_checkpoints
 
     run = TrainConfig(**params["run"])
     ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path, expect=run)
@@ -277,7 +277,7 @@ def run_estimate_llc_grid(
     hash of ``params``."""
     from grokking_llc.core.io import provenance
     from grokking_llc.core.model import get_loss
-    from grokking_llc.training.train import checkpoint_state, load_checkpoints
+    from grokking_llc.training.checkpoints import checkpoint_state, load_checkpoints
 
     cfg = TrainConfig(**params["run"])
     ckpts = load_checkpoints(checkpoints_path, train_log=train_log_path, expect=cfg)

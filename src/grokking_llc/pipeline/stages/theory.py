@@ -12,7 +12,7 @@ from grokking_llc.core.io import provenance, write_parquet
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.sampling.refine import select_checkpoints
 from grokking_llc.science.theory import theory_table
-from grokking_llc.training.train import load_checkpoints
+from grokking_llc.training.checkpoints import load_checkpoints
 
 
 def run_compute_theory(
