@@ -2,21 +2,16 @@
 shape, chosen at the final checkpoint of the shape's most typical run(s) by
 :mod:`grokking_llc.sampling.calibrate` (SPEC section 10).
 
-The ``calibration`` mapping (from the config's ``llc.calibration`` plus the sampler's own SGLD
-keys as the base):
-
-* ``checkpoints``: fractions of each run's checkpoints to calibrate at (0 = first, 1 = final),
-  default ``[1.0]``; each maps to checkpoint ``round(f * (T - 1))``.
-* ``num_steps``: SGLD steps per chain every calibration run starts with (default 1500), and
-  ``max_steps`` the cap of its adaptive length (default 20,000) when the base sets none.
-* ``grid``: ``{"kind", "nbeta", "resolution" or "localization", "lr_scaled"}`` lists
-  (:func:`grokking_llc.sampling.calibrate.default_search` fills what is missing).
-* ``base``: sampler settings that are not searched (batch_size, num_chains,
-  num_burnin_steps, weight_decay, num_init_loss_batches, seed, and options such as
-  ``max_steps``/``target_ess``); ``lr``, ``nbeta``, ``localization`` and ``num_draws`` there
-  are ignored.
-* ``backend`` (``"fast"``), ``max_candidates`` (3), ``exhaustive`` (False), ``reference``
-  (None or ``"mala"``).
+The ``calibration`` mapping is what the plan's ``CalibrationJob.params`` hands over: the config's
+``llc.calibration`` (less ``runs``, which chose the runs), the sampler's ``backend``, and its own
+SGLD keys as ``base`` (the settings that are not searched; ``lr``, ``nbeta``, ``localization``
+and ``num_draws`` there are ignored). A key left out takes its default from the config schema
+(:data:`CALIBRATION_DEFAULTS`, read from ``workflow/schemas/config.schema.yaml``, where every
+key is described): ``checkpoints`` are fractions of each run's checkpoints (0 = first, 1 =
+final; :func:`checkpoint_indices`), ``num_steps`` and ``max_steps`` the start and cap of every
+calibration run's length, ``grid`` what is searched (missing keys:
+:func:`grokking_llc.sampling.calibrate.default_search`), ``max_candidates``, ``exhaustive`` and
+``reference`` how far.
 
 The checkpoint at training step ``s`` is sampled with seed ``base.seed + s`` (as in the LLC
 stage). The search runs at the last target: the final checkpoint of the first run given.
@@ -31,28 +26,21 @@ from typing import Any
 import pandas as pd
 
 from grokking_llc.core.io import provenance, write_parquet
-from grokking_llc.core.settings import TrainConfig
+from grokking_llc.core.settings import TrainConfig, schema_defaults
 from grokking_llc.sampling.calibrate import (
     Target,
     calibrate_targets,
-    chosen_sampler,
     model_symmetry,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["checkpoint_indices", "chosen_sampler", "run_calibrate_sampler"]
-
+# What a calibration mapping may hold, and the value of a key it leaves out: the schema's
+# llc.calibration (less `runs`, the plan's), the sampler's backend, and no base settings.
 CALIBRATION_DEFAULTS: dict[str, Any] = {
-    "checkpoints": [1.0],
-    "num_steps": 1500,
-    "max_steps": 20_000,
-    "grid": {},
+    **{k: v for k, v in schema_defaults("llc", "calibration").items() if k != "runs"},
+    "backend": schema_defaults("llc", "samplers", "*")["backend"],
     "base": {},
-    "backend": "fast",
-    "max_candidates": 3,
-    "exhaustive": False,
-    "reference": None,
 }
 
 
@@ -96,8 +84,7 @@ def run_calibrate_sampler(
     seed0 = int(base.get("seed", 0))
     targets = []
     # the first run (the shape's most typical, grokking_llc.pipeline.plan.Plan.shape_runs) goes
-    # last:
-    # its final checkpoint is where the search runs
+    # last: its final checkpoint is where the search runs
     jobs = list(zip(checkpoints_paths, split_paths, runs, strict=True))[::-1]
     for ckpt_path, split_path, run in jobs:
         cfg = TrainConfig(**run)
