@@ -18,7 +18,8 @@ from grokking_llc.core.settings import (
     sampler_id,
     short_hash,
 )
-from grokking_llc.pipeline.config import expand_study, load_config, validate_config
+from grokking_llc.pipeline.config import load_config, validate_config
+from grokking_llc.pipeline.studies import expand_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -309,7 +309,7 @@ def test_bad_refine_settings_are_refused_with_the_key(refine, key):
 
 
 def test_runs_equal_but_for_the_seed_are_trained_together_within_the_stack_size():
-    from grokking_llc.pipeline.plan import MAX_TRAIN_STACK, train_stack_size
+    from grokking_llc.pipeline.jobs import MAX_TRAIN_STACK, train_stack_size
 
     cfg = base_config()
     cfg["studies"] = {
@@ -340,7 +340,7 @@ def test_runs_equal_but_for_the_seed_are_trained_together_within_the_stack_size(
 
 
 def test_stack_size_from_the_parameter_count():
-    from grokking_llc.pipeline.plan import TRAIN_STACK_FLOATS, train_stack_size
+    from grokking_llc.pipeline.jobs import TRAIN_STACK_FLOATS, train_stack_size
 
     assert train_stack_size(53, 64) == 6
     assert train_stack_size(53, 256) == 6  # 40,704 parameters: 6 fit in 250k floats

@@ -73,10 +73,11 @@ BAD = [
     ("calibrated_sampler_batch_over_training_set", [("llc.samplers.calibrated.batch_size", 30)],
      "llc.samplers.calibrated.batch_size", "exceeds"),
     # a calibration runs at runs of the shapes its sampler estimates: their batch rule is the
-    # sampler's (scaling: p=7, train_frac 0.4, 20 pairs)
+    # sampler's (scaling, drawn with LLC values by fig2 here: p=7, train_frac 0.4, 20 pairs)
     ("calibrated_sampler_batch_over_a_shapes_runs",
      [("llc.samplers.calibrated.batch_size", 25),
-      ("llc.samplers.calibrated.studies", ["over_p", "scaling"])],
+      ("llc.samplers.calibrated.studies", ["over_p", "scaling"]),
+      ("figures.fig2.study", "scaling")],
      "llc.samplers.calibrated.batch_size", "20 training pairs of a run of study scaling"),
     ("grid_run_batch_over_training_set",
      [("llc.samplers.paper.batch_size", 25), ("figures.b2.study", "scaling")],

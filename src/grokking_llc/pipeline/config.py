@@ -4,7 +4,8 @@
 A config is validated before any job starts: the schema's types and limits, then the rules a
 JSON schema cannot state (p prime, a batch within the training set, no NaN, names that must
 exist, ...; :mod:`grokking_llc.pipeline.validation`). Every problem is one line naming the key.
-Studies are expanded into runs here (:func:`expand_study`).
+Which runs its studies make, and which of them each sampler estimates, is
+:mod:`grokking_llc.pipeline.studies`' (read by the validation and the plan alike).
 
 This module imports neither torch nor the plan, so validating a config (and a dry run) stays fast.
 """
@@ -12,7 +13,6 @@ This module imports neither torch nor the plan, so validating a config (and a dr
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from grokking_llc.core.settings import (
     REPO_ROOT,
     SCHEMA_PATH,
     ConfigError,
-    TrainConfig,
     load_schema,
 )
+from grokking_llc.pipeline import validation
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
@@ -107,8 +107,6 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
     """
     import jsonschema
 
-    from grokking_llc.pipeline import validation
-
     schema = load_schema(schema_path)
     cfg = expand_protocols(config)
     validation.fill_figure_studies(cfg, schema)  # before the defaults: only studies it defines
@@ -120,22 +118,6 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_
         raise ConfigError(f"config error at {_format_path(err.absolute_path)}: {err.message}")
     validation.check_config(cfg, schema)
     return _sorted_keys(cfg)
-
-
-def expand_study(train: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[TrainConfig]:
-    """The runs of one study: ``train`` defaults updated by ``overrides``.
-
-    A list value in ``overrides`` sweeps that key; several lists give their cross product
-    (in the order the keys are written). Duplicate runs are dropped.
-    """
-    swept = {k: v for k, v in overrides.items() if isinstance(v, list)}
-    fixed = {k: v for k, v in overrides.items() if not isinstance(v, list)}
-    runs: dict[str, TrainConfig] = {}
-    for combo in itertools.product(*swept.values()):
-        params = {**train, **fixed, **dict(zip(swept, combo, strict=True))}
-        run = TrainConfig(**params)
-        runs.setdefault(run.run_id, run)
-    return list(runs.values())
 
 
 def deep_update(base: dict, extra: Mapping[str, Any]) -> dict:
@@ -150,14 +132,11 @@ def deep_update(base: dict, extra: Mapping[str, Any]) -> dict:
 
 def read_config_files(paths: list[str | Path]) -> dict:
     """The config a run uses: the given files merged in order (one file is taken as written),
-    read with :func:`grokking_llc.pipeline.validation.load_yaml` (duplicate keys and syntax errors
-    are
-    refused with the file and line)."""
-    from grokking_llc.pipeline.validation import load_yaml
-
+    read with :func:`grokking_llc.pipeline.validation.load_yaml` (duplicate keys and syntax
+    errors are refused with the file and line)."""
     cfg: dict = {}
     for path in paths:
-        data = load_yaml(path)
+        data = validation.load_yaml(path)
         if data is None:
             data = {}
         if not isinstance(data, dict):

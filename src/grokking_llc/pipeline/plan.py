@@ -1,4 +1,5 @@
-"""The plan: a validated config turned into frozen job descriptions.
+"""The plan: a validated config turned into frozen job descriptions
+(:mod:`grokking_llc.pipeline.jobs`).
 
 Every decision about *what* the workflow computes lives here, as pure functions of the config:
 which runs exist (studies expanded), which runs get LLC tracks under which named sampler and at
@@ -29,236 +30,29 @@ This module imports neither torch nor matplotlib: a dry run stays fast.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from grokking_llc.core.settings import (
-    SAMPLER_META_KEYS,
-    SamplerConfig,
-    TrainConfig,
-    sampler_id,
-    short_hash,
-)
-from grokking_llc.pipeline.config import expand_study
+from grokking_llc.core.settings import SamplerConfig, TrainConfig, sampler_id, short_hash
 from grokking_llc.pipeline.figure_plan import FigureJob, FigurePlan, GridJob
-from grokking_llc.pipeline.jobs import RESULTS, _frozen, _thaw
-
-# --------------------------------------------------------------------------------------------
-# Job descriptions
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SplitJob:
-    split_id: str
-    p: int
-    train_frac: float
-    seed: int
-
-    @property
-    def path(self) -> str:
-        return f"{RESULTS}/splits/{self.split_id}.parquet"
-
-    def params(self) -> dict[str, Any]:
-        return {"p": self.p, "train_frac": self.train_frac, "seed": self.seed}
-
-
-@dataclass(frozen=True)
-class RunJob:
-    train: TrainConfig
-    studies: tuple[str, ...]
-
-    @property
-    def run_id(self) -> str:
-        return self.train.run_id
-
-    @property
-    def split_path(self) -> str:
-        return f"{RESULTS}/splits/{self.train.split_id}.parquet"
-
-    @property
-    def checkpoints(self) -> str:
-        return f"{RESULTS}/runs/{self.run_id}/checkpoints.pt"
-
-    @property
-    def train_log(self) -> str:
-        return f"{RESULTS}/runs/{self.run_id}/train_log.parquet"
-
-    @property
-    def work_dir(self) -> str:
-        """Resumable training state; not an output, so it survives a failed or killed job."""
-        return f"{RESULTS}/runs/{self.run_id}/partial"
-
-    @property
-    def label(self) -> str:
-        r = self.train
-        return (
-            f"{r.model} p={r.p}, K={r.width}, lr={r.lr:g}, wd={r.weight_decay:g}, "
-            f"batch={r.batch_size}, train_frac={r.train_frac:g}, seed={r.seed}"
-        )
-
-    def params(self) -> dict[str, Any]:
-        return self.train.to_dict()
-
-
-# Runs trained together (grokking_llc.training.train_many: bitwise the numbers of training each
-# alone):
-# the plain QuadraticNet with the centred loss, runs equal in everything but the seed, as many
-# per job as keep the stacked parameters within TRAIN_STACK_FLOATS (benchmarks/RESULTS.md,
-# "Training: one run vs batched runs": stacking pays up to ~250k floats, not beyond).
-BATCHED_TRAIN_MODELS = ("quadratic",)
-BATCHED_TRAIN_LOSSES = ("centred_mse",)
-TRAIN_STACK_FLOATS = 250_000
-MAX_TRAIN_STACK = 6
-
-
-def train_stack_size(p: int, width: int) -> int:
-    """Runs per batched training job for QuadraticNet(p, width): 3pK parameters each."""
-    return int(min(MAX_TRAIN_STACK, max(1, TRAIN_STACK_FLOATS // (3 * p * width))))
-
-
-@dataclass(frozen=True)
-class TrainGroupJob:
-    """Runs of one setting (all but the seed equal) trained in one batched job; each keeps its
-    own outputs (checkpoints, log, partial state)."""
-
-    runs: tuple[RunJob, ...]
-
-    @property
-    def group_id(self) -> str:
-        digest = hashlib.sha256(" ".join(r.run_id for r in self.runs).encode()).hexdigest()
-        return f"g{digest[:10]}"
-
-    @property
-    def rule_name(self) -> str:
-        return f"train_group_{self.group_id}"
-
-    def params(self) -> dict[str, Any]:
-        return {"runs": [r.params() for r in self.runs]}
-
-
-@dataclass(frozen=True)
-class NamedSampler:
-    """A sampler of ``llc.samplers``: fixed SGLD settings, or a calibration that chooses them
-    (then ``settings`` is the calibration's base: the values it does not search)."""
-
-    name: str
-    backend: str
-    settings: SamplerConfig
-    calibration: str | None
-    studies: tuple[str, ...] | None
-    every: int | None
-    every_by_study: tuple  # frozen {study: stride}
-    sampler_id: str
-    refine: tuple | None = None  # frozen refine settings (adaptive checkpoint selection)
-    protocol: str | None = None  # a published estimator (config.PROTOCOLS), e.g. "paper"
-
-    @property
-    def calibrated(self) -> bool:
-        return self.calibration is not None
-
-    @property
-    def as_published(self) -> bool:
-        """Runs the paper's estimator exactly (``protocol: paper``, SPEC section 4): its
-        figures draw what the paper draws and the scorecard's as-published verdicts use it."""
-        return self.protocol == "paper"
-
-
-@dataclass(frozen=True)
-class CalibrationJob:
-    """The calibration of one model shape (model, p, width) for one calibrated sampler: at the
-    final checkpoint(s) of the shape's representative run(s) (:meth:`Plan.shape_runs`)."""
-
-    shape: str
-    backend: str
-    base: SamplerConfig
-    spec: tuple  # frozen llc.calibration (without `runs`)
-    runs: tuple[RunJob, ...]
-
-    @property
-    def name(self) -> str:
-        """``<shape>-<hash>``: the shape, and a hash of everything the output depends on."""
-        return f"{self.shape}-{self.cal_id}"
-
-    @property
-    def path(self) -> str:
-        return f"{RESULTS}/calibration/{self.name}.parquet"
-
-    @property
-    def cal_id(self) -> str:
-        """Hash of everything the calibration's output depends on."""
-        return short_hash(self.params(), {})
-
-    def params(self) -> dict[str, Any]:
-        """``runs`` (their settings) and ``calibration``: what
-        :func:`grokking_llc.pipeline.stages.calibrate.run_calibrate_sampler` takes (the grid without
-        the keys left to the calibration's defaults)."""
-        spec = {k: _thaw(v) for k, v in self.spec}
-        spec["grid"] = {k: v for k, v in spec.get("grid", {}).items() if v is not None}
-        return {
-            "calibration": {**spec, "backend": self.backend, "base": self.base.to_dict()},
-            "runs": [r.params() for r in self.runs],
-        }
-
-
-def shape_of(run: TrainConfig) -> str:
-    """A run's model shape, ``<model>-p<p>-K<width>`` (the readable part of its id)."""
-    return f"{run.model}-p{run.p}-K{run.width}"
-
-
-@dataclass(frozen=True)
-class LLCJob:
-    """One LLC track: a run's checkpoints (every k-th and the last, or the last only) under one
-    sampler, split into ``chunks`` jobs dealt round-robin."""
-
-    run: RunJob
-    sampler: NamedSampler
-    every: int  # 0 = final checkpoint only
-    chunks: int
-    calibration: CalibrationJob | None
-    refine: tuple | None = None  # frozen {coarse, tolerance, max_fraction}: adaptive selection
-
-    @property
-    def track(self) -> str:
-        """``final``, ``every<k>``, or ``every<k>-refine<coarse>-<tolerance>-<max_fraction>``
-        for an adaptively selected track (its rows differ, so its file does)."""
-        if self.every == 0:
-            return "final"
-        if self.refine is None:
-            return f"every{self.every}"
-        r = dict(self.refine)
-        return f"every{self.every}-refine{r['coarse']}-{r['tolerance']:g}-{r['max_fraction']:g}"
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.run.run_id, self.sampler.sampler_id, self.track)
-
-    @property
-    def path(self) -> str:
-        return f"{RESULTS}/llc/{self.run.run_id}/{self.sampler.sampler_id}/{self.track}.parquet"
-
-    def chunk_paths(self) -> list[str]:
-        stem = self.path.removesuffix(".parquet")
-        return [f"{stem}-chunk{i}of{self.chunks}.parquet" for i in range(self.chunks)]
-
-    def params(self) -> dict[str, Any]:
-        """What an estimate_llc job's rows depend on (the chunk index comes from its path)."""
-        return {
-            "run": self.run.params(),
-            "backend": self.sampler.backend,
-            "sampler": None if self.sampler.calibrated else self.sampler.settings.to_dict(),
-            "every": self.every,
-            **({"refine": _thaw(self.refine)} if self.refine is not None else {}),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# The plan
-# --------------------------------------------------------------------------------------------
+from grokking_llc.pipeline.jobs import (
+    BATCHED_TRAIN_LOSSES,
+    BATCHED_TRAIN_MODELS,
+    RESULTS,
+    CalibrationJob,
+    LLCJob,
+    NamedSampler,
+    RunJob,
+    SplitJob,
+    TrainGroupJob,
+    _frozen,
+    shape_of,
+    train_stack_size,
+)
+from grokking_llc.pipeline.studies import covers, estimated_studies, expand_study, llc_studies
 
 
 @dataclass
@@ -320,7 +114,7 @@ class Plan(FigurePlan):
         smallest seed, then the id -- so that adding a sweep value or a seed does not move the
         calibration."""
         train = self.config["train"]
-        runs = [r for r in self._covered_runs(sampler) if shape_of(r.train) == shape]
+        runs = [r for r in self.estimated_runs(sampler) if shape_of(r.train) == shape]
 
         def atypical(run: RunJob) -> tuple:
             t = run.train.to_dict()
@@ -329,12 +123,22 @@ class Plan(FigurePlan):
 
         return sorted(runs, key=atypical)[: self.config["llc"]["calibration"]["runs"]]
 
-    def _covered_runs(self, sampler: NamedSampler) -> list[RunJob]:
+    @cached_property
+    def llc_studies(self) -> list[str]:
+        """Studies whose runs get LLC tracks (:func:`grokking_llc.pipeline.studies.llc_studies`:
+        those the figures that draw LLC values name)."""
+        return llc_studies(self.config)
+
+    @cached_property
+    def _estimated_studies(self) -> dict[str, list[str]]:
+        return {name: estimated_studies(self.config, name) for name in self.samplers}
+
+    def estimated_runs(self, sampler: NamedSampler) -> list[RunJob]:
+        """The runs ``sampler`` estimates, by id: those of its
+        :func:`~grokking_llc.pipeline.studies.estimated_studies` (what the config's validation
+        checks its batch against)."""
         rids = {
-            rid
-            for study in self.llc_studies
-            if self.sampler_covers(sampler, study)
-            for rid in self.study_runs[study]
+            rid for study in self._estimated_studies[sampler.name] for rid in self.study_runs[study]
         }
         return [self.runs[r] for r in sorted(rids)]
 
@@ -355,7 +159,7 @@ class Plan(FigurePlan):
         own; a setting's estimates count as valid at a shape only where it passed there)."""
         jobs: dict[str, CalibrationJob] = {}
         for s in self.samplers.values():
-            for run in self._covered_runs(s) if s.calibrated else []:
+            for run in self.estimated_runs(s) if s.calibrated else []:
                 job = self.calibration_for(s, run)
                 jobs.setdefault(job.name, job)
         return dict(sorted(jobs.items()))
@@ -372,7 +176,9 @@ class Plan(FigurePlan):
         return [r for r in runs if r.train.seed == seed]
 
     def sampler_covers(self, sampler: NamedSampler, study: str) -> bool:
-        return sampler.studies is None or study in sampler.studies
+        """Does ``sampler`` estimate ``study``'s runs when a figure draws their LLC values
+        (:func:`grokking_llc.pipeline.studies.covers`)?"""
+        return covers(sampler.studies, study)
 
     def stride(self, run: RunJob, sampler: NamedSampler) -> int:
         """Checkpoint stride of a run's track under ``sampler`` (0: the final checkpoint only).
@@ -383,9 +189,7 @@ class Plan(FigurePlan):
         """
         llc = self.config["llc"]
         own = dict(sampler.every_by_study)
-        relevant = [
-            s for s in run.studies if s in self.llc_studies and self.sampler_covers(sampler, s)
-        ]
+        relevant = [s for s in run.studies if s in self._estimated_studies[sampler.name]]
         asked = []
         for study in relevant or run.studies:
             if study in own:
@@ -401,12 +205,9 @@ class Plan(FigurePlan):
     def llc_jobs(self) -> dict[tuple[str, str, str], LLCJob]:
         jobs: dict[tuple[str, str, str], LLCJob] = {}
         for sampler in self.samplers.values():
-            for study in self.llc_studies:
-                if not self.sampler_covers(sampler, study):
-                    continue
-                for rid in self.study_runs[study]:
-                    job = self.track(self.runs[rid], sampler)
-                    jobs[job.key] = job
+            for run in self.estimated_runs(sampler):
+                job = self.track(run, sampler)
+                jobs[job.key] = job
         return dict(sorted(jobs.items()))
 
     def track(self, run: RunJob, sampler: NamedSampler) -> LLCJob:
@@ -455,17 +256,11 @@ class Plan(FigurePlan):
         one setting share the track (one job) but each gets its rows."""
         out = []
         for name, sampler in self.samplers.items():
-            covered = {
-                rid
-                for study in self.llc_studies
-                if self.sampler_covers(sampler, study)
-                for rid in self.study_runs[study]
-            }
-            for rid in sorted(covered):
-                job = self.track(self.runs[rid], sampler)
+            for run in self.estimated_runs(sampler):
+                job = self.track(run, sampler)
                 out.append(
                     {
-                        "run_id": rid,
+                        "run_id": run.run_id,
                         "sampler": name,
                         "sampler_id": sampler.sampler_id,
                         "path": job.path,
@@ -544,7 +339,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
 
 
 __all__ = [
-    "SAMPLER_META_KEYS",
+    "RESULTS",
     "CalibrationJob",
     "FigureJob",
     "GridJob",
@@ -553,5 +348,7 @@ __all__ = [
     "Plan",
     "RunJob",
     "SplitJob",
+    "TrainGroupJob",
     "build_plan",
+    "shape_of",
 ]

@@ -21,11 +21,12 @@ one line naming the key (``config error at <key>: <rule>``), the first problem o
   needs 2 samples in the training batch, the training split and the validation split, SPEC
   section 2); an ``early_stop_acc`` above chance accuracy 1/p (at or below it every checkpoint
   counts and the run stops after ``early_stop_patience`` checkpoints whatever it learns);
-* samplers (every mapping under ``llc.samplers`` and ``llc.sampler`` if present): the schema's
-  limits, a positive step size, ``nbeta: null`` (``m / ln m``) only with ``batch_size >= 2``, and
-  a batch within the training set of every run the sampler estimates (its studies', among them
-  those its per-shape calibrations run at; the first run of a grid figure that uses it) and large
-  enough for that run's loss;
+* samplers (every mapping under ``llc.samplers``): the schema's limits, a positive step size,
+  ``nbeta: null`` (``m / ln m``) only with ``batch_size >= 2``, and a batch within the training
+  set of every run the sampler estimates (the runs of
+  :func:`grokking_llc.pipeline.studies.estimated_studies`, the plan's, among them those its
+  per-shape calibrations run at; the first run of a grid figure that uses it) and large enough
+  for that run's loss;
 * calibration: ``llc.calibration.grid`` gives the localisation ladder as ``localization`` or as
   ``resolution``, not both (the calibration job would stop on it after training);
 * figures: a figure that draws LLC values points at a study some sampler estimates (one
@@ -53,20 +54,13 @@ import yaml
 
 from grokking_llc.core.data import is_prime, loss_samples_problem, n_train
 from grokking_llc.core.settings import ConfigError, TrainConfig, load_schema
-from grokking_llc.pipeline.catalog import LLC_READS, figure_catalog
-from grokking_llc.pipeline.config import expand_study
+from grokking_llc.pipeline.catalog import figure_catalog
+from grokking_llc.pipeline.studies import covers, draws_llc, estimated_studies, expand_study
 
 Problem = tuple[str, str]  # (key path, rule broken)
 
 INT64_MAX = 2**63 - 1
 P_MAX = 2**15 - 1  # the split stores a, b and c as int16 (grokking_llc.core.data.make_split)
-
-
-def _track_figure(key: str) -> bool:
-    """Does figure ``key`` draw LLC tracks of its study's runs? Asked of the plan's catalogue
-    of registered figures (the one place that knows), not a list kept here."""
-    info = figure_catalog().get(key)
-    return info is not None and info.reads in LLC_READS
 
 
 def _grid_figures() -> list[str]:
@@ -195,33 +189,19 @@ class _Context:
         return {s: expand_study(train, _dict(ov)) for s, ov in self.studies.items()}
 
     def sampler_specs(self) -> list[tuple[str, dict]]:
-        """Every sampler mapping: ``llc.samplers.<name>`` and the older ``llc.sampler``."""
-        specs = [
+        """``(key, mapping)`` of every named sampler, ``llc.samplers.<name>``."""
+        return [
             (_key("llc.samplers", n), s) for n, s in self.samplers.items() if isinstance(s, dict)
         ]
-        old = _dict(self.cfg.get("llc")).get("sampler")
-        if isinstance(old, dict):
-            specs.append(("llc.sampler", old))
-        return specs
-
-    def llc_studies(self) -> list[str]:
-        """Studies drawn with LLC tracks (a named sampler whose ``studies`` is null covers them)."""
-        out: list[str] = []
-        for key, entry in _dict(self.cfg.get("figures")).items():
-            if not _track_figure(key) or not isinstance(entry, dict):
-                continue
-            names = [entry.get("study")] + list(entry.get("studies") or [])
-            names += list(_dict(entry.get("by_sampler")).values())
-            out += [s for s in names if isinstance(s, str) and s not in out]
-        return out
 
     def sampled_runs(self) -> Iterator[tuple[str, dict, str, TrainConfig]]:
-        """``(sampler key, sampler settings, why, run)`` for every run a sampler estimates."""
-        for where, spec in self.sampler_specs():
-            studies = spec.get("studies")
-            for study in self.llc_studies() if studies is None else studies:
+        """``(sampler key, sampler settings, why, run)`` for every run a sampler estimates: the
+        runs of its :func:`~grokking_llc.pipeline.studies.estimated_studies` (the plan's tracks
+        and calibrations), and the first run of a grid figure drawn with it."""
+        for name, spec in self.samplers.items():
+            for study in estimated_studies(self.cfg, name) if isinstance(spec, dict) else []:
                 for run in self.study_runs.get(study, []):
-                    yield where, spec, f"a run of study {study}", run
+                    yield _key("llc.samplers", name), spec, f"a run of study {study}", run
         for fig in _grid_figures():
             entry = _dict(_dict(self.cfg.get("figures")).get(fig))
             runs = self.study_runs.get(entry.get("study"), [])
@@ -424,9 +404,7 @@ def check_samplers(ctx: _Context) -> Iterator[Problem]:
     """Each sampler's limits, a positive step size, the default nbeta's batch rule (``m / ln m``,
     SPEC section 4), and its batch within the training set (``n = round(train_frac p^2)``, SPEC
     section 1) of every run it estimates."""
-    props = _dict(ctx.prop("llc", "samplers", "*").get("properties")) or _dict(
-        ctx.prop("llc", "sampler").get("properties")
-    )
+    props = _dict(ctx.prop("llc", "samplers", "*").get("properties"))
     for where, spec in ctx.sampler_specs():
         for key, value in spec.items():
             problem = _limit_problem(value, _dict(props.get(key))) if value is not None else None
@@ -446,7 +424,7 @@ def check_samplers(ctx: _Context) -> Iterator[Problem]:
     for where, spec, why, run in ctx.sampled_runs():
         batch = spec.get("batch_size", default_batch)
         n = n_train(run.p, run.train_frac)
-        key = _key(where, "batch_size") if where.startswith("llc.samplers") else where
+        key = _key(where, "batch_size")
         if isinstance(batch, int) and batch > n:
             rule = f"SGLD batch {batch} exceeds the {n} training pairs of {why}"
             yield key, f"{rule} (p={run.p}, train_frac={run.train_frac:g})"
@@ -458,12 +436,8 @@ def check_samplers(ctx: _Context) -> Iterator[Problem]:
 def _covering_samplers(ctx: _Context, studies: list[str]) -> list[str]:
     """Named samplers that estimate every study of ``studies`` (``studies: null`` covers every
     study an LLC figure draws)."""
-    out = []
-    for name, spec in ctx.samplers.items():
-        own = _dict(spec).get("studies")
-        if own is None or all(s in own for s in studies):
-            out.append(name)
-    return out
+    own = {name: _dict(spec).get("studies") for name, spec in ctx.samplers.items()}
+    return [name for name in own if all(covers(own[name], s) for s in studies)]
 
 
 def check_figures(ctx: _Context) -> Iterator[Problem]:
@@ -472,7 +446,7 @@ def check_figures(ctx: _Context) -> Iterator[Problem]:
     figure out without a word."""
     studies = set(ctx.studies)
     for key, entry in _dict(ctx.cfg.get("figures")).items():
-        if not _track_figure(key) or not isinstance(entry, dict):
+        if not draws_llc(key) or not isinstance(entry, dict):
             continue
         study = entry.get("study")
         wanted = [study] if isinstance(study, str) else list(entry.get("studies") or [])
@@ -504,7 +478,7 @@ def check_by_sampler(ctx: _Context) -> Iterator[Problem]:
                 yield where, f"no study named {study!r} (studies: {sorted(studies)})"
             else:
                 own = _dict(samplers[name]).get("studies")
-                if own is not None and study not in own:
+                if not covers(own, study):
                     yield (
                         where,
                         (
@@ -584,7 +558,7 @@ def fill_figure_studies(cfg: dict[str, Any], schema: Mapping[str, Any]) -> None:
         if default in studies:
             continue  # the schema's default fills it
         only = next(iter(studies)) if len(studies) == 1 else None
-        if only is not None and _track_figure(key) and samplers_given:
+        if only is not None and draws_llc(key) and samplers_given:
             only = only if _covering_samplers(ctx, [only]) else None
         cfg.setdefault("figures", {}).setdefault(key, {})["study"] = only
     # likewise the sampler a grid figure varies (b2, bias_reduced: ``paper``): the config's only
