@@ -113,9 +113,3 @@ def run_summarize_runs(
     write_parquet(df, out_path)
     return df
 
-
-def runs_of_study(table: pd.DataFrame, study: str | None) -> pd.DataFrame:
-    """Rows of a summary table whose ``studies`` list holds ``study`` (all rows for None)."""
-    if study is None:
-        return table
-    return table[table["studies"].map(lambda s: study in list(s))].reset_index(drop=True)
