@@ -193,6 +193,15 @@ def half_drift(res: LLCResult) -> float:
     return float(res.nbeta * (late - early))
 
 
+def loss_traces(model, states, x, y, seeds, epoch_mode="reshuffle"):
+    """The fast sampler's (trace, init_loss) at each of ``states`` (no diagnostics), with
+    devinterp's minibatch order when ``epoch_mode="cycle"``: a benchmark-only view of
+    :func:`grokking_llc.sampling.sgld.sample_chains_many`."""
+    out = sgld.sample_chains_many(model, states, x, y, centred_mse, SAMPLER, seeds=seeds,
+                                  device="cpu", _epoch_mode=epoch_mode)  # fmt: skip
+    return [(o.trace, o.init_loss) for o in out]
+
+
 def compare(p: int, width: int, args, log) -> tuple[Row, dict]:
     cfg, ckpts, split, last = train_checkpoints(p, width, args.train_steps)
     log(
@@ -217,9 +226,8 @@ def compare(p: int, width: int, args, log) -> tuple[Row, dict]:
             cpu_fast.append(c / t)
             log(f"    fast {t:.2f}s (cpu/wall {c / t:.2f})  llc {res_fast.llc_mean:.2f}")
     with quiet():  # devinterp's minibatch order (first epoch replayed), to isolate its effect
-        trace, init = sgld.sample_loss_traces(
-            model, x, y, centred_mse, SAMPLER, seed=0, device="cpu", epoch_mode="cycle"
-        )
+        state = {k: v.detach() for k, v in model.named_parameters()}
+        ((trace, init),) = loss_traces(model, [state], x, y, [0], epoch_mode="cycle")
     res_cycle = llc_from_traces(trace, init, SAMPLER.resolved_nbeta, SAMPLER.num_burnin_steps)
     se = math.hypot(res_dev.llc_std, res_fast.llc_std) / math.sqrt(SAMPLER.num_chains)
     step_time = statistics.median(t_fast) / SAMPLER.num_steps
@@ -275,13 +283,10 @@ def fixed_vs_per_estimate(p, width, ctx, args, log, with_devinterp: bool) -> dic
     single = []
     for state, seed in zip(states, seeds, strict=True):
         model.load_state_dict(state)
-        single.append(sgld.sample_loss_traces(model, x, y, centred_mse, SAMPLER, seed=seed,
-                                              device="cpu"))  # fmt: skip
+        single += loss_traces(model, [state], x, y, [seed])
     out["t_fast_each"] = (time.perf_counter() - t0) / len(idx)
     t0 = time.perf_counter()
-    many = sgld.sample_loss_traces_many(
-        model, states, x, y, centred_mse, SAMPLER, seeds=seeds, device="cpu"
-    )
+    many = loss_traces(model, states, x, y, seeds)
     out["t_fast_batched"] = (time.perf_counter() - t0) / len(idx)
     out["batched_identical"] = all(
         np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(single, many, strict=True)

@@ -102,7 +102,7 @@ def test_quadratic_float64_gradient_equals_autograd_of_the_centred_loss(split):
     st = {k: v.detach() for k, v in model.named_parameters()}
     cfg = SamplerConfig(lr=1e-3, num_chains=3, num_burnin_steps=2, num_draws=3, batch_size=8)
     smp = sgld._Sampler(model, [st, st], x, y, centred_mse, cfg, [1, 2], torch.device("cpu"),
-                        "reshuffle", sgld.SamplerOptions(), 5, 1)  # fmt: skip
+                        "reshuffle", 5, 1)  # fmt: skip
     smp.flat.add_(torch.randn(smp.flat.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
     assert smp._quadratic64
     for t in range(4):
@@ -126,7 +126,7 @@ def test_distance_trace_is_the_norm_of_the_displacement(split):
                                   SamplerConfig(lr=1e-2, num_chains=2, num_burnin_steps=1,
                                                 num_draws=4, batch_size=8),
                                   seeds=[0, 1], device="cpu", diag_every=2,
-                                  on_step=None)  # fmt: skip
+                                  _on_step=None)  # fmt: skip
     assert out[0].distance_trace[:, 0] == pytest.approx([0.0, 0.0])  # before the first step
     assert (out[0].distance_trace[:, 1:] > 0).all()
     # an independent recomputation: rerun and record |w - w*| with on_step
@@ -141,7 +141,7 @@ def test_distance_trace_is_the_norm_of_the_displacement(split):
                             SamplerConfig(lr=1e-2, num_chains=2, num_burnin_steps=1,
                                           num_draws=4, batch_size=8),
                             seeds=[0, 1], device="cpu", diag_every=2,
-                            on_step=record)  # fmt: skip
+                            _on_step=record)  # fmt: skip
     # distance_trace[:, t] is taken before step t, i.e. after step t - 1
     np.testing.assert_allclose(out[0].distance_trace[:, 1:], np.array(seen[:-1]).T, rtol=1e-5)
 

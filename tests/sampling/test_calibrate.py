@@ -31,7 +31,9 @@ import grokking_llc.sampling.calibrate as cal
 from grokking_llc.core.model import QuadraticNet
 from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.sampling import validity
+from grokking_llc.sampling.chosen import chosen_sampler
 from grokking_llc.sampling.llc import LLCResult
+from grokking_llc.science.sampler_checks import calibration_points
 
 torch.set_num_threads(1)
 
@@ -442,7 +444,7 @@ def test_no_finite_estimate_still_chooses_the_coarsest_rung_marked_not_valid(mon
     assert res.reason.startswith("no setting gave a finite estimate at step ")
     assert "the coarsest rung tried, NOT valid" in res.reason
     assert table["chosen"].any() and not table["chosen_valid"].any()
-    settings, valid, reason = cal.chosen_sampler(table)
+    settings, valid, reason = chosen_sampler(table)
     assert settings == res.chosen and not valid and reason == res.reason
 
 
@@ -879,17 +881,15 @@ def test_table_roles_columns_chosen_rows_and_settings_round_trip(monkeypatch, tm
     assert {json.dumps(json.loads(s), sort_keys=True) for s in chosen["settings"]} == {
         json.dumps(res.chosen, sort_keys=True)
     }
-    assert cal.chosen_sampler(t) == (res.chosen, True, res.reason)
+    assert chosen_sampler(t) == (res.chosen, True, res.reason)
     path = tmp_path / "cal.parquet"
     t.to_parquet(path)
     back = pd.read_parquet(path)
-    assert cal.chosen_sampler(back) == (res.chosen, True, res.reason)
+    assert chosen_sampler(back) == (res.chosen, True, res.reason)
     assert back["checks_passed"].dtype == "boolean"
     # every row's settings run estimate_llc as written: sampler keys only
-    from grokking_llc.sampling.sgld import split_sampler
-
     for s in t.loc[t["role"] != "reference", "settings"]:
-        split_sampler(json.loads(s))
+        SamplerConfig.from_mapping(json.loads(s))
 
 
 def test_chosen_settings_carry_the_base_and_the_adaptive_cap(monkeypatch):
@@ -906,23 +906,6 @@ def test_chosen_settings_carry_the_base_and_the_adaptive_cap(monkeypatch):
     cfg = SamplerConfig(batch_size=4, num_chains=4, num_burnin_steps=0)
     c = calibrate(monkeypatch, World(), base=cfg).chosen
     assert c["batch_size"] == 4 and c["lr"] == lr_of(0.1, 1000.0, gamma_at(256))
-
-
-def test_chosen_sampler_refuses_tables_without_one_choice():
-    s = {"lr": 1e-4, "nbeta": 160.0, "localization": 10.0}
-    table = pd.DataFrame({
-        "chosen": [False, True, True], "chosen_valid": [False, False, False],
-        "reason": ["why"] * 3,
-        "settings": [json.dumps({**s, "lr": 1.0}), json.dumps(s), json.dumps(dict(reversed(
-            s.items())))],
-    })  # fmt: skip
-    assert cal.chosen_sampler(table) == (s, False, "why")  # key order does not matter
-    with pytest.raises(ValueError, match="chose no setting: why"):
-        cal.chosen_sampler(table.assign(chosen=False))
-    with pytest.raises(ValueError, match="marks 2 different settings"):
-        cal.chosen_sampler(table.assign(chosen=True))
-    with pytest.raises(ValueError, match="chose no setting"):
-        cal.chosen_sampler(pd.DataFrame({"settings": ["{}"]}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1028,19 +1011,19 @@ def test_top_curvature_is_the_largest_eigenvalue_of_a_known_hessian():
 
 
 def test_preconditioner_of_each_kind_by_hand():
-    from grokking_llc.sampling.sgld import SamplerOptions, gauss_newton_diagonal
+    from grokking_llc.sampling.sgld import gauss_newton_diagonal
 
     model, x, y = linear_problem(q=3, n=6)
     params = {"weight": torch.ones(1, 3)}
-    assert cal._preconditioner(model, params, x, y, half_mse, SamplerOptions(), 3, 0) is None
-    gopts = SamplerOptions(kind="gn_diag", gn_damping=1.0, gn_probes=3)
+    assert cal._preconditioner(model, params, x, y, half_mse, SamplerConfig(), 3, 0) is None
+    gopts = SamplerConfig(kind="gn_diag", gn_damping=1.0, gn_probes=3)
     h = gauss_newton_diagonal(model, params, x, y, half_mse, num_probes=3, seed=0)["weight"]
     G = cal._preconditioner(model, params, x, y, half_mse, gopts, 3, 5)
     torch.testing.assert_close(G["weight"], 1.0 / (h + float(h.mean())))  # damping 1
     G0 = cal._preconditioner(model, params, x, y, lambda p, t: (p * 0).sum(), gopts, 3, 5)
     assert torch.equal(G0["weight"], torch.ones(1, 3))  # no curvature: 1 / (0 + 1)
     # rmsprop with full batches: every minibatch gradient is the full one, G = 1/(|g| + delta)
-    ropts = SamplerOptions(kind="rmsprop", rmsprop_eps=0.5)
+    ropts = SamplerConfig(kind="rmsprop", rmsprop_eps=0.5)
     full = torch.func.grad(lambda p: half_mse(torch.func.functional_call(model, p, (x,)), y))(
         params)["weight"]  # fmt: skip
     G = cal._preconditioner(model, params, x, y, half_mse, ropts, len(x), 7)
@@ -1102,7 +1085,7 @@ def test_stage_writes_one_table_with_the_choice(tmp_path):
     assert set(back["run_id"]) == {cfg.run_id} and sorted(back["step"].unique()) == [30, 60]
     assert (back.loc[back["role"] == "ladder", "step"] == 60).all()  # the search: final ckpt
     assert back.loc[back["role"] == "ladder", "localization"].tolist()[:1] == [100.0]
-    settings, valid, reason = cal.chosen_sampler(back)
+    settings, valid, reason = chosen_sampler(back)
     assert settings["batch_size"] == 8 and settings["seed"] == 3
     assert settings["num_draws"] == 130 and "max_steps" not in settings
     assert isinstance(valid, bool) and reason == back["reason"].iloc[0]
@@ -1120,14 +1103,13 @@ def test_the_calibration_figure_draws_a_calibrations_table(monkeypatch, tmp_path
     ladder line per (kind, nbeta), the candidate's check runs at its resolution, the chosen
     candidate ringed and its run at the other target."""
     from grokking_llc.figures import REGISTRY
-    from grokking_llc.science import analysis
 
     w = World(tweak=check_values(20.0, final=1))
     w.mala = lambda kw: result(20.0, se=1e-3, nbeta=kw["nbeta"])
     res = calibrate(monkeypatch, w, n=2, reference="mala")
     res.table.to_parquet(tmp_path / "cal.parquet")
     table = pd.read_parquet(tmp_path / "cal.parquet")
-    pts = analysis.calibration_points(table)
+    pts = calibration_points(table)
     assert pts["kinds"] == ["sgld"] and pts["search_target"] == 1
     assert set(pts["checks"]["role"]) == {"step", "nbeta", "rescale x2", "rescale x0.5",
                                           "reference"}  # fmt: skip

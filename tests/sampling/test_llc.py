@@ -16,6 +16,7 @@ glue is under test).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from grokking_llc.core.data import make_split, split_tensors
 from grokking_llc.core.model import QuadraticNet, centred_mse, cross_entropy
-from grokking_llc.core.settings import SamplerConfig
+from grokking_llc.core.settings import SamplerConfig, default_nbeta
 from grokking_llc.sampling import devinterp_backend, llc, validity
 from grokking_llc.sampling.diagnostics import (
     drift,
@@ -47,14 +48,13 @@ from grokking_llc.sampling.llc import (
     _draws_are_enough,
     _split_draws,
     default_diag_every,
-    default_nbeta,
     estimate_llc,
     estimate_llc_many,
     llc_bound,
     llc_from_traces,
     point_checks,
 )
-from grokking_llc.sampling.sgld import SamplerOptions, sample_chains_many
+from grokking_llc.sampling.sgld import sample_chains_many
 
 
 def half_mse(pred, target):
@@ -1211,11 +1211,10 @@ def test_fast_backend_is_llc_of_the_sampler_traces():
         x,
         y,
         centred_mse,
-        cfg,
+        dataclasses.replace(cfg, kind="rmsprop"),
         seeds=[3],
         device="cpu",
         diag_every=20,
-        options=SamplerOptions(kind="rmsprop"),
     )
     np.testing.assert_array_equal(rms.loss_trace, ref_rms[0].trace)
     assert rms.burn_in == 2 and rms.sampler_kind == "rmsprop"
@@ -1308,9 +1307,9 @@ def test_devinterp_branch_sets_each_state_and_restores_the_model(monkeypatch, ca
     seen = []
     T = 30
 
-    def fake(m, xx, yy, loss_fn, cfg, *, seed, device, options):
+    def fake(m, xx, yy, loss_fn, cfg, *, seed, device):
         seen.append(
-            (seed, device, options.kind, {k: v.detach().clone() for k, v in m.named_parameters()})
+            (seed, device, cfg.kind, {k: v.detach().clone() for k, v in m.named_parameters()})
         )
         rng = np.random.default_rng(seed)
         return {
@@ -1383,7 +1382,7 @@ def test_devinterp_gets_the_data_and_is_estimate_llc_manys_default(monkeypatch, 
     model, x, y = _quad()
     got = []
 
-    def fake(m, xx, yy, loss_fn, cfg, *, seed, device, options):
+    def fake(m, xx, yy, loss_fn, cfg, *, seed, device):
         got.append((xx, yy, loss_fn, cfg))
         t = 1.0 + 0.1 * np.random.default_rng(seed).standard_normal((2, 30))
         o = np.ones((2, 30))

@@ -25,40 +25,17 @@ from torch import nn
 
 from grokking_llc.core.data import make_split, split_tensors
 from grokking_llc.core.model import QuadraticNet, centred_mse, cross_entropy
-from grokking_llc.core.settings import SamplerConfig, TrainConfig
+from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.sampling import sgld
 from grokking_llc.sampling.llc import estimate_llc
 from grokking_llc.sampling.sgld import (
     GROWTH,
-    SamplerOptions,
     batch_schedule,
     gauss_newton_diagonal,
     sample_chains_many,
-    sample_loss_traces,
-    sample_loss_traces_many,
-    split_sampler,
 )
-from grokking_llc.training.checkpoints import checkpoint_state
-from grokking_llc.training.train import train
 
-torch.set_num_threads(1)
-
-P, WIDTH = 11, 16  # n = round(0.4 * 121) = 48 training pairs: 3 batches of 16
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small quadratic net trained 400 steps (train loss ~3e-3): model, x, y."""
-    cfg = TrainConfig(
-        p=P, width=WIDTH, lr=1e-2, weight_decay=0.0, batch_size=16, max_steps=400,
-        checkpoint_every=400,
-    )  # fmt: skip
-    split = make_split(P, cfg.train_frac, 0)
-    result = train(cfg, split, tmp_path_factory.mktemp("train"))
-    model = QuadraticNet(P, WIDTH)
-    model.load_state_dict(checkpoint_state(result.checkpoints, -1))
-    x, y = split_tensors(split, "train")
-    return model, x, y
+from .helpers import WIDTH, P, half_mse, loss_traces, loss_traces_many
 
 
 def small_sampler(**overrides) -> SamplerConfig:
@@ -101,11 +78,6 @@ def test_fast_llc_agrees_with_devinterp(trained):
 # ------------------------------------------------------------------------------------------
 # Linear regression: a regular model with a known quadratic loss
 # ------------------------------------------------------------------------------------------
-
-
-def half_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``0.5 * mean over rows of the squared error summed over outputs``."""
-    return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
 
 
 def linear_regression(eigenvalues, n: int, outputs: int, seed: int):
@@ -191,7 +163,7 @@ def test_stationary_mean_and_variance_match_discrete_closed_form():
         record[t] = params["weight"].reshape(chains, -1)
 
     state = {"weight": model.weight.detach()}
-    [(trace, init_loss)] = sgld.sample_loss_traces_many(
+    [(trace, init_loss)] = loss_traces_many(
         model, [state], x, y, half_mse, cfg, seeds=[11], device="cpu", on_step=on_step
     )
     # Trace semantics: loss before each update, so trace[:, t+1] = L(params after update t).
@@ -232,9 +204,9 @@ def test_generic_and_quadratic_paths_give_the_same_trace(trained, loss_fn):
     """
     model, x, y = trained
     cfg = small_sampler(num_draws=80)
-    tq, iq = sgld.sample_loss_traces(model, x, y, loss_fn, cfg, seed=4, device="cpu",
+    tq, iq = loss_traces(model, x, y, loss_fn, cfg, seed=4, device="cpu",
                                      path="quadratic")  # fmt: skip
-    tg, ig = sgld.sample_loss_traces(model, x, y, loss_fn, cfg, seed=4, device="cpu",
+    tg, ig = loss_traces(model, x, y, loss_fn, cfg, seed=4, device="cpu",
                                      path="generic")  # fmt: skip
     assert iq == ig  # the init loss is computed by the same code on both paths
     assert np.isfinite(tq).all()
@@ -247,10 +219,10 @@ def test_one_hot_scatter_variant_matches_index_add(trained, monkeypatch):
     model, x, y = trained
     cfg = small_sampler()
     states = [model.state_dict(), {k: v * 1.01 for k, v in model.state_dict().items()}]
-    ref = sgld.sample_loss_traces_many(model, states, x, y, centred_mse, cfg, seeds=[1, 2],
+    ref = loss_traces_many(model, states, x, y, centred_mse, cfg, seeds=[1, 2],
                                        device="cpu")  # fmt: skip
     monkeypatch.setattr(sgld, "_use_one_hot_scatter", lambda device: True)
-    alt = sgld.sample_loss_traces_many(model, states, x, y, centred_mse, cfg, seeds=[1, 2],
+    alt = loss_traces_many(model, states, x, y, centred_mse, cfg, seeds=[1, 2],
                                        device="cpu")  # fmt: skip
     for (t_ref, _), (t_alt, _) in zip(ref, alt, strict=True):
         np.testing.assert_allclose(t_alt, t_ref, rtol=1e-4, atol=1e-6)
@@ -266,11 +238,11 @@ def test_same_seed_same_numbers(trained, path):
     model, x, y = trained
     cfg = small_sampler()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    t1, i1 = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=7, device="cpu",
+    t1, i1 = loss_traces(model, x, y, centred_mse, cfg, seed=7, device="cpu",
                                      path=path)  # fmt: skip
-    t2, i2 = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=7, device="cpu",
+    t2, i2 = loss_traces(model, x, y, centred_mse, cfg, seed=7, device="cpu",
                                      path=path)  # fmt: skip
-    t3, _ = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=8, device="cpu",
+    t3, _ = loss_traces(model, x, y, centred_mse, cfg, seed=8, device="cpu",
                                     path=path)  # fmt: skip
     assert t1.shape == (cfg.num_chains, cfg.num_steps) and t1.dtype == np.float64
     np.testing.assert_array_equal(t1, t2)
@@ -291,13 +263,13 @@ def test_many_checkpoints_equal_one_at_a_time(trained, path):
         for _ in range(3)
     ]
     seeds = [5, 6, 100]
-    many = sgld.sample_loss_traces_many(
+    many = loss_traces_many(
         model, states, x, y, centred_mse, cfg, seeds=seeds, device="cpu", path=path
     )
     single = QuadraticNet(P, WIDTH)
     for state, seed, (trace, init_loss) in zip(states, seeds, many, strict=True):
         single.load_state_dict(state)
-        t1, i1 = sgld.sample_loss_traces(single, x, y, centred_mse, cfg, seed=seed,
+        t1, i1 = loss_traces(single, x, y, centred_mse, cfg, seed=seed,
                                          device="cpu", path=path)  # fmt: skip
         np.testing.assert_array_equal(trace, t1)
         assert init_loss == i1
@@ -306,9 +278,9 @@ def test_many_checkpoints_equal_one_at_a_time(trained, path):
 def test_noise_thread_gives_the_same_numbers(trained):
     model, x, y = trained
     cfg = small_sampler()
-    on = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=3, device="cpu",
+    on = loss_traces(model, x, y, centred_mse, cfg, seed=3, device="cpu",
                                  overlap_noise=True)  # fmt: skip
-    off = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=3, device="cpu",
+    off = loss_traces(model, x, y, centred_mse, cfg, seed=3, device="cpu",
                                   overlap_noise=False)  # fmt: skip
     np.testing.assert_array_equal(on[0], off[0])
 
@@ -327,10 +299,10 @@ def test_batch_schedule_draws_distinct_rows_per_batch():
 def test_rejects_bad_arguments(trained):
     model, x, y = trained
     with pytest.raises(ValueError, match="batch_size"):
-        sgld.sample_loss_traces(model, x, y, centred_mse, small_sampler(batch_size=len(x) + 1),
+        loss_traces(model, x, y, centred_mse, small_sampler(batch_size=len(x) + 1),
                                 seed=0, device="cpu")  # fmt: skip
     with pytest.raises(ValueError, match="quadratic"):
-        sgld.sample_loss_traces(nn.Linear(2, P), x.float(), y, centred_mse, small_sampler(),
+        loss_traces(nn.Linear(2, P), x.float(), y, centred_mse, small_sampler(),
                                 seed=0, device="cpu", path="quadratic")  # fmt: skip
 
 
@@ -347,9 +319,9 @@ def test_cuda_paths(trained):
     model.load_state_dict(cpu_model.state_dict())
     model = model.cuda()
     cfg = small_sampler()
-    t1, i1 = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda")
-    t2, i2 = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda")
-    tg, ig = sgld.sample_loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda",
+    t1, i1 = loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda")
+    t2, i2 = loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda")
+    tg, ig = loss_traces(model, x, y, centred_mse, cfg, seed=1, device="cuda",
                                      path="generic")  # fmt: skip
     assert np.isfinite(t1).all()
     np.testing.assert_array_equal(t1, t2)
@@ -393,7 +365,7 @@ def test_weight_decay_shifts_the_stationary_law_as_the_closed_form_says():
     def on_step(t, params):
         record[t] = params["weight"].reshape(chains, -1)
 
-    sgld.sample_loss_traces_many(model, [{"weight": model.weight.detach()}], x, y, half_mse,
+    loss_traces_many(model, [{"weight": model.weight.detach()}], x, y, half_mse,
                                  cfg, seeds=[5], device="cpu", on_step=on_step)  # fmt: skip
     rot = r.float()
     u = ((record[burn:] - w_star) @ rot).double().numpy()  # (T, chains, q)
@@ -428,8 +400,7 @@ def test_diagnostics_match_the_spec_formulas(kind):
     chains, steps = 3, 40
     cfg = SamplerConfig(lr=eps, nbeta=nbeta, localization=gamma, weight_decay=wd,
                         num_chains=chains, num_burnin_steps=0, num_draws=steps,
-                        batch_size=len(x))  # fmt: skip
-    opts = sgld.SamplerOptions(kind=kind)
+                        batch_size=len(x), kind=kind)  # fmt: skip
     state = {"weight": model.weight.detach().clone()}
     record = torch.empty(steps + 1, chains, 3, dtype=torch.float64)
     record[0] = state["weight"].reshape(-1).double()
@@ -438,10 +409,10 @@ def test_diagnostics_match_the_spec_formulas(kind):
         record[t + 1] = params["weight"].reshape(chains, -1).double()
 
     [res] = sgld.sample_chains_many(model, [state], x, y, half_mse, cfg, seeds=[3],
-                                    device="cpu", options=opts, diag_every=4,
-                                    on_step=on_step, overlap_noise=False)  # fmt: skip
+                                    device="cpu", diag_every=4, _on_step=on_step,
+                                    _overlap_noise=False)  # fmt: skip
     [plain] = sgld.sample_chains_many(model, [state], x, y, half_mse, cfg, seeds=[3],
-                                      device="cpu", options=opts)  # fmt: skip
+                                      device="cpu")  # fmt: skip
     np.testing.assert_array_equal(res.trace, plain.trace)
     assert res.diag_steps.tolist() == list(range(3, steps, 4))
     x64, y64 = x.double(), y.double()
@@ -457,7 +428,7 @@ def test_diagnostics_match_the_spec_formulas(kind):
         return g
 
     if kind == "gn_diag":  # G = 1 / (diag + damping mean(diag)), the sampler's GN estimate
-        assert opts.gn_damping == 1.0  # the default (SamplerOptions)
+        assert cfg.gn_damping == 1.0  # the default (SamplerConfig)
         d = sgld.gauss_newton_diagonal(model, state, x, y, half_mse, num_probes=64, seed=0)
         d = d["weight"].reshape(-1).double()
         G = 1.0 / (d + 1.0 * d.mean())
@@ -512,13 +483,13 @@ def test_preconditioned_update_matches_a_reference_implementation(kind):
     eps, nbeta, gamma, wd, chains = 0.01, 30.0, 3.0, 0.2, 2
     cfg = SamplerConfig(lr=eps, nbeta=nbeta, localization=gamma, weight_decay=wd,
                         num_chains=chains, num_burnin_steps=0, num_draws=5,
-                        batch_size=len(x))  # fmt: skip
-    opts = sgld.SamplerOptions(kind=kind, rmsprop_alpha=0.9, rmsprop_eps=0.05, gn_damping=0.1)
+                        batch_size=len(x), kind=kind, rmsprop_alpha=0.9, rmsprop_eps=0.05,
+                        gn_damping=0.1)  # fmt: skip
     w_star = model.weight.detach().clone()
     got = []
     sgld.sample_chains_many(model, [{"weight": w_star}], x, y, half_mse, cfg, seeds=[9],
-                            device="cpu", options=opts, overlap_noise=False,
-                            on_step=lambda t, p: got.append(p["weight"].clone()))  # fmt: skip
+                            device="cpu", _overlap_noise=False,
+                            _on_step=lambda t, p: got.append(p["weight"].clone()))  # fmt: skip
     w = w_star.unsqueeze(0).repeat(chains, 1, 1).double()
     ws = w_star.double()
     v = torch.zeros_like(w)
@@ -699,15 +670,13 @@ def ref_sgld(
     names,
     shapes,
     *,
-    kind="sgld",
-    opts=None,
     gn=None,
     steps=None,
     cycle=False,
 ):
-    """Plain-loop SGLD, RMSprop-SGLD or GN-preconditioned SGLD (``gn[s]``: G per parameter):
-    (traces (S, C, T), init losses, batches [s][t])."""
-    opts = opts or SamplerOptions()
+    """Plain-loop SGLD, RMSprop-SGLD or GN-preconditioned SGLD (``cfg.kind``; ``gn[s]``: G per
+    parameter): (traces (S, C, T), init losses, batches [s][t])."""
+    kind = cfg.kind
     C, m = cfg.num_chains, cfg.batch_size
     eps, gamma, wd = cfg.lr, cfg.localization, cfg.weight_decay
     nbeta = cfg.resolved_nbeta
@@ -749,9 +718,9 @@ def ref_sgld(
                         )
                         continue
                     if kind == "rmsprop":
-                        a = opts.rmsprop_alpha
+                        a = cfg.rmsprop_alpha
                         sq_avg[c][k] = a * sq_avg[c][k] + (1 - a) * g * g
-                        G = 1.0 / (sq_avg[c][k].sqrt() + opts.rmsprop_eps)
+                        G = 1.0 / (sq_avg[c][k].sqrt() + cfg.rmsprop_eps)
                     else:
                         G = gn[s][k]
                     drift = nbeta * g + gamma * (wk - c64[k]) + wd * wk
@@ -843,9 +812,9 @@ def test_quadratic_path_equals_the_plain_loop_reference(overlap, epoch_mode):
         cfg,
         seeds=seeds,
         device="cpu",
-        on_step=collect_params(store),
-        overlap_noise=overlap,
-        epoch_mode=epoch_mode,
+        _on_step=collect_params(store),
+        _overlap_noise=overlap,
+        _epoch_mode=epoch_mode,
     )
     p = model.p
     want, inits, _ = ref_run(
@@ -876,7 +845,7 @@ def test_generic_path_equals_the_reference_and_quadratic_generic_agree():
     model, states, x, y = tiny_setup()
     cfg = SamplerConfig(**{**CFG, "batch_size": 4, "num_init_loss_batches": 3})
     out = sample_chains_many(
-        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", overlap_noise=False
+        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", _overlap_noise=False
     )
     want, inits, _ = ref_run(tiny_loss64, states, x, y, cfg, [1, 2], ["A", "c"])
     for s in range(2):
@@ -885,10 +854,8 @@ def test_generic_path_equals_the_reference_and_quadratic_generic_agree():
     # the quadratic model through the generic path: same trace as the quadratic path
     qm, qs, qx, qy = quad_setup(S=1)
     cfgq = SamplerConfig(**CFG)
-    a = sample_loss_traces_many(
-        qm, qs, qx, qy, centred_mse, cfgq, seeds=[3], device="cpu", path="generic"
-    )
-    b = sample_loss_traces_many(
+    a = loss_traces_many(qm, qs, qx, qy, centred_mse, cfgq, seeds=[3], device="cpu", path="generic")
+    b = loss_traces_many(
         qm, qs, qx, qy, centred_mse, cfgq, seeds=[3], device="cpu", path="quadratic"
     )
     np.testing.assert_allclose(a[0][0], b[0][0], rtol=1e-5)
@@ -908,7 +875,7 @@ def test_quadratic_path_with_another_loss_uses_autograd_of_that_loss():
         h = W[a[:, 0]] + W[a[:, 1] + 3]
         return (((h * h) @ V - torch.nn.functional.one_hot(b, 3).double()) ** 2).mean()
 
-    [(trace, init)] = sample_loss_traces_many(
+    [(trace, init)] = loss_traces_many(
         model, states, x, y, mse, cfg, seeds=[7], device="cpu", path="quadratic"
     )
     want, inits, _ = ref_run(mse64, states, x, y, cfg, [7], ["W", "V"])
@@ -920,7 +887,7 @@ def test_default_nbeta_and_no_weight_decay_no_localisation():
     model, states, x, y = quad_setup(S=1)
     cfg = SamplerConfig(**{**CFG, "nbeta": None, "weight_decay": 0.0, "localization": 0.0})
     assert cfg.resolved_nbeta == pytest.approx(3 / math.log(3))
-    trace, init = sample_loss_traces(model, x, y, centred_mse, cfg, seed=11, device="cpu")
+    trace, init = loss_traces(model, x, y, centred_mse, cfg, seed=11, device="cpu")
     # sample_loss_traces samples the model's own parameters
     own = [{k: v.detach() for k, v in model.named_parameters()}]
     want, inits, _ = ref_run(
@@ -933,12 +900,10 @@ def test_default_nbeta_and_no_weight_decay_no_localisation():
 @pytest.mark.parametrize("kind", ["rmsprop", "gn_diag"])
 def test_preconditioned_kinds_equal_the_reference(kind):
     model, states, x, y = tiny_setup()
-    cfg = SamplerConfig(**{**CFG, "batch_size": 4})
-    opts = SamplerOptions(
-        kind=kind, rmsprop_alpha=0.9, rmsprop_eps=0.05, gn_damping=0.1, gn_probes=3
-    )
+    cfg = SamplerConfig(**{**CFG, "batch_size": 4}, kind=kind, rmsprop_alpha=0.9,
+                        rmsprop_eps=0.05, gn_damping=0.1, gn_probes=3)  # fmt: skip
     out = sample_chains_many(
-        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", options=opts, overlap_noise=False
+        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", _overlap_noise=False
     )
     gn = None
     if kind == "gn_diag":
@@ -950,9 +915,7 @@ def test_preconditioned_kinds_equal_the_reference(kind):
                 floor = 0.1 * float(v.mean())
                 gs[k] = 1.0 / (v.double() + (floor if floor > 0 else 1.0))
             gn.append(gs)
-    want, _, _ = ref_run(
-        tiny_loss64, states, x, y, cfg, [1, 2], ["A", "c"], kind=kind, opts=opts, gn=gn
-    )
+    want, _, _ = ref_run(tiny_loss64, states, x, y, cfg, [1, 2], ["A", "c"], gn=gn)
     for s in range(2):
         np.testing.assert_allclose(out[s].trace, want[s], rtol=5e-5, atol=1e-7)
 
@@ -974,9 +937,9 @@ def test_gn_diag_on_the_quadratic_path_takes_the_hand_written_gradient_and_equal
     float32 rounding, for the centred MSE and the cross-entropy."""
     p = 5
     model, states, x, y = quad_setup(p=p, K=4, S=2)
-    cfg = SamplerConfig(**{**CFG, "lr": 1e-4, "nbeta": 20.0, "num_draws": 30, "batch_size": 8})
-    opts = SamplerOptions(kind="gn_diag")
-    assert opts.gn_damping == 1.0
+    cfg = SamplerConfig(**{**CFG, "lr": 1e-4, "nbeta": 20.0, "num_draws": 30, "batch_size": 8},
+                        kind="gn_diag")  # fmt: skip
+    assert cfg.gn_damping == 1.0
     used = []
     hand = sgld._Sampler._quadratic_gradient
 
@@ -985,11 +948,11 @@ def test_gn_diag_on_the_quadratic_path_takes_the_hand_written_gradient_and_equal
         return hand(self, t, loss_out)
 
     monkeypatch.setattr(sgld._Sampler, "_quadratic_gradient", counted)
-    kw = dict(seeds=[1, 2], device="cpu", options=opts, diag_every=5, overlap_noise=False)
-    quad = sample_chains_many(model, states, x, y, loss_fn, cfg, path="quadratic", **kw)
+    kw = dict(seeds=[1, 2], device="cpu", diag_every=5, _overlap_noise=False)
+    quad = sample_chains_many(model, states, x, y, loss_fn, cfg, _path="quadratic", **kw)
     assert used == list(range(cfg.num_steps))  # both checkpoints in one call per step
     used.clear()
-    generic = sample_chains_many(model, states, x, y, loss_fn, cfg, path="generic", **kw)
+    generic = sample_chains_many(model, states, x, y, loss_fn, cfg, _path="generic", **kw)
     assert used == []
     for a, b in zip(quad, generic, strict=True):
         assert a.init_loss == b.init_loss and np.isfinite(a.trace).all()
@@ -1004,7 +967,7 @@ def test_gn_diag_on_the_quadratic_path_takes_the_hand_written_gradient_and_equal
         gn.append({k: 1.0 / (v.double() + 1.0 * float(v.mean())) for k, v in h.items()})
     loss64 = quad_loss64 if loss_fn is centred_mse else quad_ce_loss64
     want, _, _ = ref_run(lambda w, a, b: loss64(w, a, b, p), states, x, y, cfg, [1, 2],
-                         ["W", "V"], kind="gn_diag", opts=opts, gn=gn)  # fmt: skip
+                         ["W", "V"], gn=gn)  # fmt: skip
     for s in range(2):
         np.testing.assert_allclose(quad[s].trace, want[s], rtol=5e-5, atol=1e-7)
 
@@ -1028,10 +991,10 @@ def test_gn_diag_unit_scale_for_a_tensor_the_loss_does_not_see():
     model = Unused()
     x = torch.tensor([[1.0, 2.0]])  # one row: the probe estimate of the GN diagonal is exact
     y = torch.tensor([0.1])
-    cfg = SamplerConfig(**{**CFG, "batch_size": 1, "num_init_loss_batches": 1})
+    cfg = SamplerConfig(**{**CFG, "batch_size": 1, "num_init_loss_batches": 1}, kind="gn_diag",
+                        gn_damping=0.5, gn_probes=2)  # fmt: skip
     states = [{k: v.detach() for k, v in model.named_parameters()}]
-    opts = SamplerOptions(kind="gn_diag", gn_damping=0.5, gn_probes=2)
-    [res] = sample_chains_many(model, states, x, y, l2, cfg, seeds=[0], device="cpu", options=opts)
+    [res] = sample_chains_many(model, states, x, y, l2, cfg, seeds=[0], device="cpu")
     # exact GN diagonal of a linear model with the square loss on one row: x^2
     h_a = x[0].double() ** 2
     gn = [{"a": 1.0 / (h_a + 0.5 * h_a.mean()), "b": torch.ones(1, dtype=torch.float64)}]
@@ -1039,9 +1002,7 @@ def test_gn_diag_unit_scale_for_a_tensor_the_loss_does_not_see():
     def loss64(w, xb, yb):
         return l2_64(w, xb, yb) + 0 * w["b"].sum()
 
-    want, _, _ = ref_run(
-        loss64, states, x, y, cfg, [0], ["a", "b"], kind="gn_diag", opts=opts, gn=gn
-    )
+    want, _, _ = ref_run(loss64, states, x, y, cfg, [0], ["a", "b"], gn=gn)
     np.testing.assert_allclose(res.trace, want[0], rtol=5e-5, atol=1e-8)
 
 
@@ -1109,8 +1070,8 @@ def test_diagnostics_equal_textbook_mala_and_norms(which):
         seeds=seeds,
         device="cpu",
         diag_every=3,
-        on_step=collect_params(store),
-        overlap_noise=False,
+        _on_step=collect_params(store),
+        _overlap_noise=False,
     )
     # diagnostic steps t with (t + 1) % 3 == 0
     C, eps, nbeta, gamma, wd = 2, cfg.lr, 3.0, cfg.localization, cfg.weight_decay
@@ -1167,8 +1128,8 @@ def test_diagnostics_equal_textbook_mala_and_norms(which):
 
 def test_log_accept_with_rmsprop_uses_the_preconditioner():
     model, states, x, y = tiny_setup(S=1)
-    cfg = SamplerConfig(**{**CFG, "lr": 0.02, "num_draws": 1, "num_burnin_steps": 1})
-    opts = SamplerOptions(kind="rmsprop", rmsprop_alpha=0.5, rmsprop_eps=0.2)
+    cfg = SamplerConfig(**{**CFG, "lr": 0.02, "num_draws": 1, "num_burnin_steps": 1},
+                        kind="rmsprop", rmsprop_alpha=0.5, rmsprop_eps=0.2)  # fmt: skip
     store = []
     [res] = sample_chains_many(
         model,
@@ -1179,10 +1140,9 @@ def test_log_accept_with_rmsprop_uses_the_preconditioner():
         cfg,
         seeds=[2],
         device="cpu",
-        options=opts,
         diag_every=2,
-        on_step=collect_params(store),
-        overlap_noise=False,
+        _on_step=collect_params(store),
+        _overlap_noise=False,
     )
     # step 1 is the diagnostic step; G at step 1 from the square averages of steps 0 and 1
     names = ["A", "c"]
@@ -1332,7 +1292,7 @@ def test_argument_checks_with_their_messages():
     cfg = SamplerConfig(**CFG)
     kw = dict(seeds=[0], device="cpu")
     with pytest.raises(ValueError, match=r"^unknown SGLD path 'x'; choose one of \('auto'"):
-        sample_chains_many(model, states, x, y, centred_mse, cfg, path="x", **kw)
+        sample_chains_many(model, states, x, y, centred_mse, cfg, _path="x", **kw)
     with pytest.raises(ValueError, match=r"^1 states but 2 seeds$"):
         sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[0, 1], device="cpu")
     assert sample_chains_many(model, [], x, y, centred_mse, cfg, seeds=[], device="cpu") == []
@@ -1350,7 +1310,7 @@ def test_argument_checks_with_their_messages():
     tiny, tstates, tx, ty = tiny_setup(S=1)
     needs = r"^path='quadratic' needs a grokking_llc\.core\.model\.Qu"
     with pytest.raises(ValueError, match=needs):
-        sample_chains_many(tiny, tstates, tx, ty, ce, cfg, path="quadratic", **kw)
+        sample_chains_many(tiny, tstates, tx, ty, ce, cfg, _path="quadratic", **kw)
     with pytest.raises(ValueError, match=r"^seed must be >= 0, got -1$"):
         sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[-1], device="cpu")
     sample_chains_many(model, states, x, y, centred_mse, full, seeds=[0], device="cpu")
@@ -1378,75 +1338,12 @@ def test_auto_path_picks_quadratic_only_for_the_plain_net():
     cfg = SamplerConfig(**{**CFG, "num_draws": 1, "num_burnin_steps": 0})
     with pytest.raises(ValueError, match="needs a grokking_llc.core.model.QuadraticNet"):
         sample_chains_many(
-            sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", path="quadratic"
+            sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _path="quadratic"
         )
     # the subclass runs through the generic path (auto): same numbers as the plain net's
     a = sample_chains_many(sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu")
     b = sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu")
     np.testing.assert_allclose(a[0].trace, b[0].trace, rtol=1e-6)
-
-
-def test_sampler_options_checks_defaults_and_non_default():
-    o = SamplerOptions()
-    assert (
-        o.kind,
-        o.rmsprop_alpha,
-        o.rmsprop_eps,
-        o.gn_damping,
-        o.gn_probes,
-        o.burn_in,
-        o.max_steps,
-        o.target_ess,
-        o.min_steps,
-    ) == ("sgld", 0.99, 0.1, 1.0, 64, "auto", None, 400.0, None)
-    assert o.non_default() == {}
-    assert SamplerOptions(kind="rmsprop", target_ess=10.0).non_default() == {
-        "kind": "rmsprop",
-        "target_ess": 10.0,
-    }
-    ok = [
-        dict(kind="gn_diag"),
-        dict(rmsprop_alpha=1e-9),
-        dict(rmsprop_alpha=1 - 1e-9),
-        dict(rmsprop_eps=1e-12),
-        dict(gn_probes=1),
-        dict(max_steps=1),
-        dict(burn_in="fixed"),
-        dict(target_ess=1e-9),
-        dict(gn_damping=1e-12),
-        dict(min_steps=1),
-    ]
-    for kw in ok:
-        SamplerOptions(**kw)
-    bad = [
-        (dict(kind="x"), r"^sampler kind 'x': choose one of \('sgld', 'rmsprop', 'gn_diag'\)$"),
-        (dict(burn_in="x"), r"^burn_in 'x': choose one of \('auto', 'fixed'\)$"),
-        (dict(rmsprop_alpha=0.0), r"^rmsprop_alpha must lie in \(0, 1\) and rmsprop_eps be > 0$"),
-        (dict(rmsprop_alpha=1.0), "rmsprop_alpha must lie"),
-        (dict(rmsprop_eps=0.0), "rmsprop_alpha must lie"),
-        (dict(gn_damping=0.0), r"^gn_damping must be > 0 and gn_probes >= 1$"),
-        (dict(gn_probes=0), r"^gn_damping must be > 0 and gn_probes >= 1$"),
-        (dict(max_steps=0), r"^max_steps must be >= 1 or null, got 0$"),
-        (dict(min_steps=0), r"^min_steps must be >= 1 or null, got 0$"),
-        (dict(target_ess=0.0), r"^target_ess must be > 0, got 0.0$"),
-    ]
-    for kw, msg in bad:
-        with pytest.raises(ValueError, match=msg):
-            SamplerOptions(**kw)
-
-
-def test_split_sampler_routes_the_keys():
-    cfg, opts = split_sampler({**CFG, "kind": "rmsprop", "rmsprop_alpha": 0.5, "max_steps": 9})
-    assert cfg.lr == 0.01 and cfg.batch_size == 3
-    assert (opts.kind, opts.rmsprop_alpha, opts.max_steps) == ("rmsprop", 0.5, 9)
-    assert cfg.kind == "rmsprop" and cfg.max_steps == 9  # SamplerConfig also holds these
-    sc = SamplerConfig(**{**CFG, "kind": "gn_diag", "target_ess": 7.0, "burn_in": "fixed"})
-    cfg2, opts2 = split_sampler(sc)
-    assert cfg2 is sc
-    assert (opts2.kind, opts2.target_ess, opts2.burn_in) == ("gn_diag", 7.0, "fixed")
-    assert opts2.rmsprop_alpha == 0.99
-    with pytest.raises((ValueError, TypeError)):
-        split_sampler({**CFG, "not_a_key": 1})
 
 
 # ----------------------------------------------------------------------------- more paths
@@ -1476,7 +1373,7 @@ def test_float64_model_runs_in_float64_without_resizing_buffers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[4, 9], device="cpu", overlap_noise=False
+            model, states, x, y, centred_mse, cfg, seeds=[4, 9], device="cpu", _overlap_noise=False
         )
     shapes = {k: tuple(states[0][k].shape) for k in ("W", "V")}
     gb, gn = ref_generators(4)
@@ -1533,8 +1430,8 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
         cfg,
         seeds=[0],
         device="cpu",
-        overlap_noise=True,
-        on_step=on_step,
+        _overlap_noise=True,
+        _on_step=on_step,
     )
     assert seen[0] and len(seen) == 6  # the worker is alive at the first step
     seen.clear()
@@ -1547,8 +1444,8 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
         cfg,
         seeds=[0],
         device="cpu",
-        overlap_noise=False,
-        on_step=on_step,
+        _overlap_noise=False,
+        _on_step=on_step,
     )
     assert not any(seen)
     # "auto" (the default): on for CPU when torch leaves a usable core idle
@@ -1558,7 +1455,7 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
     try:
         seen.clear()
         sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", on_step=on_step
+            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _on_step=on_step
         )
         assert not any(seen)
     finally:
@@ -1566,9 +1463,9 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
     expected = torch.get_num_threads() < usable
     for run in (
         lambda: sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", on_step=on_step
+            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _on_step=on_step
         ),
-        lambda: sample_loss_traces_many(
+        lambda: loss_traces_many(
             model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", on_step=on_step
         ),
     ):
@@ -1577,10 +1474,8 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
         assert seen[0] == expected and (expected or not any(seen))
     # sample_loss_traces: default "auto" too (a thread iff expected); its result is the same
     seen.clear()
-    a = sample_loss_traces(model, x, y, centred_mse, cfg, seed=0, device="cpu")
-    b = sample_loss_traces(
-        model, x, y, centred_mse, cfg, seed=0, device="cpu", overlap_noise=not expected
-    )
+    a = loss_traces(model, x, y, centred_mse, cfg, seed=0, device="cpu")
+    b = loss_traces(model, x, y, centred_mse, cfg, seed=0, device="cpu", overlap_noise=not expected)
     np.testing.assert_array_equal(a[0], b[0])
 
     def boom(self, buf):
@@ -1589,7 +1484,7 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
     monkeypatch.setattr(sgld._Sampler, "fill_noise", boom)
     with pytest.raises(RuntimeError, match=r"^SGLD noise thread failed$") as err:
         sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", overlap_noise=True
+            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _overlap_noise=True
         )
     assert isinstance(err.value.__cause__, OSError)
 
@@ -1601,9 +1496,7 @@ def test_auto_path_never_takes_the_generic_step_for_the_plain_net(monkeypatch):
     monkeypatch.setattr(sgld._Sampler, "generic_step", no)
     model, states, x, y = quad_setup(S=1)
     cfg = SamplerConfig(**CFG)
-    [(trace, _)] = sample_loss_traces_many(
-        model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu"
-    )
+    [(trace, _)] = loss_traces_many(model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu")
     assert trace.shape == (2, 6)
 
 

@@ -75,7 +75,16 @@ SAMPLER_HASH_BASE: dict[str, Any] = {
     "max_steps": None,
     "target_ess": 400.0,
     "min_steps": None,
+    # the preconditioned kinds' constants, at the values every sampler had before they were keys
+    "rmsprop_alpha": 0.99,
+    "rmsprop_eps": 0.1,
+    "gn_damping": 1.0,
+    "gn_probes": 64,
 }
+# Sampler keys added after job params were first written: :meth:`SamplerConfig.to_dict` leaves
+# them out at their :data:`SAMPLER_HASH_BASE` value, so that no job's params (the calibration's
+# name, an LLC track's provenance) change where they keep it.
+_SAMPLER_KEYS_OMITTED_AT_BASE = ("rmsprop_alpha", "rmsprop_eps", "gn_damping", "gn_probes")
 
 
 class ConfigError(ValueError):
@@ -131,7 +140,8 @@ SAMPLER_META_KEYS = (
 # of 128, no SGLD weight decay, L(w*) averaged over 32 minibatches, fixed length. A named sampler
 # with ``protocol: paper`` takes exactly these values (:func:`expand_protocols`); they do not
 # follow the schema's defaults, which may change. ``target_ess`` only matters for an adaptive
-# run (``max_steps`` set), so it is pinned at its frozen hash value to keep the sampler's name.
+# run (``max_steps`` set), and the preconditioners' constants only for another ``kind``, so they
+# are pinned at their frozen hash values to keep the sampler's name.
 PAPER_PROTOCOL: dict[str, Any] = {
     "kind": "sgld",
     "lr": 5e-4,
@@ -147,6 +157,10 @@ PAPER_PROTOCOL: dict[str, Any] = {
     "max_steps": None,
     "target_ess": 400.0,
     "min_steps": None,
+    "rmsprop_alpha": 0.99,
+    "rmsprop_eps": 0.1,
+    "gn_damping": 1.0,
+    "gn_probes": 64,
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_PROTOCOL}
 
@@ -213,8 +227,25 @@ def default_nbeta(batch_size: int) -> float:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """SGLD settings for LLC estimation (SPEC section 4); defaults (the paper's sampler) from the
-    schema's ``llc.samplers.<name>``. ``nbeta=None`` means DevInterp's ``m / ln m``."""
+    """Sampler settings for LLC estimation (SPEC sections 4 and 10), the one type from the YAML's
+    ``llc.samplers.<name>`` to the sampler; defaults (the paper's sampler) and limits from the
+    schema, which describes every key. ``nbeta=None`` means DevInterp's ``m / ln m``.
+
+    * SGLD (SPEC section 4): ``lr``, ``nbeta``, ``localization``, ``num_chains``,
+      ``num_burnin_steps``, ``num_draws``, ``batch_size``, ``weight_decay``,
+      ``num_init_loss_batches``, ``seed``.
+    * ``kind``: ``"sgld"``, or a preconditioned kind of the fast backend, ``"rmsprop"``
+      (RMSprop-SGLD: decay ``rmsprop_alpha`` in (0, 1), ``delta = rmsprop_eps`` > 0) or
+      ``"gn_diag"`` (diagonal Gauss-Newton at w*: relative damping ``gn_damping`` > 0 from
+      ``gn_probes`` >= 1 random probes); :mod:`grokking_llc.sampling.sgld` states the updates.
+    * ``burn_in``: ``"auto"`` (drop ``max(num_burnin_steps, measured relaxation)``) or
+      ``"fixed"`` (``num_burnin_steps``).
+    * Length: ``max_steps`` None for a fixed-length run of ``num_burnin_steps + num_draws``
+      steps; otherwise the cap of an adaptive run that stops once the chains are stationary with
+      an ESS of at least ``target_ess``, not before ``min_steps`` steps (None: no minimum).
+
+    A value outside the schema's limits is refused at construction with a
+    :class:`ConfigError` naming the key."""
 
     lr: float = _SAMPLER["lr"]
     nbeta: float | None = _SAMPLER["nbeta"]
@@ -231,6 +262,20 @@ class SamplerConfig:
     max_steps: int | None = _SAMPLER["max_steps"]
     target_ess: float = _SAMPLER["target_ess"]
     min_steps: int | None = _SAMPLER["min_steps"]
+    rmsprop_alpha: float = _SAMPLER["rmsprop_alpha"]
+    rmsprop_eps: float = _SAMPLER["rmsprop_eps"]
+    gn_damping: float = _SAMPLER["gn_damping"]
+    gn_probes: int = _SAMPLER["gn_probes"]
+
+    def __post_init__(self) -> None:
+        props = _subschema("llc", "samplers", "*")["properties"]
+        for f in fields(self):
+            value, prop = getattr(self, f.name), props[f.name]
+            _check_limits(f"sampler.{f.name}", value, prop)
+            if "enum" in prop and value not in prop["enum"]:
+                raise ConfigError(f"sampler.{f.name}: must be one of {prop['enum']}")
+        if self.nbeta is None and self.batch_size < 2:
+            raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
 
     @classmethod
     def from_mapping(cls, sampler: Mapping[str, Any] | SamplerConfig) -> SamplerConfig:
@@ -238,28 +283,17 @@ class SamplerConfig:
         meta keys of a named sampler (:data:`SAMPLER_META_KEYS`) are ignored."""
         if isinstance(sampler, SamplerConfig):
             return sampler
-        names = {f.name for f in fields(cls)}
         settings = {k: v for k, v in sampler.items() if k not in SAMPLER_META_KEYS}
-        unknown = set(settings) - names
+        unknown = set(settings) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"sampler: unknown key(s) {sorted(unknown)}")
-        cfg = cls(**settings)
-        props = _subschema("llc", "samplers", "*")["properties"]
-        for name in names:
-            _check_limits(f"sampler.{name}", getattr(cfg, name), props[name])
-            if "enum" in props[name] and getattr(cfg, name) not in props[name]["enum"]:
-                raise ConfigError(f"sampler.{name}: must be one of {props[name]['enum']}")
-        if cfg.nbeta is None and cfg.batch_size < 2:
-            raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
-        return cfg
+        return cls(**settings)
 
     @property
     def resolved_nbeta(self) -> float:
         """``nbeta``, or DevInterp's default ``m / ln m`` for batch size m (SPEC section 4)."""
         if self.nbeta is not None:
             return float(self.nbeta)
-        if self.batch_size < 2:
-            raise ConfigError("sampler.nbeta: the default m/ln(m) needs batch_size >= 2")
         return default_nbeta(self.batch_size)
 
     @property
@@ -267,7 +301,14 @@ class SamplerConfig:
         return self.num_burnin_steps + self.num_draws
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every key, except the preconditioners' constants where they keep their
+        :data:`SAMPLER_HASH_BASE` value (:data:`_SAMPLER_KEYS_OMITTED_AT_BASE`);
+        :meth:`from_mapping` of it gives these settings back."""
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in _SAMPLER_KEYS_OMITTED_AT_BASE or v != SAMPLER_HASH_BASE[k]
+        }
 
 
 def _check_limits(where: str, value: Any, prop: Mapping[str, Any]) -> None:
@@ -288,6 +329,8 @@ def _check_limits(where: str, value: Any, prop: Mapping[str, Any]) -> None:
         raise ConfigError(f"{where}: must be > {prop['exclusiveMinimum']}, got {value}")
     if "maximum" in prop and value > prop["maximum"]:
         raise ConfigError(f"{where}: must be <= {prop['maximum']}, got {value}")
+    if "exclusiveMaximum" in prop and value >= prop["exclusiveMaximum"]:
+        raise ConfigError(f"{where}: must be < {prop['exclusiveMaximum']}, got {value}")
 
 
 def sampler_id(backend: str, sampler: SamplerConfig, **extra: Any) -> str:

@@ -76,10 +76,10 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 
 from grokking_llc.core import columns
-from grokking_llc.core.settings import SamplerConfig
+from grokking_llc.core.settings import SamplerConfig, schema_defaults
 from grokking_llc.sampling import validity
 from grokking_llc.sampling.llc import LLCResult, estimate_llc
-from grokking_llc.sampling.sgld import KINDS, SamplerOptions, gauss_newton_diagonal, split_sampler
+from grokking_llc.sampling.sgld import KINDS, gauss_newton_diagonal
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,12 @@ DEFAULT_NBETA_FACTORS = (512.0, 64.0)  # times n / ln n, the larger first
 DEFAULT_RESOLUTIONS = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0)  # kappa
 DEFAULT_LR_SCALED = (0.2, 0.1, 0.05, 0.025)  # fractions of the stability edge
 RESCALE_FACTORS = (2.0, 0.5)
-DEFAULT_MAX_STEPS = 20_000  # cap of a calibration run's adaptive length
 REFERENCE_TOL = 0.05  # SGLD against the Metropolis-adjusted reference (issue 19)
 # what a grid may search; everything else comes from ``base``
 GRID_KEYS = ("kind", "nbeta", "localization", "resolution", "lr_scaled")
+# calibrate_targets' defaults: the schema's llc.calibration and sampler backend (written once)
+_DEFAULTS = {**schema_defaults("llc", "calibration"),
+             "backend": schema_defaults("llc", "samplers", "*")["backend"]}  # fmt: skip
 
 
 @dataclass
@@ -154,23 +156,21 @@ def model_symmetry(model: nn.Module) -> Symmetry | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _preconditioner(model, params, x, y, loss_fn, opts: SamplerOptions, batch_size: int, seed):
-    """The kind's diagonal ``G`` at w* ({name: tensor}), or None for SGLD.
+def _preconditioner(model, params, x, y, loss_fn, cfg: SamplerConfig, batch_size: int, seed):
+    """``cfg.kind``'s diagonal ``G`` at w* ({name: tensor}), or None for SGLD.
 
     gn_diag: the sampler's own (:func:`grokking_llc.sampling.sgld.gauss_newton_diagonal`, damped).
     rmsprop: its stationary value ``1 / (sqrt(E[g^2]) + delta)`` with ``E[g^2]`` the mean squared
     minibatch gradient at w* over 8 minibatches of ``batch_size`` (the sampler's running average
     starts at 0, so early steps have larger ``G``; a rough scale only).
     """
-    if opts.kind == "sgld":
+    if cfg.kind == "sgld":
         return None
-    if opts.kind == "gn_diag":
-        diag = gauss_newton_diagonal(
-            model, params, x, y, loss_fn, num_probes=opts.gn_probes, seed=0
-        )
+    if cfg.kind == "gn_diag":
+        diag = gauss_newton_diagonal(model, params, x, y, loss_fn, num_probes=cfg.gn_probes, seed=0)
         out = {}
         for name, h in diag.items():
-            floor = opts.gn_damping * float(h.mean())
+            floor = cfg.gn_damping * float(h.mean())
             out[name] = 1.0 / (h + (floor if floor > 0 else 1.0))
         return out
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
@@ -183,7 +183,7 @@ def _preconditioner(model, params, x, y, loss_fn, opts: SamplerOptions, batch_si
         )
         for k in sq:
             sq[k] += g[k].detach() ** 2 / 8
-    return {k: 1.0 / (v.sqrt() + opts.rmsprop_eps) for k, v in sq.items()}
+    return {k: 1.0 / (v.sqrt() + cfg.rmsprop_eps) for k, v in sq.items()}
 
 
 def top_curvature(
@@ -343,9 +343,9 @@ class _Runner:
             t = self.targets[k]
             state = self.state(k, rescale)
             params = {name: state[name] for name, _ in t.model.named_parameters()}
-            opts = SamplerOptions(kind=kind, **_precond_options(self.base))
-            bs = min(int(self.base.get("batch_size", SamplerConfig().batch_size)), len(t.x))
-            G = _preconditioner(t.model, params, t.x, t.y, t.loss_fn, opts, bs, t.seed)
+            cfg = SamplerConfig(kind=kind, **_precond_options(self.base))
+            bs = min(int(self.base.get("batch_size", cfg.batch_size)), len(t.x))
+            G = _preconditioner(t.model, params, t.x, t.y, t.loss_fn, cfg, bs, t.seed)
             lam = top_curvature(t.model, params, t.x, t.y, t.loss_fn, precond=G, seed=t.seed)
             gmax = 1.0 if G is None else max(float(g.max()) for g in G.values())
             self.scales[key] = (lam, gmax)
@@ -573,13 +573,13 @@ def _reference(runner: _Runner, k: int, s: Setting) -> LLCResult:
             p.copy_(target.state[name])
     t0 = time.perf_counter()
     burn = max(int(runner.base.get("num_burnin_steps", 0)), 500)
+    precond = SamplerConfig(**_precond_options(runner.base))
     res = mala.estimate_llc_mala(
         work, target.x, target.y, target.loss_fn, nbeta=s.nbeta, localization=s.gamma,
         num_chains=int(runner.base.get("num_chains", 4)), num_warmup=burn,
         num_draws=max(runner.num_steps - burn, 1000), seed=target.seed, device=runner.device,
         weight_decay=float(runner.base.get("weight_decay", 0.0)),
-        gn_damping=float(runner.base.get("gn_damping", 1.0)),
-        gn_probes=int(runner.base.get("gn_probes", 64)),
+        gn_damping=precond.gn_damping, gn_probes=precond.gn_probes,
     )  # fmt: skip
     runner.rows.append({"target": k, "role": "reference", "kind": "mala", "lr": math.nan,
                         "lr_scaled": math.nan, "nbeta": s.nbeta, "localization": s.gamma,
@@ -593,15 +593,15 @@ def calibrate_targets(
     *,
     base: Mapping[str, Any] | SamplerConfig | None = None,
     grid: Mapping[str, Any] | None = None,
-    num_steps: int = 1500,
-    backend: str = "fast",
+    num_steps: int = _DEFAULTS["num_steps"],
+    backend: str = _DEFAULTS["backend"],
     device: str | torch.device | None = None,
     symmetry: Symmetry | None = None,
-    max_candidates: int = 3,
+    max_candidates: int = _DEFAULTS["max_candidates"],
     diag_every: int | None = None,
-    exhaustive: bool = False,
-    reference: str | None = None,
-    max_steps: int | None = DEFAULT_MAX_STEPS,
+    exhaustive: bool = _DEFAULTS["exhaustive"],
+    reference: str | None = _DEFAULTS["reference"],
+    max_steps: int | None = _DEFAULTS["max_steps"],
 ) -> Calibration:
     """The calibration of the module docstring over any targets (checkpoints, possibly of
     several runs with their own models and data): the search and checks 1-5 at the last
@@ -754,14 +754,11 @@ def _base_settings(base) -> dict[str, Any]:
     if base is None:
         base = {}
     if isinstance(base, SamplerConfig):
-        cfg, opts = split_sampler(base)
-        from dataclasses import asdict
-
-        base = {**asdict(cfg), **opts.non_default()}
+        base = base.to_dict()
     base = dict(base)
     for key in ("lr", "nbeta", "localization", "num_draws", "kind"):
         base.pop(key, None)
-    split_sampler(base)  # validates the keys
+    SamplerConfig.from_mapping(base)  # validates the keys
     return base
 
 
@@ -785,20 +782,3 @@ def _table(runner: _Runner) -> pd.DataFrame:
 
 
 CHECK_COLUMNS = columns.CALIBRATION_CHECKS
-
-
-def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:
-    """The settings a calibration table chose (its ``chosen`` rows' ``settings``), whether they
-    are valid, and the calibration's reason. Raises ValueError when nothing was chosen."""
-    if "chosen" not in table or not table["chosen"].fillna(False).astype(bool).any():
-        reason = str(table["reason"].iloc[0]) if "reason" in table and len(table) else ""
-        raise ValueError(f"the calibration chose no setting: {reason}")
-    rows = table[table["chosen"].fillna(False).astype(bool)]
-    settings = {json.dumps(json.loads(s), sort_keys=True) for s in rows["settings"]}
-    if len(settings) != 1:
-        raise ValueError(f"the calibration table marks {len(settings)} different settings")
-    return (
-        json.loads(settings.pop()),
-        bool(rows["chosen_valid"].fillna(False).astype(bool).all()),
-        str(rows["reason"].iloc[0]),
-    )

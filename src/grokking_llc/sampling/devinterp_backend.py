@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from grokking_llc.core.settings import SamplerConfig
-from grokking_llc.sampling.sgld import SamplerOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +46,6 @@ def as_devinterp_problem(x: torch.Tensor, y: torch.Tensor, loss_fn):
     return dataset, per_token_loss
 
 
-def sample_loss_traces(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn,
-    cfg: SamplerConfig,
-    *,
-    seed: int,
-    device: str,
-) -> tuple[np.ndarray, float]:
-    """Run devinterp's SGLD; return the (chain, step) loss traces and its init loss at w*."""
-    out = sample_chains(model, x, y, loss_fn, cfg, seed=seed, device=device, save_metrics=False)
-    return out["trace"], out["init_loss"]
-
-
 def sample_chains(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -71,13 +55,11 @@ def sample_chains(
     *,
     seed: int,
     device: str,
-    options: SamplerOptions | None = None,
-    save_metrics: bool = True,
 ) -> dict:
-    """devinterp's sampler of ``options.kind`` (``"sgld"`` or ``"rmsprop"``, its
-    ``rmsprop_sgld``); returns ``trace`` (chain, step), ``init_loss``, ``num_params`` and, with
-    ``save_metrics``, the per-step diagnostics that devinterp records, in the fast backend's
-    names (:class:`grokking_llc.sampling.sgld.ChainSamples`), all (chain, step):
+    """devinterp's sampler of ``cfg.kind`` (``"sgld"``, or ``"rmsprop"``: its ``rmsprop_sgld``
+    with ``cfg.rmsprop_alpha`` and ``cfg.rmsprop_eps``); returns ``trace`` (chain, step),
+    ``init_loss``, ``num_params`` and the per-step diagnostics that devinterp records, in the
+    fast backend's names (:class:`grokking_llc.sampling.sgld.ChainSamples`), all (chain, step):
 
     * ``distance``: its ``metrics_distance``, ``|w_t - w*|`` before the update of step t;
     * ``grad_norm``: ``|nbeta grad L_B(w_t)|`` = its ``metrics_unscaled_grad / (eps / 2)``
@@ -89,15 +71,14 @@ def sample_chains(
     """
     from devinterp.slt.sampling import sample
 
-    opts = options or SamplerOptions()
-    if opts.kind not in ("sgld", "rmsprop"):
-        raise ValueError(f"devinterp has no sampler kind {opts.kind!r}; use backend 'fast'")
+    if cfg.kind not in ("sgld", "rmsprop"):
+        raise ValueError(f"devinterp has no sampler kind {cfg.kind!r}; use backend 'fast'")
     method: dict = {}
-    if opts.kind == "rmsprop":
+    if cfg.kind == "rmsprop":
         method = dict(
             sampling_method="rmsprop_sgld",
-            rmsprop_alpha=opts.rmsprop_alpha,
-            rmsprop_eps=opts.rmsprop_eps,
+            rmsprop_alpha=cfg.rmsprop_alpha,
+            rmsprop_eps=cfg.rmsprop_eps,
         )
     dataset, per_token_loss = as_devinterp_problem(x.to(device), y.to(device), loss_fn)
     with (
@@ -122,21 +103,20 @@ def sample_chains(
             device=device,
             output_path=Path(tmp) / "samples.zarr",
             loss_fn=per_token_loss,
-            save_metrics=save_metrics,
+            save_metrics=True,
             **method,
         )
         ds = samples.dataset
         trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values
         init_loss = float(ds.init_loss.values.mean())
-        out: dict = {"num_params": sum(p.numel() for p in model.parameters())}
-        if save_metrics:
-            distance = np.asarray(ds.metrics_distance.values, dtype=np.float64)
-            grad = np.asarray(ds.metrics_unscaled_grad.values, dtype=np.float64)
-            out |= {
-                "distance": distance,
-                "grad_norm": grad / (0.5 * cfg.lr),
-                "loc_norm": cfg.localization * distance,
-            }
+        distance = np.asarray(ds.metrics_distance.values, dtype=np.float64)
+        grad = np.asarray(ds.metrics_unscaled_grad.values, dtype=np.float64)
+        out = {
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "distance": distance,
+            "grad_norm": grad / (0.5 * cfg.lr),
+            "loc_norm": cfg.localization * distance,
+        }
     trace = np.asarray(trace, dtype=np.float64)
     # devinterp stops a chain whose loss turns NaN/inf with a warning and leaves the rest of its
     # trace at the store's fill value: mark such chains as non-finite so they count as diverged.

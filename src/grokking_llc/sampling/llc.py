@@ -34,11 +34,6 @@ BACKENDS = ("devinterp", "fast")
 RUNAWAY_FACTOR = 1e3
 
 
-def default_nbeta(batch_size: int) -> float:
-    """DevInterp's default inverse temperature ``m / ln m`` for batch size m (SPEC section 4)."""
-    return batch_size / math.log(batch_size)
-
-
 @dataclass
 class LLCResult:
     """One LLC estimate with its diagnostics and validity (SPEC sections 4 and 10).
@@ -487,11 +482,10 @@ def estimate_llc(
 
     ``x`` and ``y`` are the full training inputs and targets (any shapes ``model`` and
     ``loss_fn`` accept, first dimension n); SGLD draws minibatches of ``sampler.batch_size``.
-    ``sampler`` is a :class:`SamplerConfig` or a mapping with its keys (lr, nbeta, localization,
-    num_chains, num_burnin_steps, num_draws, batch_size, ...) and optionally those of
-    :class:`grokking_llc.sampling.sgld.SamplerOptions` (``kind``, ``burn_in``, ``max_steps``,
-    ``target_ess``, ...). ``seed`` fixes every random draw (noise and minibatches). The model's
-    parameters are left unchanged.
+    ``sampler`` is a :class:`SamplerConfig` or a mapping of its keys (lr, nbeta, localization,
+    num_chains, num_burnin_steps, num_draws, batch_size, kind, burn_in, max_steps, target_ess,
+    ...; the rest at their defaults). ``seed`` fixes every random draw (noise and minibatches).
+    The model's parameters are left unchanged.
 
     With ``max_steps`` above ``num_burnin_steps + num_draws`` the fast backend runs adaptively:
     after that many steps, and then whenever the run has grown by half, it stops once the chains
@@ -529,9 +523,8 @@ def estimate_llc_many(
     are those of its own :func:`estimate_llc` call, tested); devinterp runs them one by one.
     The model's parameters are left unchanged."""
     from grokking_llc.core.model import check_loss_samples
-    from grokking_llc.sampling.sgld import split_sampler
 
-    cfg, opts = split_sampler(sampler)
+    cfg = SamplerConfig.from_mapping(sampler)
     if len(seeds) != len(states):
         raise ValueError(f"{len(states)} states but {len(seeds)} seeds")
     if len(x) != len(y):
@@ -542,12 +535,12 @@ def estimate_llc_many(
     if device is None:
         device = next(model.parameters()).device
     nbeta = cfg.resolved_nbeta
-    common = dict(burn_in=opts.burn_in, localization=cfg.localization, sampler_kind=opts.kind)
+    common = dict(burn_in=cfg.burn_in, localization=cfg.localization, sampler_kind=cfg.kind)
     checks = [point_checks(model, state, x.to(device), y.to(device), loss_fn) for state in states]
     if backend == "devinterp":
         from grokking_llc.sampling import devinterp_backend
 
-        if opts.max_steps is not None and opts.max_steps > cfg.num_steps:
+        if cfg.max_steps is not None and cfg.max_steps > cfg.num_steps:
             log.warning("devinterp backend: fixed length %d steps (no adaptive length)",
                         cfg.num_steps)  # fmt: skip
         saved = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -558,7 +551,7 @@ def estimate_llc_many(
                     for name, p in model.named_parameters():
                         p.copy_(state[name])
                 out = devinterp_backend.sample_chains(
-                    model, x, y, loss_fn, cfg, seed=seed, device=str(device), options=opts
+                    model, x, y, loss_fn, cfg, seed=seed, device=str(device)
                 )
                 diag = {k: out[k] for k in ("distance", "grad_norm", "loc_norm")}
                 results.append(
@@ -594,16 +587,16 @@ def estimate_llc_many(
 
     def enough(s: int, trace: np.ndarray, diag: Mapping[str, np.ndarray]) -> bool:
         return hopeless[s] or _draws_are_enough(
-            trace, diag["init_loss"], nbeta, cfg.num_burnin_steps, opts.burn_in, opts.target_ess,
-            opts.min_steps,
+            trace, diag["init_loss"], nbeta, cfg.num_burnin_steps, cfg.burn_in, cfg.target_ess,
+            cfg.min_steps,
         )  # fmt: skip
 
-    adaptive = opts.max_steps is not None and opts.max_steps > cfg.num_steps
-    cap = opts.max_steps if adaptive else cfg.num_steps
+    adaptive = cfg.max_steps is not None and cfg.max_steps > cfg.num_steps
+    cap = cfg.max_steps if adaptive else cfg.num_steps
     every = default_diag_every(cfg.num_steps) if diag_every is None else int(diag_every)
     samples = sgld.sample_chains_many(
-        model, states, x, y, loss_fn, cfg, seeds=list(seeds), device=device, options=opts,
-        diag_every=every, max_steps=cap, stop=enough if adaptive else None,
+        model, states, x, y, loss_fn, cfg, seeds=list(seeds), device=device, diag_every=every,
+        max_steps=cap, stop=enough if adaptive else None,
     )  # fmt: skip
     results = []
     for res, check in zip(samples, checks, strict=True):

@@ -13,8 +13,8 @@ uses, which is what devinterp records; ``init_loss`` is the mean minibatch loss 
 computed from these by :func:`grokking_llc.sampling.llc.llc_from_traces`, shared with the devinterp
 backend.
 
-Sampler kinds (:class:`SamplerOptions` ``kind``; the posterior sampled is the same, only the
-proposal differs). With a diagonal preconditioner ``G`` the step is
+Sampler kinds (:class:`~grokking_llc.core.settings.SamplerConfig` ``kind``; the posterior sampled
+is the same, only the proposal differs). With a diagonal preconditioner ``G`` the step is
 
     w <- w - (eps/2) * G * [ nbeta * grad L_batch(w) + gamma * (w - w*) + lambda_wd * w ]
            + sqrt(eps) * sqrt(G) * N(0, I)
@@ -66,7 +66,7 @@ asked per checkpoint whether its trace so far suffices; if not, the run grows by
 length, up to ``max_steps``. Every stream of random numbers is the one of the fixed-length run
 at ``max_steps``, so an adaptive run's output is exactly a prefix of that run's (tested).
 
-Two implementations of the plain SGLD step, chosen by ``path``:
+Two implementations of the plain SGLD step, chosen by ``_path`` (tests and benchmarks):
 
 * ``"generic"``: any ``nn.Module`` and any ``loss_fn(pred, target) -> scalar mean loss`` that
   ``torch.func`` can transform (no data-dependent Python control flow on parameters). The
@@ -96,10 +96,11 @@ minibatch generator and one for the noise generator.
   ``num_init_loss_batches`` batches of that sequence (as in devinterp). Unlike devinterp's
   default ``epoch_mode="cycle"``, which replays the *first* epoch's shuffle for the whole run
   (so the ``n mod m`` rows left out of it are never seen), every epoch here is reshuffled;
-  ``epoch_mode="cycle"`` reproduces devinterp's scheme. Where the chains are stationary the two
-  agree; where they are not (the paper's sampler at p=53, K=1024, 1000 training steps: the loss
-  climbs from 0.36 to ~260 over the 600 steps) the schedule shifts the LLC by ~1% (4406 +- 4
-  reshuffled vs 4359 +- 4 cycled, 2 seeds x 16 chains; devinterp 4348 +- 6, 16 chains; +- SE).
+  ``_epoch_mode="cycle"`` (benchmarks) reproduces devinterp's scheme. Where the chains are
+  stationary the two agree; where they are not (the paper's sampler at p=53, K=1024, 1000
+  training steps: the loss climbs from 0.36 to ~260 over the 600 steps) the schedule shifts
+  the LLC by ~1% (4406 +- 4 reshuffled vs 4359 +- 4 cycled, 2 seeds x 16 chains; devinterp
+  4348 +- 6, 16 chains; +- SE).
 * Noise. Per step, one ``normal_`` call per parameter tensor fills the noise of all chains of
   the checkpoint (shape ``(num_chains, *param.shape)``), parameters in ``named_parameters()``
   order, into a preallocated buffer of the parameters' dtype (float32 here).
@@ -109,12 +110,12 @@ parameters live in one flat buffer, so the non-gradient part of the update is tw
 passes (``w = decay * w + pull``, ``w += sqrt(eps) * xi``); the quadratic path adds its gradient
 in place (``index_add_``, ``baddbmm_``) and reuses preallocated buffers, and the gather is one
 ``embedding_bag``. CPU noise (mt19937, single-threaded in torch) is then ~1/3 of the step, so
-with ``overlap_noise`` a worker thread draws step t+1's noise while step t's gradient runs (same
-numbers; see :func:`sample_loss_traces_many`).
+a worker thread draws step t+1's noise while step t's gradient runs (same numbers; see
+:func:`sample_chains_many`'s ``_overlap_noise``).
 
 Because each checkpoint owns its generators and every batched operation acts per chain,
-:func:`sample_loss_traces_many` on several checkpoints gives the same traces as one
-:func:`sample_loss_traces` call per checkpoint with the same seeds (bit for bit on CPU; tested).
+:func:`sample_chains_many` on several checkpoints gives the same traces as one call per
+checkpoint with the same seeds (bit for bit on CPU; tested).
 
 On CUDA the quadratic path scatters ``W``'s gradient with a one-hot ``baddbmm`` instead of
 ``index_add_`` (whose atomic adds are not deterministic there). The generic path on CUDA is as
@@ -128,8 +129,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -145,82 +145,7 @@ StopFn = Callable[[int, np.ndarray, dict[str, np.ndarray]], bool]
 PATHS = ("auto", "generic", "quadratic")
 EPOCH_MODES = ("reshuffle", "cycle")
 KINDS = ("sgld", "rmsprop", "gn_diag")
-BURN_IN_MODES = ("auto", "fixed")
 GROWTH = 1.5  # an adaptive run grows by this factor between checks
-
-
-@dataclass(frozen=True)
-class SamplerOptions:
-    """Sampler settings that :class:`grokking_llc.core.settings.SamplerConfig` does not (yet) hold.
-
-    * ``kind``: ``"sgld"`` | ``"rmsprop"`` | ``"gn_diag"`` (module docstring).
-    * ``rmsprop_alpha`` in (0, 1), ``rmsprop_eps`` > 0: RMSprop-SGLD's decay and ``delta``.
-    * ``gn_damping`` > 0: ``gn_diag``'s damping, relative to the tensor's mean diagonal;
-      ``gn_probes`` >= 1: random probes of :func:`gauss_newton_diagonal`.
-    * ``burn_in``: ``"auto"`` (drop ``max(num_burnin_steps, measured relaxation)``, see
-      :func:`grokking_llc.sampling.diagnostics.plateau_burn_in`) or ``"fixed"``
-      (``num_burnin_steps``).
-    * ``max_steps``: ``None`` for a fixed-length run of ``num_burnin_steps + num_draws`` steps;
-      otherwise the cap of an adaptive run that starts with that many steps and stops once the
-      chains are stationary with an ESS of at least ``target_ess`` (> 0), not before
-      ``min_steps`` steps (None: no minimum; chains at no minimum may stop earlier).
-    """
-
-    kind: str = "sgld"
-    rmsprop_alpha: float = 0.99
-    rmsprop_eps: float = 0.1
-    gn_damping: float = 1.0
-    gn_probes: int = 64
-    burn_in: str = "auto"
-    max_steps: int | None = None
-    target_ess: float = 400.0
-    min_steps: int | None = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"sampler kind {self.kind!r}: choose one of {KINDS}")
-        if self.burn_in not in BURN_IN_MODES:
-            raise ValueError(f"burn_in {self.burn_in!r}: choose one of {BURN_IN_MODES}")
-        if not 0.0 < self.rmsprop_alpha < 1.0 or not self.rmsprop_eps > 0:
-            raise ValueError("rmsprop_alpha must lie in (0, 1) and rmsprop_eps be > 0")
-        if not self.gn_damping > 0 or self.gn_probes < 1:
-            raise ValueError("gn_damping must be > 0 and gn_probes >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
-        if self.min_steps is not None and self.min_steps < 1:
-            raise ValueError(f"min_steps must be >= 1 or null, got {self.min_steps}")
-        if not self.target_ess > 0:
-            raise ValueError(f"target_ess must be > 0, got {self.target_ess}")
-
-    def non_default(self) -> dict[str, Any]:
-        """The fields that differ from their defaults (what a settings dict needs to carry)."""
-        default = SamplerOptions()
-        return {k: v for k, v in asdict(self).items() if v != getattr(default, k)}
-
-
-OPTION_KEYS = tuple(f.name for f in fields(SamplerOptions))
-
-
-def split_sampler(
-    sampler: Mapping[str, Any] | SamplerConfig,
-) -> tuple[SamplerConfig, SamplerOptions]:
-    """``(SamplerConfig, SamplerOptions)`` from a settings mapping or a SamplerConfig.
-
-    A mapping's :data:`OPTION_KEYS` go to the options and the rest to
-    :meth:`SamplerConfig.from_mapping` (which rejects unknown keys); an option that
-    SamplerConfig also defines is read from it, so fields added to SamplerConfig later flow
-    through unchanged.
-    """
-    cfg_keys = set(SamplerConfig.__dataclass_fields__)
-    if isinstance(sampler, SamplerConfig):
-        extra = {k: getattr(sampler, k) for k in OPTION_KEYS if k in cfg_keys}
-        return sampler, SamplerOptions(**extra)
-    mapping = dict(sampler)
-    extra = {k: mapping[k] for k in OPTION_KEYS if k in mapping}
-    for k in OPTION_KEYS:
-        if k not in cfg_keys:
-            mapping.pop(k, None)
-    return SamplerConfig.from_mapping(mapping), SamplerOptions(**extra)
 
 
 @dataclass
@@ -245,81 +170,6 @@ class ChainSamples:
     distance_trace: np.ndarray
 
 
-def sample_loss_traces(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    cfg: SamplerConfig,
-    *,
-    seed: int,
-    device: str | torch.device,
-    path: str = "auto",
-    overlap_noise: bool | str = "auto",
-    epoch_mode: str = "reshuffle",
-) -> tuple[np.ndarray, float]:
-    """SGLD at the model's current parameters ``w*`` (SPEC section 4).
-
-    Returns the loss traces, float64 of shape ``(num_chains, num_burnin_steps + num_draws)``
-    (``trace[c, t]`` = chain c's minibatch loss before update t), and the init loss at ``w*``.
-    The model is not modified. ``path``, ``overlap_noise`` and ``epoch_mode`` as in
-    :func:`sample_loss_traces_many`.
-    """
-    state = {name: p.detach() for name, p in model.named_parameters()}
-    [(trace, init_loss)] = sample_loss_traces_many(
-        model, [state], x, y, loss_fn, cfg, seeds=[seed], device=device, path=path,
-        overlap_noise=overlap_noise, epoch_mode=epoch_mode,
-    )  # fmt: skip
-    return trace, init_loss
-
-
-def sample_loss_traces_many(
-    model: torch.nn.Module,
-    states: Sequence[Mapping[str, torch.Tensor]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    cfg: SamplerConfig | Mapping[str, Any],
-    *,
-    seeds: Sequence[int],
-    device: str | torch.device,
-    path: str = "auto",
-    on_step: StepCallback | None = None,
-    overlap_noise: bool | str = "auto",
-    epoch_mode: str = "reshuffle",
-) -> list[tuple[np.ndarray, float]]:
-    """SGLD (SPEC section 4) at several checkpoints at once, stacked along the chain axis.
-
-    ``states[s]`` maps every name of ``model.named_parameters()`` to that checkpoint's value
-    (a ``state_dict`` will do; other keys are ignored, buffers are taken from ``model``);
-    checkpoint s is sampled with ``seeds[s]``. Returns one ``(trace, init_loss)`` per checkpoint,
-    the same as :func:`sample_loss_traces` with that seed. Memory grows linearly with
-    ``len(states) * cfg.num_chains``. Plain SGLD of the given length, no diagnostics; see
-    :func:`sample_chains_many` for the rest.
-
-    ``path``: ``"auto"``, ``"generic"`` or ``"quadratic"`` (see the module docstring).
-
-    ``on_step(t, params)``, if given, is called after the update of step t with the current
-    parameters: ``{name: tensor of shape (len(states) * num_chains, *shape)}``, chain c of
-    checkpoint s at row ``s * num_chains + c`` (views into the sampler's state: read, don't
-    write).
-
-    ``overlap_noise``: draw the next step's Gaussian noise in a worker thread while the current
-    step's gradient is computed (same numbers either way). ``"auto"`` turns it on for CPU
-    when torch's intra-op thread count leaves a usable core idle (e.g. ``set_num_threads(1)``
-    on a 2-core machine) and off otherwise, so as not to oversubscribe the cores.
-
-    ``epoch_mode``: ``"reshuffle"`` (default) or ``"cycle"`` (devinterp's minibatch order), see
-    :func:`batch_schedule`.
-    """
-    out = sample_chains_many(
-        model, states, x, y, loss_fn, SamplerConfig.from_mapping(cfg), seeds=seeds,
-        device=device, path=path, on_step=on_step, overlap_noise=overlap_noise,
-        epoch_mode=epoch_mode,
-    )  # fmt: skip
-    return [(res.trace, res.init_loss) for res in out]
-
-
 def sample_chains_many(
     model: torch.nn.Module,
     states: Sequence[Mapping[str, torch.Tensor]],
@@ -330,28 +180,45 @@ def sample_chains_many(
     *,
     seeds: Sequence[int],
     device: str | torch.device,
-    options: SamplerOptions | None = None,
     diag_every: int = 0,
     max_steps: int | None = None,
     stop: StopFn | None = None,
-    path: str = "auto",
-    on_step: StepCallback | None = None,
-    overlap_noise: bool | str = "auto",
-    epoch_mode: str = "reshuffle",
+    _path: str = "auto",
+    _epoch_mode: str = "reshuffle",
+    _overlap_noise: bool | str = "auto",
+    _on_step: StepCallback | None = None,
 ) -> list[ChainSamples]:
-    """The sampler of ``options.kind`` at each checkpoint, with diagnostics and adaptive length.
+    """The sampler of ``cfg.kind`` (SPEC section 4; module docstring) at several checkpoints at
+    once, stacked along the chain axis, with diagnostics and adaptive length.
 
-    As :func:`sample_loss_traces_many` (same arguments, same numbers for plain SGLD), plus:
-    ``options`` (kind and its constants; ``None``: plain SGLD); ``diag_every`` (0: off; else
-    the MALA / distance / force diagnostics of the module docstring every that many steps);
-    ``max_steps`` (cap of an adaptive run, >= ``cfg.num_steps``; ``None``: ``cfg.num_steps``);
-    ``stop(s, trace, diagnostics)`` (called with checkpoint s's trace so far, shape
-    (chains, t), and its diagnostics so far (``steps``, the :class:`ChainSamples` arrays and
-    ``init_loss``)
-    after ``cfg.num_steps`` steps and then each time the run has grown by a factor 1.5; True
-    ends that checkpoint's chains there). Without ``stop`` every chain runs to the cap.
+    ``states[s]`` maps every name of ``model.named_parameters()`` to that checkpoint's value
+    (a ``state_dict`` will do; other keys are ignored, buffers are taken from ``model``);
+    checkpoint s is sampled with ``seeds[s]``, and its numbers are those of a call with that
+    checkpoint alone (tested). Memory grows linearly with ``len(states) * cfg.num_chains``.
+
+    ``diag_every`` (0: off; else the MALA / distance / force diagnostics of the module docstring
+    every that many steps); ``max_steps`` (cap of an adaptive run, >= ``cfg.num_steps``;
+    ``None``: ``cfg.num_steps``); ``stop(s, trace, diagnostics)`` (called with checkpoint s's
+    trace so far, shape (chains, t), and its diagnostics so far (``steps``, the
+    :class:`ChainSamples` arrays and ``init_loss``) after ``cfg.num_steps`` steps and then each
+    time the run has grown by a factor 1.5; True ends that checkpoint's chains there). Without
+    ``stop`` every chain runs to the cap.
+
+    The arguments with a leading underscore are for tests and benchmarks; none changes a number
+    but ``_epoch_mode``:
+
+    * ``_path``: ``"auto"``, ``"generic"`` or ``"quadratic"`` (module docstring).
+    * ``_epoch_mode``: ``"reshuffle"`` or ``"cycle"`` (devinterp's minibatch order), see
+      :func:`batch_schedule`.
+    * ``_overlap_noise``: draw the next step's Gaussian noise in a worker thread while the
+      current step's gradient is computed. ``"auto"`` turns it on for CPU when torch's intra-op
+      thread count leaves a usable core idle (e.g. ``set_num_threads(1)`` on a 2-core machine)
+      and off otherwise, so as not to oversubscribe the cores.
+    * ``_on_step(t, params)``: called after the update of step t with the current parameters,
+      ``{name: tensor of shape (len(states) * num_chains, *shape)}``, chain c of checkpoint s at
+      row ``s * num_chains + c`` (views into the sampler's state: read, don't write).
     """
-    opts = options or SamplerOptions()
+    path, epoch_mode, overlap_noise, on_step = _path, _epoch_mode, _overlap_noise, _on_step
     if path not in PATHS:
         raise ValueError(f"unknown SGLD path {path!r}; choose one of {PATHS}")
     if len(seeds) != len(states):
@@ -375,11 +242,11 @@ def sample_chains_many(
 
     sampler = _Sampler(
         model, states, x.to(device), y.to(device), loss_fn, cfg, seeds, device, epoch_mode,
-        opts, cap, diag_every,
+        cap, diag_every,
     )  # fmt: skip
     init_losses = sampler.init_losses()
     sampler.quadratic_grads = path == "quadratic"
-    if opts.kind != "sgld":
+    if cfg.kind != "sgld":
         step = sampler.precond_step
     else:
         step = sampler.quadratic_step if path == "quadratic" else sampler.generic_step
@@ -572,11 +439,10 @@ class _Sampler:
 
     def __init__(
         self, model, states, x, y, loss_fn, cfg: SamplerConfig, seeds, device, epoch_mode,
-        opts: SamplerOptions, total_steps: int, diag_every: int,
+        total_steps: int, diag_every: int,
     ):  # fmt: skip
         self.model, self.x, self.y, self.loss_fn, self.cfg = model, x, y, loss_fn, cfg
         self.device = device
-        self.opts = opts
         self.S, self.C = len(states), cfg.num_chains
         self.M = self.num_rows = self.S * self.C
         self.B = cfg.batch_size
@@ -634,7 +500,7 @@ class _Sampler:
             [batch_schedule(len(x), self.B, num_batches, g, device, epoch_mode) for g, _ in gens]
         )
         self.G = self.sqrt_G = None
-        if opts.kind != "sgld":
+        if cfg.kind != "sgld":
             self._setup_preconditioner()
         self._keep_noise, self._noise_copy = False, None
         self._diff = None
@@ -880,18 +746,18 @@ class _Sampler:
         self.grad_blocks = self.views(self.grad_flat)
         self.G = torch.ones_like(self.flat)
         self.sqrt_G = torch.ones_like(self.flat)
-        if self.opts.kind == "rmsprop":
+        if self.cfg.kind == "rmsprop":
             self.square_avg = torch.zeros_like(self.flat)
             return
         blocks = self.views(self.G)
         for s in range(self.S):
             diag = gauss_newton_diagonal(
                 self.model, {name: self.center[name][s] for name in self.names}, self.x,
-                self.y, self.loss_fn, num_probes=self.opts.gn_probes, seed=s,
+                self.y, self.loss_fn, num_probes=self.cfg.gn_probes, seed=s,
             )  # fmt: skip
             for name in self.names:
                 h = diag[name]
-                floor = self.opts.gn_damping * float(h.mean())
+                floor = self.cfg.gn_damping * float(h.mean())
                 if not floor > 0:  # a tensor the loss does not see: unit scale
                     floor = 1.0
                 blocks[name][self._chains(s)] = (1.0 / (h + floor)).unsqueeze(0)
@@ -909,11 +775,11 @@ class _Sampler:
                 for s in range(self.S):
                     self.grad_blocks[name][self._chains(s)].copy_(grads[name][s])
         g = self.grad_flat
-        if self.opts.kind == "rmsprop":
-            alpha = self.opts.rmsprop_alpha
+        if self.cfg.kind == "rmsprop":
+            alpha = self.cfg.rmsprop_alpha
             self.square_avg.mul_(alpha).addcmul_(g, g, value=1.0 - alpha)
             torch.sqrt(self.square_avg, out=self.G)
-            self.G.add_(self.opts.rmsprop_eps).reciprocal_()
+            self.G.add_(self.cfg.rmsprop_eps).reciprocal_()
             torch.sqrt(self.G, out=self.sqrt_G)
         # drift = nbeta g + gamma (w - w*) + wd w, in place of g
         g.mul_(self.nbeta).add_(self.flat, alpha=self.gamma + self.wd)

@@ -90,7 +90,6 @@ def estimate_run_llc(
     checkpoints); False makes every estimate invalid whatever its own checks say (a setting that
     failed is not measuring the LLC). None (a setting written in the config) adds nothing."""
     from grokking_llc.core.model import get_loss
-    from grokking_llc.sampling.sgld import split_sampler
     from grokking_llc.training.checkpoints import checkpoint_state
 
     model, x, y, dev = _model_and_data(run, split, device)
@@ -98,7 +97,7 @@ def estimate_run_llc(
     base_seed = _seed_of(sampler)
     steps = checkpoints["steps"].tolist()
     candidates = select_checkpoints(len(steps), every, chunk, chunks)
-    num_chains = split_sampler(sampler)[0].num_chains
+    num_chains = SamplerConfig.from_mapping(sampler).num_chains
     n_params = sum(p.numel() for p in model.parameters())
     size = batch if batch is not None else checkpoint_batch(n_params, num_chains, backend)
     rows: dict[int, dict] = {}
@@ -203,7 +202,7 @@ def resolve_sampler(
         return dict(params["sampler"]), None
     if calibration_path is None:
         raise ValueError("a calibrated sampler's job needs its calibration table")
-    from grokking_llc.sampling.calibrate import chosen_sampler
+    from grokking_llc.sampling.chosen import chosen_sampler
 
     settings, valid, reason = chosen_sampler(pd.read_parquet(calibration_path))
     log.info("calibrated settings %s (valid: %s): %s", settings, valid, reason)

@@ -1,0 +1,29 @@
+"""The setting a calibration chose, read back from its table (SPEC section 10).
+
+Apart from :mod:`grokking_llc.sampling.calibrate` (the search and its checks) so that the LLC
+stage, which only reads a calibration's table, does not take the search into its code version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+
+def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:
+    """The settings a calibration table chose (its ``chosen`` rows' ``settings``), whether they
+    are valid, and the calibration's reason. Raises ValueError when nothing was chosen."""
+    if "chosen" not in table or not table["chosen"].fillna(False).astype(bool).any():
+        reason = str(table["reason"].iloc[0]) if "reason" in table and len(table) else ""
+        raise ValueError(f"the calibration chose no setting: {reason}")
+    rows = table[table["chosen"].fillna(False).astype(bool)]
+    settings = {json.dumps(json.loads(s), sort_keys=True) for s in rows["settings"]}
+    if len(settings) != 1:
+        raise ValueError(f"the calibration table marks {len(settings)} different settings")
+    return (
+        json.loads(settings.pop()),
+        bool(rows["chosen_valid"].fillna(False).astype(bool).all()),
+        str(rows["reason"].iloc[0]),
+    )
