@@ -420,7 +420,7 @@ def test_track_claim_edges(monkeypatch, key, rho, lo, hi, expected):
              "spearman": rho, "ci_low": lo, "ci_high": hi, "llc_start": 1.0, "llc_end": 0.5,
              "peak_step": 700.0, "peak_position": "between memorisation and generalisation",
              "notes": []}  # fmt: skip
-    monkeypatch.setattr(claims.analysis, "track_statistics", lambda *a, **k: dict(stats))
+    monkeypatch.setattr(claims.trajectory, "track_statistics", lambda *a, **k: dict(stats))
     log = train_log()
     tracks = {key: {"train_log": log, "llc": {"paper": grokking_track(log)}}}
     fn = claims.CLAIM_FUNCTIONS[
@@ -432,13 +432,13 @@ def test_track_claim_edges(monkeypatch, key, rho, lo, hi, expected):
     assert row["verdict"] == expected and row["value"] == rho or math.isnan(rho)
     # 4 valid estimates are not enough, whatever the correlation
     monkeypatch.setattr(
-        claims.analysis, "track_statistics", lambda *a, **k: {**stats, "n_window": 4}
+        claims.trajectory, "track_statistics", lambda *a, **k: {**stats, "n_window": 4}
     )
     assert fn(tracks, "paper")["verdict"] == I
 
 
 def _boot(**named):
-    """A stand-in for analysis.bootstrap returning the given (value, ci_low, ci_high) per name."""
+    """A stand-in for stats.bootstrap returning the given (value, ci_low, ci_high) per name."""
 
     def fake(table, statistic, *, by, n_boot=2000, seed=0, level=0.95):
         return {
@@ -470,7 +470,7 @@ def _boot(**named):
     ],
 )
 def test_fig1_rule_edges(monkeypatch, ratio, slope, expected, published):
-    monkeypatch.setattr(claims.analysis, "bootstrap", _boot(ratio=ratio, slope=slope))
+    monkeypatch.setattr(claims.stats, "bootstrap", _boot(ratio=ratio, slope=slope))
     row = claims.claim_fig1_linear_in_p(runs_vs_p(), "paper", as_published=True, **KW)
     assert (row["verdict"], row["verdict_as_published"]) == (expected, published)
 
@@ -484,7 +484,7 @@ def test_fig1_rule_edges(monkeypatch, ratio, slope, expected, published):
     ],
 )  # fmt: skip
 def test_fig2_rule_edges(monkeypatch, alpha, expected, published):
-    monkeypatch.setattr(claims.analysis, "bootstrap", _boot(value=alpha))
+    monkeypatch.setattr(claims.stats, "bootstrap", _boot(value=alpha))
     runs = runs_vs_width(lambda k, s: 5.0 * k + s)
     row = claims.claim_fig2_proportional_to_width(runs, "paper", as_published=True, **KW)
     assert (row["verdict"], row["verdict_as_published"]) == (expected, published)
@@ -499,7 +499,7 @@ def test_fig2_rule_edges(monkeypatch, alpha, expected, published):
     ],
 )  # fmt: skip
 def test_sign_rules_edges_fig4_and_h3(monkeypatch, rho, expected, published):
-    monkeypatch.setattr(claims.analysis, "bootstrap", _boot(value=rho))
+    monkeypatch.setattr(claims.stats, "bootstrap", _boot(value=rho))
     decaying = gsm_runs(lambda lr, wd, s: 0.8 * math.exp(-300.0 * lr) + 0.05 + 0.001 * s,
                         wds=(1e-4,))  # fmt: skip
     fig4 = claims.claim_fig4_gsm_decays_with_lr(decaying, **KW)[0]
@@ -541,7 +541,7 @@ def test_fig4_as_published_needs_a_usable_decay():
     ],
 )
 def test_gsm_rule_edges(monkeypatch, slope, r2, expected, published):
-    monkeypatch.setattr(claims.analysis, "bootstrap", _boot(slope=slope, r2=r2))
+    monkeypatch.setattr(claims.stats, "bootstrap", _boot(slope=slope, r2=r2))
     out = claims.claim_gsm_linear_in_llc(_gsm_llc_runs(0.13), "paper", as_published=True, **KW)
     assert {(r["verdict"], r["verdict_as_published"]) for r in out} == {(expected, published)}
 
@@ -562,7 +562,7 @@ TIAN_BAND = (2.75 / 1.5, 2.75 * 1.5)
     ],
 )
 def test_fig14_rule_edges(monkeypatch, lower, upper, expected):
-    monkeypatch.setattr(claims.analysis, "bootstrap", _boot(lower=lower, upper=upper))
+    monkeypatch.setattr(claims.stats, "bootstrap", _boot(lower=lower, upper=upper))
     row = claims.claim_fig14_regime_boundary(_regime_runs(2.75), **KW)
     assert row["verdict"] == expected
 

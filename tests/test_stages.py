@@ -219,10 +219,10 @@ def test_llc_rows_carry_a_status_and_what_was_measured_at_w_star(split):
 
 def test_a_failed_setting_leaves_no_estimate_with_status_valid():
     """``status`` is what figures and the scorecard read first
-    (:func:`grokking_llc.science.analysis.estimate_status`): an estimate that would be valid under a
+    (:func:`grokking_llc.science.tables.estimate_status`): an estimate that would be valid under a
     setting that failed its calibration must not keep status ``valid``."""
     from grokking_llc.pipeline.stages.llc import _with_setting
-    from grokking_llc.science.analysis import estimate_status
+    from grokking_llc.science.tables import estimate_status
 
     row = {"valid": True, "status": "valid", "invalid_reason": ""}
     out = _with_setting(row, False)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from grokking_llc.science.analysis import fmt
 from grokking_llc.science.claims import (
     COLUMNS,
     PUBLISHED_COLUMNS,
@@ -28,6 +27,7 @@ from grokking_llc.science.claims import (
     published_rules,
     verdict_rules,
 )
+from grokking_llc.science.text import fmt
 
 START = "<!-- claims:start -->"
 END = "<!-- claims:end -->"

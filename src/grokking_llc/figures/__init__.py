@@ -3,9 +3,8 @@
 ``REGISTRY`` maps each config key under ``figures:`` to a :class:`FigureSpec`;
 :func:`draw_figure` loads the inputs of the figure's kind (see :data:`registry.INPUT_ROLES`)
 and calls its draw function. Draw functions never fit: every number they show comes from
-:mod:`grokking_llc.science.analysis`. LLC estimates that failed the validity checks are drawn
-hollow,
-left out of means and fits, and counted in the figure's notes.
+:mod:`grokking_llc.science` (statistics, fits, tables). LLC estimates that failed the
+validity checks are drawn hollow, left out of means and fits, and counted in the figure's notes.
 
 ``params`` (from the workflow's plan): ``study`` (str or None), ``sampler`` (the named sampler
 of a per-sampler figure) and its ``protocol`` ("paper": drawn as the paper draws it, every
@@ -35,7 +34,7 @@ from grokking_llc.figures import (  # noqa: F401 - importing registers each figu
 )
 from grokking_llc.figures._common import set_style
 from grokking_llc.figures.registry import INPUT_ROLES, READS, REGISTRY, FigureSpec, register
-from grokking_llc.science.analysis import select
+from grokking_llc.science.tables import select
 
 __all__ = ["INPUT_ROLES", "READS", "REGISTRY", "FigureSpec", "draw_figure", "load_data", "register"]
 

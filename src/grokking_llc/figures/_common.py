@@ -33,12 +33,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from grokking_llc.science.analysis import (  # noqa: E402
-    STATUS_NOT_A_MINIMUM,
-    USE_ALL,
-    USE_VALID,
-    fmt,
-)
+from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM, USE_ALL, USE_VALID
+from grokking_llc.science.text import fmt
 
 LOSS_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
 LLC_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -198,7 +194,7 @@ def draw_runs(
 ):
     """One marker per run: filled where ``valid`` (gid ``runs_valid``), hollow where not (gid
     ``runs_invalid``), and -- where ``status``
-    (:func:`grokking_llc.science.analysis.estimate_status`)
+    (:func:`grokking_llc.science.tables.estimate_status`)
     says ``not_a_minimum`` -- a grey x instead (gid ``runs_not_a_minimum``). Returns the filled
     and hollow lines (either may be None when empty)."""
     xa = np.asarray(x, dtype=float)
@@ -281,7 +277,7 @@ def dpi_of(params: dict) -> int:
 def use_of(params: dict) -> str:
     """Which estimates a figure's means and fits use: every one for a sampler that runs the
     paper's protocol (``params["protocol"] == "paper"``: drawn as the paper draws), the valid
-    ones otherwise (:data:`grokking_llc.science.analysis.USES`)."""
+    ones otherwise (:data:`grokking_llc.science.tables.USES`)."""
     return USE_ALL if params.get("protocol") == "paper" else USE_VALID
 
 

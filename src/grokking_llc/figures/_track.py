@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 
 from grokking_llc.figures._common import LOSS_COLOURS, NOT_A_MINIMUM_COLOUR
-from grokking_llc.science.analysis import (
+from grokking_llc.science.tables import (
     STATUS_NOT_A_MINIMUM,
     USE_ALL,
     USE_VALID,
     estimate_status,
     llc_validity,
-    track_statistics,
 )
+from grokking_llc.science.trajectory import track_statistics
 
 
 def draw_losses(ax, train_log: pd.DataFrame, *, loss_label: str | None = None) -> None:
@@ -152,7 +152,7 @@ def draw_llc(
 
 
 def run_statistics(train_log: pd.DataFrame, llc: pd.DataFrame | None = None) -> dict:
-    """:func:`grokking_llc.science.analysis.track_statistics` (memorisation / generalisation
+    """:func:`grokking_llc.science.trajectory.track_statistics` (memorisation / generalisation
     steps)."""
     empty = pd.DataFrame({"step": [], "llc_mean": []})
     return track_statistics(train_log, llc if llc is not None else empty)

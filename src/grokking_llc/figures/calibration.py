@@ -8,7 +8,7 @@ edge, a Metropolis-adjusted reference: one marker shape each); estimates that ar
 hollow, those at a checkpoint that is not a minimum a grey x, as in every LLC figure; the
 chosen setting ringed in red. A last panel shows the chosen and checked settings at the other
 targets (other checkpoints or runs). Numbers:
-:func:`grokking_llc.science.analysis.calibration_points`.
+:func:`grokking_llc.science.sampler_checks.calibration_points`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from grokking_llc.figures._common import (
     palette,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
+from grokking_llc.science.sampler_checks import calibration_points
+from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM
 
 # marker and horizontal offset (in octaves of kappa, so the runs of one candidate do not hide
 # each other) of each check's run
@@ -52,7 +53,7 @@ def draw_checks(ax, checks: pd.DataFrame, colours: dict, *, label: bool) -> None
             continue
         x = sub["x"].to_numpy(float) * 2.0**offset
         y = sub["llc_mean"].to_numpy(float)
-        nam = (sub["status"] == analysis.STATUS_NOT_A_MINIMUM).to_numpy()
+        nam = (sub["status"] == STATUS_NOT_A_MINIMUM).to_numpy()
         valid = sub["valid"].to_numpy(bool)
         colour = [colours.get(s, "0.3") for s in sub["series"]]
         for i in range(len(sub)):
@@ -99,7 +100,7 @@ def chosen_note(res: dict) -> str | None:
     "right.",
 )
 def draw_calibration(table: pd.DataFrame, params: dict):
-    res = analysis.calibration_points(table)
+    res = calibration_points(table)
     pts, ladder, checks = res["points"], res["ladder"], res["checks"]
     targets, chosen = res["targets"], res["chosen"]
     search = res["target_labels"].get(res["search_target"], "")

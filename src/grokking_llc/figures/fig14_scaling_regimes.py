@@ -1,7 +1,7 @@
 """Figure 14 (SPEC section 7 item 9, paper H.3.2): final validation accuracy against the scaled
 data size ``n_train / (p ln p)``, a line per p, each run marked with its regime; Tian (2025)'s
 critical ratio 2.75 and the paper's baseline 5.3 as reference lines, and the bracket in which
-runs start to generalise (:func:`grokking_llc.science.analysis.regime_boundary`) shaded."""
+runs start to generalise (:func:`grokking_llc.science.generalisation.regime_boundary`) shaded."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from matplotlib.lines import Line2D
 from grokking_llc.figures._common import dpi_of, draw_means, fmt, n_text, new_figure, palette
 from grokking_llc.figures._common import no_data as _no_data
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis, gsm
+from grokking_llc.science import gsm
+from grokking_llc.science.generalisation import regime_boundary
+from grokking_llc.science.notes import varying_note
+from grokking_llc.science.paper import PAPER_BASELINE_RATIO, TIAN_CRITICAL_RATIO
+from grokking_llc.science.stats import group_stats
+from grokking_llc.science.tables import finite_rows, scaled_data_size
 
 REGIME_MARKERS = {
     gsm.NO_GENERALISATION: "x",
@@ -47,14 +52,14 @@ def _bracket_text(r) -> str:
     "start to generalise shaded.",
 )
 def draw_fig14(training: pd.DataFrame, params: dict):
-    df, dropped = analysis.finite_rows(training, ["p", "n_train", "final_val_acc"])
+    df, dropped = finite_rows(training, ["p", "n_train", "final_val_acc"])
     bad = df["p"] <= 1
     df = df.loc[~bad].reset_index(drop=True)
     dropped += int(bad.sum())
-    df["x"] = analysis.scaled_data_size(df["n_train"], df["p"])
-    bnd = analysis.regime_boundary(df, gsm.GSM_THRESHOLD)
+    df["x"] = scaled_data_size(df["n_train"], df["p"])
+    bnd = regime_boundary(df, gsm.GSM_THRESHOLD)
     ps = sorted(df["p"].unique())
-    aggs = {p: analysis.group_stats(df[df["p"] == p], "x", "final_val_acc") for p in ps}
+    aggs = {p: group_stats(df[df["p"] == p], "x", "final_val_acc") for p in ps}
     per_p = [_bracket_text(r) for r in bnd["per_p"].itertuples()]
     notes = [
         f"{len(df)} runs, {len(ps)} values of p; x = n_train / (p ln p)",
@@ -67,7 +72,7 @@ def draw_fig14(training: pd.DataFrame, params: dict):
         else None,
         f"dropped {dropped} run(s) with NaN p / n_train / final_val_acc" if dropped else None,
         None if "regime" in df else "no regime column: runs not marked by regime",
-        analysis.varying_note(df, exclude=("p", "train_frac")),
+        varying_note(df, exclude=("p", "train_frac")),
     ]
     fig, axes = new_figure(1, 1, notes, panel_w=7.6, panel_h=4.2, dpi=dpi_of(params))
     ax = axes[0, 0]
@@ -76,20 +81,20 @@ def draw_fig14(training: pd.DataFrame, params: dict):
     ax.set_title("Final validation accuracy vs scaled data size", fontsize=9)
     ref = [
         ax.axvline(
-            analysis.TIAN_CRITICAL_RATIO,
+            TIAN_CRITICAL_RATIO,
             color="0.3",
             ls="--",
             lw=1,
             gid="tian",
-            label=f"Tian critical ratio {analysis.TIAN_CRITICAL_RATIO}",
+            label=f"Tian critical ratio {TIAN_CRITICAL_RATIO}",
         ),
         ax.axvline(
-            analysis.PAPER_BASELINE_RATIO,
+            PAPER_BASELINE_RATIO,
             color="0.3",
             ls=":",
             lw=1,
             gid="baseline",
-            label=f"paper baseline {analysis.PAPER_BASELINE_RATIO}",
+            label=f"paper baseline {PAPER_BASELINE_RATIO}",
         ),
     ]
     if math.isfinite(bnd["lower"]):

@@ -4,7 +4,7 @@ against learning rate, a panel per weight decay, with the exponential-decay fit.
 GSM honestly (issue 11): only runs that ended generalised have a GSM; they give the points
 (mean ± std over seeds, single runs as dots) and the fit. Runs that never generalised are
 counted in a strip under each panel, not drawn as GSM 0. The fitted curve is drawn only when
-:func:`grokking_llc.science.analysis.fit_exponential_decay` calls it usable; otherwise the panel
+:func:`grokking_llc.science.fits.fit_exponential_decay` calls it usable; otherwise the panel
 says
 why (no curvature, a decay faster than the lr spacing, absurd parameters).
 """
@@ -26,8 +26,11 @@ from grokking_llc.figures._common import (
     no_data,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
+from grokking_llc.science.fits import exponential_curve
+from grokking_llc.science.generalisation import fit_lr_vs_gsm, gsm_rows
 from grokking_llc.science.gsm import GSM_THRESHOLD
+from grokking_llc.science.notes import varying_note
+from grokking_llc.science.text import describe_exponential
 
 
 @register(
@@ -41,8 +44,8 @@ from grokking_llc.science.gsm import GSM_THRESHOLD
     "generalised (no GSM) at each learning rate.",
 )
 def draw_fig4(training: pd.DataFrame, params: dict):
-    fits = analysis.fit_lr_vs_gsm(training, GSM_THRESHOLD)
-    _, dropped = analysis.gsm_rows(training, GSM_THRESHOLD)
+    fits = fit_lr_vs_gsm(training, GSM_THRESHOLD)
+    _, dropped = gsm_rows(training, GSM_THRESHOLD)
     wds = list(fits)
     notes = [
         "GSM = a·exp(−b·lr) + c fitted on the runs that generalised (per-run points)",
@@ -55,13 +58,13 @@ def draw_fig4(training: pd.DataFrame, params: dict):
     for wd, fit in fits.items():
         notes.append(
             f"wd {fmt(wd)}: {fit['n_generalised']} of {fit['n_runs']} runs generalised, "
-            f"{fit['n_lr']} learning rates; {analysis.describe_exponential(fit)}"
+            f"{fit['n_lr']} learning rates; {describe_exponential(fit)}"
         )
     means = [f["means"] for f in fits.values()]
     notes.append(n_text(pd.concat(means), "generalised runs (seeds)") if means else None)
     if wds:
         df = pd.concat([f["points"] for f in fits.values()])
-        notes.append(analysis.varying_note(df, exclude=("lr", "weight_decay")))
+        notes.append(varying_note(df, exclude=("lr", "weight_decay")))
     n = max(1, len(wds))
     fig, axes = new_figure(
         2, n, notes, panel_w=4.2, panel_h=1.9, dpi=dpi_of(params), height_ratios=[3.2, 0.8]
@@ -90,7 +93,7 @@ def draw_fig4(training: pd.DataFrame, params: dict):
             grid = np.geomspace(float(gen["lr"].min()), float(gen["lr"].max()), 200)
             ax.plot(
                 grid,
-                analysis.exponential_curve(fit, grid),
+                exponential_curve(fit, grid),
                 color=FIT_COLOUR,
                 lw=1.2,
                 gid="fit",

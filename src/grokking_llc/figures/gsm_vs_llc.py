@@ -6,7 +6,7 @@ every run that generalised is filled and fitted, as the paper does. Lines: a lea
 per weight decay (dashed) and pooled (red). Runs that never generalised have no GSM: they sit
 in a strip beneath, at their LLC. The paper's line is quoted, not drawn (absolute LLC values
 depend on the sampler).
-Numbers: :func:`grokking_llc.science.analysis.fit_gsm_vs_llc`.
+Numbers: :func:`grokking_llc.science.generalisation.fit_gsm_vs_llc`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
-from grokking_llc.science.claims import PAPER_GSM_LLC
+from grokking_llc.science.generalisation import fit_gsm_vs_llc
 from grokking_llc.science.gsm import GSM_THRESHOLD
+from grokking_llc.science.paper import PAPER_GSM_LLC
 
 
 def _fit_text(fit: dict) -> str:
@@ -52,7 +52,7 @@ def _fit_text(fit: dict) -> str:
     "2.098 (R^2 0.955) for its own sampler.",
 )
 def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
-    res = analysis.fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use_of(params))
+    res = fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use_of(params))
     paper = (
         f"paper (its sampler; quoted, not drawn): GSM = {PAPER_GSM_LLC['slope']} LLC "
         f"{PAPER_GSM_LLC['intercept']:+}, R² {PAPER_GSM_LLC['r2']}"

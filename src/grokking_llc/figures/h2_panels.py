@@ -14,7 +14,7 @@ import math
 from grokking_llc.figures._common import LLC_COLOURS, dpi_of, new_figure, no_data, use_of, wrap
 from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps, run_statistics
 from grokking_llc.figures.registry import register
-from grokking_llc.science.analysis import STATUS_NOT_A_MINIMUM, USE_ALL, estimate_status
+from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM, USE_ALL, estimate_status
 
 NCOLS = 3
 

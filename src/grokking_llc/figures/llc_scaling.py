@@ -1,8 +1,8 @@
 """Figures 1 and 2 (SPEC section 7 items 1-2): final LLC against p at fixed width, and against
 width at fixed p, with the closed form's shape (SPEC section 5) scaled to the data.
 
-Numbers: :func:`grokking_llc.science.analysis.fit_llc_vs_p` and
-:func:`~grokking_llc.science.analysis.fit_llc_vs_width`.
+Numbers: :func:`grokking_llc.science.scaling.fit_llc_vs_p` and
+:func:`~grokking_llc.science.scaling.fit_llc_vs_width`.
 Only valid final estimates enter the means and the fits; invalid ones are drawn hollow (not a
 minimum: a grey x). Under the paper's protocol (``params["protocol"] == "paper"``) every
 estimate is drawn filled and fitted, as the paper does, and the notes count the invalid ones.
@@ -31,7 +31,8 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
+from grokking_llc.science.scaling import fit_llc_vs_p, fit_llc_vs_width, theory_curve
+from grokking_llc.science.tables import USE_VALID
 
 
 def _int_grid(lo: float, hi: float, num: int = 200) -> np.ndarray:
@@ -42,7 +43,7 @@ def _draw_theory(ax, fit: dict, grid: np.ndarray) -> None:
     if math.isfinite(fit["theory_scale"]):
         ax.plot(
             grid,
-            analysis.theory_curve(fit, grid),
+            theory_curve(fit, grid),
             color=THEORY_COLOUR,
             ls="--",
             lw=1.2,
@@ -85,7 +86,7 @@ def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: li
         color=DATA_COLOUR,
         label_invalid="invalid estimate (not used)",
     )
-    what = "valid final LLC" if fit["use"] == analysis.USE_VALID else "final LLC, every estimate"
+    what = "valid final LLC" if fit["use"] == USE_VALID else "final LLC, every estimate"
     draw_means(
         ax, fit["means"], x, color=DATA_COLOUR, ls="", label=f"{what}: mean ± std over seeds"
     )
@@ -120,7 +121,7 @@ def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: li
 
 
 def _notes(fit: dict, x: str, what: str) -> list:
-    used = "a valid" if fit["use"] == analysis.USE_VALID else "an"
+    used = "a valid" if fit["use"] == USE_VALID else "an"
     return [
         f"{fit['n_runs']} runs, {fit['n_valid']} with a valid final LLC, "
         f"{fit[f'n_{x}']} {what} with {used} estimate used",
@@ -145,7 +146,7 @@ def _notes(fit: dict, x: str, what: str) -> list:
     "form (Thm 4.1/4.2) and the data-restricted count scaled to the data.",
 )
 def draw_fig1(runs: pd.DataFrame, params: dict):
-    fit = analysis.fit_llc_vs_p(runs, use=use_of(params))
+    fit = fit_llc_vs_p(runs, use=use_of(params))
     return _draw(
         fit,
         params,
@@ -166,7 +167,7 @@ def draw_fig1(runs: pd.DataFrame, params: dict):
     "origin (proportionality) and a free line, with the closed form's shape scaled to the data.",
 )
 def draw_fig2(runs: pd.DataFrame, params: dict):
-    fit = analysis.fit_llc_vs_width(runs, use=use_of(params))
+    fit = fit_llc_vs_width(runs, use=use_of(params))
     return _draw(
         fit,
         params,

@@ -1,7 +1,7 @@
 """Appendix H.3 (SPEC section 7 item 6): the maximum of each run's LLC curve against learning
 rate, a line per weight decay (valid maxima: mean ± std over seeds; invalid ones hollow, not a
 minimum a grey x; under the paper's protocol every maximum, as the paper draws them).
-Numbers: :func:`grokking_llc.science.analysis.lr_vs_max_llc`."""
+Numbers: :func:`grokking_llc.science.scaling.lr_vs_max_llc`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from grokking_llc.figures._common import (
     use_of,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
+from grokking_llc.science.scaling import lr_vs_max_llc
 
 
 @register(
@@ -33,7 +33,7 @@ from grokking_llc.science import analysis
     "out; under the paper's protocol every maximum).",
 )
 def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
-    res = analysis.lr_vs_max_llc(runs, use=use_of(params))
+    res = lr_vs_max_llc(runs, use=use_of(params))
     notes = [f"{res['n_runs']} runs, {res['n_valid']} with a valid maximum"]
     for wd, d in res["per_wd"].items():
         notes.append(

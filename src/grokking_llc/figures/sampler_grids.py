@@ -1,8 +1,8 @@
 """The sampler grids at a run's final checkpoint: appendix B.2 (LLC against the localisation
 gamma, a line per SGLD step size; SPEC section 7 item 5) and B.1 (the bias-reduced LLC from a
 temperature sweep; SPEC section 4). Invalid estimates hollow and, for B.1, left out of the fit.
-Numbers: :func:`grokking_llc.science.analysis.sampler_sensitivity` and
-:func:`~grokking_llc.science.analysis.bias_reduced`.
+Numbers: :func:`grokking_llc.science.sampler_checks.sampler_sensitivity` and
+:func:`~grokking_llc.science.sampler_checks.bias_reduced`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from grokking_llc.figures._common import (
     sampler_suffix,
 )
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
+from grokking_llc.science.sampler_checks import bias_reduced, sampler_sensitivity
 
 
 @register(
@@ -35,7 +35,7 @@ from grokking_llc.science import analysis
     "hollow.",
 )
 def draw_b2(table: pd.DataFrame, params: dict):
-    res = analysis.sampler_sensitivity(table)
+    res = sampler_sensitivity(table)
     pts = res["points"]
     notes = [
         f"{res['n']} estimates, {res['n_valid']} valid; each point one sampler setting, "
@@ -92,7 +92,7 @@ def draw_b2(table: pd.DataFrame, params: dict):
     "valid estimates is the bias-reduced LLC.",
 )
 def draw_bias_reduced(table: pd.DataFrame, params: dict):
-    res = analysis.bias_reduced(table)
+    res = bias_reduced(table)
     fit = res["fit"]
     notes = [
         f"{res['n']} temperatures, {res['n_valid']} valid estimates used in the fit",

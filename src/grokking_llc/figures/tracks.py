@@ -7,7 +7,7 @@ runs the paper's protocol (``params["protocols"]``, SPEC section 4) is drawn as 
 it, every estimate filled, its panel marked as the paper's protocol. Dotted lines mark train
 and validation accuracy reaching 0.99 ("never" in the notes when that does not happen). The
 notes give, per sampler, how many estimates are valid and how the used ones move with the
-validation loss (:func:`grokking_llc.science.analysis.track_statistics`).
+validation loss (:func:`grokking_llc.science.trajectory.track_statistics`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import pandas as pd
 from grokking_llc.figures._common import LLC_COLOURS, dpi_of, fmt, new_figure, wrap
 from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps
 from grokking_llc.figures.registry import register
-from grokking_llc.science import analysis
-from grokking_llc.science.analysis import USE_ALL, USE_VALID, fmt_step
+from grokking_llc.science.tables import USE_ALL, USE_VALID
+from grokking_llc.science.text import fmt_step
+from grokking_llc.science.trajectory import track_statistics
 
 
 def _stat_line(name: str, st: dict, window: str) -> str:
@@ -55,10 +56,10 @@ def draw_track_figure(
     protocols = dict(zip(llcs, params.get("protocols") or [None] * len(llcs), strict=True))
     uses = {n: USE_ALL if protocols[n] == "paper" else USE_VALID for n in llcs}
     stats = {
-        name: analysis.track_statistics(train_log, llc, window=window, use=uses[name])
+        name: track_statistics(train_log, llc, window=window, use=uses[name])
         for name, llc in llcs.items()
     }
-    base = analysis.track_statistics(train_log, pd.DataFrame({"step": [], "llc_mean": []}))
+    base = track_statistics(train_log, pd.DataFrame({"step": [], "llc_mean": []}))
     validated = any(u == USE_VALID for u in uses.values())
     notes = [
         f"train acc reaches 0.99 at step {fmt_step(base['t_mem'])}, "

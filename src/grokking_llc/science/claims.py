@@ -25,9 +25,9 @@ rules are small functions (``_band_verdict``, ``_sign_verdict``, ``_track_verdic
 tested at their thresholds. Shared principles:
 
 * Trends use every seed of the study. Confidence intervals (95%) come from
-  :func:`grokking_llc.science.analysis.bootstrap` (runs resampled within each setting, ``seed``;
+  :func:`grokking_llc.science.stats.bootstrap` (runs resampled within each setting, ``seed``;
   bias-corrected, and always containing the point estimate) or, for one run's LLC curve, from
-  :func:`grokking_llc.science.analysis.spearman_ci`.
+  :func:`grokking_llc.science.stats.spearman_ci`.
 * Validated: a claim holds when its whole interval lies on the claim's side of the threshold,
   fails when the whole interval lies on the other side, and is inconclusive otherwise -- which
   is what 3 seeds often give. An interval that touches a threshold has not crossed it. A
@@ -51,9 +51,21 @@ import numpy as np
 import pandas as pd
 
 from grokking_llc.core import columns
-from grokking_llc.science import analysis, theory
-from grokking_llc.science.analysis import USE_ALL, USE_VALID, fmt, fmt_step
+from grokking_llc.science import (
+    fits,
+    generalisation,
+    paper,
+    scaling,
+    stats,
+    tables,
+    text,
+    theory,
+    trajectory,
+)
 from grokking_llc.science.gsm import GSM_THRESHOLD
+from grokking_llc.science.paper import PAPER_BASELINE, PAPER_FIG3_RUN, PAPER_GSM_LLC
+from grokking_llc.science.tables import USE_ALL, USE_VALID
+from grokking_llc.science.text import fmt, fmt_step
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
@@ -62,25 +74,6 @@ PUBLISHED_VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_APPLICABLE)
 NO_SAMPLER = "n/a"
 PUBLISHED_COLUMNS = columns.CLAIM_AS_PUBLISHED
 COLUMNS = columns.CLAIM
-
-# SPEC section 6: the paper's GSM-on-LLC line, for its own sampler settings.
-PAPER_GSM_LLC = {"slope": 0.1288, "intercept": -2.098, "r2": 0.955}
-# SPEC section 10: the paper's own run data for Figure 3's baseline (its repository's LLC
-# results): the LLC at step 0, at its peak and at the end of the run.
-PAPER_FIG3_RUN = {"start": 4304.0, "peak": 4885.0, "end": 4757.0}
-# The run those numbers come from (SPEC section 3, appendix H.2: p 53, lr 1e-4, wd 1e-4,
-# batch 128, width 1024, train_frac 0.4). Seeds and the step budget are not compared: the
-# paper's seed 0 is not ours, and the run early-stops long before either budget.
-PAPER_BASELINE = {
-    "model": "quadratic",
-    "loss": "centred_mse",
-    "p": 53,
-    "width": 1024,
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "batch_size": 128,
-    "train_frac": 0.4,
-}
 
 # Thresholds of the verdict rules (each used in exactly one claim, named in its docstring).
 LINEAR_SLOPE_RATIO_BAND = (2.0 / 3.0, 1.5)
@@ -270,13 +263,13 @@ def _ci_text(b: Mapping[str, float], digits: int = 3) -> str:
 
 def _failing_text(statuses: Sequence[str] | np.ndarray, what: str) -> str:
     """How many of the estimates an as-published statistic used fail the validity checks."""
-    c = analysis.status_counts(statuses)
+    c = tables.status_counts(statuses)
     n = sum(c.values())
-    bad = n - c[analysis.STATUS_VALID]
+    bad = n - c[tables.STATUS_VALID]
     return (
         f"all {n} {what} used, {bad} of them fail the validity checks "
-        f"({c[analysis.STATUS_INVALID]} failed a check, "
-        f"{c[analysis.STATUS_NOT_A_MINIMUM]} not a minimum)"
+        f"({c[tables.STATUS_INVALID]} failed a check, "
+        f"{c[tables.STATUS_NOT_A_MINIMUM]} not a minimum)"
     )
 
 
@@ -293,11 +286,11 @@ def _slope_ratio(df: pd.DataFrame) -> dict[str, float]:
     c2, c1, _ = np.polyfit(p, y, 2)
     lo, hi = c1 + 2 * c2 * p.min(), c1 + 2 * c2 * p.max()
     ratio = hi / lo if lo > 0 and hi > 0 else math.nan
-    return {"ratio": ratio, "slope": analysis.fit_linear(p, y)["slope"]}
+    return {"ratio": ratio, "slope": fits.fit_linear(p, y)["slope"]}
 
 
 def _fig1_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[str, Any]:
-    fit = analysis.fit_llc_vs_p(runs, use=use)
+    fit = scaling.fit_llc_vs_p(runs, use=use)
     pts = fit["points"]
     used = pts[pts["llc_used"]] if len(pts) else pts
     out: dict[str, Any] = {"fit": fit, "pts": pts, "used": used, "why": None}
@@ -315,7 +308,7 @@ def _fig1_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[
             else f"p = {', '.join(fmt(s) for s in single)} with a single valid run"
         )
         return out
-    b = analysis.bootstrap(used[["p", "llc"]], _slope_ratio, by="p", n_boot=n_boot, seed=seed)
+    b = stats.bootstrap(used[["p", "llc"]], _slope_ratio, by="p", n_boot=n_boot, seed=seed)
     out.update(r=b["ratio"], s=b["slope"], n_p=n_p)
     text = (
         f"slope ratio {_ci_text(b['ratio'])}, band [0.67, 1.5]; straight-line slope "
@@ -398,13 +391,11 @@ def _exponent(df: pd.DataFrame) -> float:
     means = df.groupby("width")["llc"].mean()
     if (means <= 0).any() or means.size < 2:
         return math.nan
-    return analysis.fit_linear(np.log(means.index.to_numpy(float)), np.log(means.to_numpy()))[
-        "slope"
-    ]
+    return fits.fit_linear(np.log(means.index.to_numpy(float)), np.log(means.to_numpy()))["slope"]
 
 
 def _fig2_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[str, Any]:
-    fit = analysis.fit_llc_vs_width(runs, use=use)
+    fit = scaling.fit_llc_vs_width(runs, use=use)
     pts = fit["points"]
     used = pts[pts["llc_used"]] if len(pts) else pts
     out: dict[str, Any] = {"fit": fit, "pts": pts, "used": used, "why": None}
@@ -421,7 +412,7 @@ def _fig2_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[
             else f"width {', '.join(fmt(s) for s in single)} with a single valid run"
         )
         return out
-    b = analysis.bootstrap(used[["width", "llc"]], _exponent, by="width", n_boot=n_boot, seed=seed)
+    b = stats.bootstrap(used[["width", "llc"]], _exponent, by="width", n_boot=n_boot, seed=seed)
     e = b["value"]
     if not math.isfinite(e["value"]):
         out["why"] = "a width's mean LLC is <= 0: no power law"
@@ -527,7 +518,7 @@ def _track_claim(
         llc = r["llc"].get(sampler)
         if llc is None:
             return _row(**base, **common, n_valid=0, reason=f"no LLC track for sampler {sampler}")
-        st = analysis.track_statistics(r["train_log"], llc, window=window)
+        st = trajectory.track_statistics(r["train_log"], llc, window=window)
         per_run.append(st)
         n_valid += st["n_window"]
         if st["n_window"] < MIN_TRACK_ESTIMATES:
@@ -593,8 +584,8 @@ def _published_trend(runs_: list[dict], sampler: str, window: str) -> dict:
         llc = r["llc"].get(sampler)
         if llc is None:
             return _published(NOT_REPRODUCED, f"no LLC track for sampler {sampler}")
-        st = analysis.track_statistics(r["train_log"], llc, window=window, use=USE_ALL)
-        statuses = analysis.estimate_status(llc)
+        st = trajectory.track_statistics(r["train_log"], llc, window=window, use=USE_ALL)
+        statuses = tables.estimate_status(llc)
         rho = st["spearman"]
         verdicts.append(_published_track(rho))
         rhos.append((rho, st["ci_low"], st["ci_high"]))
@@ -650,7 +641,7 @@ def _published_run_data(runs_: list[dict], sampler: str) -> dict:
     llc = r["llc"].get(sampler)
     if llc is None:
         return _published(NOT_REPRODUCED, f"no LLC track for sampler {sampler}")
-    st = analysis.track_statistics(r["train_log"], llc, window="grokking", use=USE_ALL)
+    st = trajectory.track_statistics(r["train_log"], llc, window="grokking", use=USE_ALL)
     got = {"start": st["first_llc"], "peak": st["peak_llc"], "end": st["last_llc"]}
     at = {"start": st["first_step"], "peak": st["peak_step"], "end": st["last_step"]}
     if not _finite(got["peak"]):
@@ -668,7 +659,7 @@ def _published_run_data(runs_: list[dict], sampler: str) -> dict:
         f"{'at all three' if verdict == REPRODUCED else 'not at all three'}; "
         f"Spearman(LLC, val loss) over the grokking window {fmt(st['spearman'], 3)} "
         f"({st['n_window']} estimates); {_accuracy_text(st)}; "
-        f"{_failing_text(analysis.estimate_status(llc), 'estimates')}"
+        f"{_failing_text(tables.estimate_status(llc), 'estimates')}"
     )
     return _published(verdict, text, got["peak"])
 
@@ -759,7 +750,7 @@ def claim_fig13_transformer_llc_tracks_test_loss(
 
 def _spearman_stat(x: str, y: str) -> Callable[[pd.DataFrame], float]:
     def stat(df: pd.DataFrame) -> float:
-        return analysis.spearman(df[x], df[y])
+        return stats.spearman(df[x], df[y])
 
     return stat
 
@@ -781,7 +772,7 @@ def claim_fig4_gsm_decays_with_lr(training: pd.DataFrame, *, seed: int, n_boot: 
     the same runs as the validated verdict.)
     """
     stat = "Spearman correlation of GSM with lr over runs that generalised (negative: decays)"
-    fits = analysis.fit_lr_vs_gsm(training, GSM_THRESHOLD)
+    fits = generalisation.fit_lr_vs_gsm(training, GSM_THRESHOLD)
     rows = []
     if not fits:
         return [
@@ -816,7 +807,7 @@ def claim_fig4_gsm_decays_with_lr(training: pd.DataFrame, *, seed: int, n_boot: 
         single = _single_run_settings(gen, "lr") if len(gen) else []
         b = None
         if fit["n_lr"] >= 3:
-            b = analysis.bootstrap(
+            b = stats.bootstrap(
                 gen[["lr", "gsm"]], _spearman_stat("lr", "gsm"), by="lr", n_boot=n_boot, seed=seed
             )["value"]
         if b is None:
@@ -824,7 +815,7 @@ def claim_fig4_gsm_decays_with_lr(training: pd.DataFrame, *, seed: int, n_boot: 
             row = _row(**base, reason=f"{why}; {tail}", **_published(NOT_REPRODUCED, why))
             rows.append(row)
             continue
-        exp_text = analysis.describe_exponential(fit)
+        exp_text = text.describe_exponential(fit)
         published = _published(
             _published_fig4(b["value"], fit),
             f"rho {_ci_text(b)}; {exp_text}; {tail}",
@@ -853,7 +844,7 @@ def claim_fig4_gsm_decays_with_lr(training: pd.DataFrame, *, seed: int, n_boot: 
 def _h3_rows(
     runs: pd.DataFrame, use: str, seed: int, n_boot: int
 ) -> tuple[dict, dict[float, dict]]:
-    res = analysis.lr_vs_max_llc(runs, use=use)
+    res = scaling.lr_vs_max_llc(runs, use=use)
     pts = res["points"]
     out: dict[float, dict] = {}
     for wd in res["per_wd"]:
@@ -876,7 +867,7 @@ def _h3_rows(
                 else f"lr {', '.join(fmt(s) for s in single)} with a single valid run"
             )
             continue
-        entry["b"] = analysis.bootstrap(
+        entry["b"] = stats.bootstrap(
             used[["lr", "llc"]], _spearman_stat("lr", "llc"), by="lr", n_boot=n_boot, seed=seed
         )["value"]
         entry["n_lr"] = n_lr
@@ -968,12 +959,12 @@ def claim_h3_max_llc_decreases_with_lr(
 def _gsm_line(df: pd.DataFrame) -> dict[str, float]:
     if df["llc"].nunique() < 2:
         return {"r2": math.nan, "slope": math.nan}
-    f = analysis.fit_linear(df["llc"], df["gsm"])
+    f = fits.fit_linear(df["llc"], df["gsm"])
     return {"r2": f["r2"], "slope": f["slope"]}
 
 
 def _gsm_groups(runs: pd.DataFrame, use: str) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    res = analysis.fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use)
+    res = generalisation.fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use)
     pts = res["points"]
     used = pts[pts["generalised"] & pts["llc_used"]]
     groups: list[tuple[str, pd.DataFrame, pd.DataFrame]] = []
@@ -1000,10 +991,10 @@ def _gsm_numbers(all_: pd.DataFrame, sub: pd.DataFrame, use: str, seed: int, n_b
     if len(sub) < 4 or sub["llc"].nunique() < 2:
         return f"{len(sub)} usable run(s) (need 4)", None, None, tail
     by = [c for c in ("lr", "weight_decay") if c in sub]
-    b = analysis.bootstrap(
+    b = stats.bootstrap(
         sub[[*by, "llc", "gsm"]], _gsm_line, by=by or "llc", n_boot=n_boot, seed=seed
     )
-    return None, b, analysis.fit_linear(sub["llc"], sub["gsm"]), tail
+    return None, b, fits.fit_linear(sub["llc"], sub["gsm"]), tail
 
 
 def claim_gsm_linear_in_llc(
@@ -1091,7 +1082,7 @@ def claim_gsm_linear_in_llc(
 
 def _tian_text(lo: float, hi: float, band: tuple[float, float]) -> str:
     """What Figure 14's interval can and cannot reject: Tian's 2.75 itself, and the band."""
-    tian = analysis.TIAN_CRITICAL_RATIO
+    tian = paper.TIAN_CRITICAL_RATIO
     if not _finite(lo, hi):
         return ""
     if lo <= tian <= hi:
@@ -1112,7 +1103,8 @@ def claim_fig14_regime_boundary(training: pd.DataFrame, *, seed: int, n_boot: in
 
     Statistic: for each p, the bracket (x_fail, x_gen] of the scaled data size
     x = n_train / (p ln p) in which runs start to generalise (a setting generalises when at
-    least half its runs end generalised; :func:`grokking_llc.science.analysis.regime_boundary`);
+    least half its runs end generalised;
+    :func:`grokking_llc.science.generalisation.regime_boundary`);
     value: the midpoint of the brackets averaged over p. Interval: the 2.5% quantile of the
     mean lower end and the 97.5% quantile of the mean upper end over bootstrap resamples (runs
     resampled within each (p, train_frac) setting), so it includes the grid's own resolution.
@@ -1128,7 +1120,7 @@ def claim_fig14_regime_boundary(training: pd.DataFrame, *, seed: int, n_boot: in
     open bracket. (No LLC.)
     """
     stat = "scaled data size n/(p ln p) where runs start to generalise (bracket mid, mean over p)"
-    tian = analysis.TIAN_CRITICAL_RATIO
+    tian = paper.TIAN_CRITICAL_RATIO
     band = (tian / REGIME_BAND_FACTOR, tian * REGIME_BAND_FACTOR)
     base = dict(
         claim="fig14_regime_boundary",
@@ -1138,7 +1130,7 @@ def claim_fig14_regime_boundary(training: pd.DataFrame, *, seed: int, n_boot: in
         paper_value=f"{tian} (Tian 2025)",
         n_valid=None,
     )
-    res = analysis.regime_boundary(training, GSM_THRESHOLD)
+    res = generalisation.regime_boundary(training, GSM_THRESHOLD)
     pts = res["points"]
     if pts.empty:
         why = "no runs with finite p and n_train"
@@ -1154,11 +1146,11 @@ def claim_fig14_regime_boundary(training: pd.DataFrame, *, seed: int, n_boot: in
     by = [c for c in ("p", "train_frac") if c in pts] or ["p", "n_train"]
 
     def stat_fn(df: pd.DataFrame) -> dict[str, float]:
-        r = analysis.regime_boundary(df, GSM_THRESHOLD)
+        r = generalisation.regime_boundary(df, GSM_THRESHOLD)
         return {"lower": r["lower"], "upper": r["upper"]}
 
     cols = list(dict.fromkeys([*by, "p", "n_train", "final_train_acc", "final_val_acc"]))
-    b = analysis.bootstrap(pts[cols], stat_fn, by=by, n_boot=n_boot, seed=seed)
+    b = stats.bootstrap(pts[cols], stat_fn, by=by, n_boot=n_boot, seed=seed)
     lo, hi = b["lower"]["ci_low"], b["upper"]["ci_high"]
     verdict = _band_verdict(lo, hi, band)
     n_open = b["lower"]["n_failed"]
@@ -1281,7 +1273,7 @@ def compute_claims(
     pub = set(published)
 
     def of(key: str, table: pd.DataFrame, sampler: str | None = None) -> pd.DataFrame:
-        return analysis.select(table, study=studies.get(key), sampler=sampler)
+        return tables.select(table, study=studies.get(key), sampler=sampler)
 
     rows: list[dict] = []
     for s in samplers:

@@ -5,7 +5,8 @@ SPEC section 7 (Figure 9, the paper's Fig. 14) needs a per-run label "no general
 grokking / immediate generalisation". Everything here works on the per-checkpoint accuracy
 curves of one run (SPEC section 3: a checkpoint every 100 steps, accuracies on the full splits).
 The fits drawn beside these numbers (exponential decay of GSM in lr, GSM on LLC) live in
-:mod:`grokking_llc.science.analysis`, as does the first-step-reaching helper used here.
+:mod:`grokking_llc.science.generalisation`; the first-step-reaching helper used here is in
+:mod:`grokking_llc.science.stats`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from grokking_llc.science.analysis import as_1d, first_step_reaching, same_length
+from grokking_llc.science.stats import as_1d, first_step_reaching, same_length
 
 NO_GENERALISATION = "no_generalisation"
 GROKKING = "grokking"

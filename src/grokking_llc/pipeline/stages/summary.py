@@ -112,4 +112,3 @@ def run_summarize_runs(
     df = pd.DataFrame(rows, columns=columns).sort_values(["sampler", "run_id"], ignore_index=True)
     write_parquet(df, out_path)
     return df
-
