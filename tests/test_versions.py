@@ -103,3 +103,39 @@ def test_an_edit_reruns_exactly_the_stages_that_import_it(module, package_copy, 
         and module not in versions.NEUTRAL_MODULES
     }
     assert changed == expected
+
+
+@pytest.mark.parametrize(
+    ("module", "reruns"),
+    [
+        # a figure module or the figure part of the plan: plot jobs only (the plan reaches no
+        # stage's closure at all; what it decides reaches jobs as params)
+        ("grokking_llc.figures.llc_scaling", {"figures"}),
+        ("grokking_llc.figures._common", {"figures"}),
+        ("grokking_llc.pipeline.figure_plan", set()),
+        ("grokking_llc.pipeline.plan", set()),
+        ("grokking_llc.pipeline.validation", set()),
+        # a claim's verdict rule: the scorecard only
+        ("grokking_llc.science.claims", {"claims"}),
+        # what the paper reports: the figures that quote it and the scorecard
+        ("grokking_llc.science.paper", {"figures", "claims"}),
+    ],
+)
+def test_an_edit_reruns_the_stages_of_its_layer(module, reruns):
+    """Issue 22: code versions follow the layers. Which stages' versions an edit changes, by
+    name (the parametrised copy-and-edit test above checks that versions follow closures)."""
+    changed = {
+        s
+        for s in STAGES
+        if module in versions.stage_modules(s) and module not in versions.NEUTRAL_MODULES
+    }
+    assert changed == reruns
+
+
+def test_an_edit_to_the_sampler_reruns_no_training():
+    for module in ("sgld", "llc", "calibrate", "validity", "diagnostics", "mala", "chosen"):
+        name = f"grokking_llc.sampling.{module}"
+        stages = {s for s in STAGES if name in versions.stage_modules(s)}
+        assert "train" not in stages and "split" not in stages, (name, stages)
+    assert "grokking_llc.sampling.sgld" in versions.stage_modules("llc")
+    assert "grokking_llc.sampling.calibrate" not in versions.stage_modules("llc")

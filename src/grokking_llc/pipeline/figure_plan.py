@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grokking_llc.pipeline.catalog import LLC_READS, FigureInfo, figure_catalog
-from grokking_llc.pipeline.jobs import RESULTS, _frozen, _thaw
-
-if TYPE_CHECKING:
-    from grokking_llc.pipeline.plan import NamedSampler, RunJob
+from grokking_llc.pipeline.jobs import RESULTS, NamedSampler, RunJob, _frozen, _thaw
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,17 @@ Snakemake does not see edits inside an imported package. Each rule passes
 ``code_version(<stage>)`` as a param; Snakemake's ``params`` rerun trigger then reruns the rule's
 jobs when the content of a module its entry point can run changes. Nothing is listed by hand: a
 stage's modules are the *import closure* of its entry point
-``grokking_llc.pipeline.stages.<stage>``,
-found by reading every ``import`` statement of the package (function-local ones included) with
-:mod:`ast`, less :data:`NEUTRAL_MODULES`, the short list of modules that cannot change the content
-of any output. Touching a file without changing it reruns nothing.
+``grokking_llc.pipeline.stages.<stage>``, found by reading every ``import`` statement of the
+package (function-local ones included) with :mod:`ast`, less :data:`NEUTRAL_MODULES`, the short
+list of modules that cannot change the content of any output. Touching a file without changing
+it reruns nothing.
+
+The versions follow the layers (docs/architecture.md) because the entry points do: a stage
+imports the layers its outputs are computed by and nothing of the pipeline above it (no config,
+validation, plan or catalogue: what the plan decides for a job reaches it as the job's params,
+which Snakemake compares itself). So an edit to a figure module reruns the figure jobs, one to a
+claim's verdict rule the scorecard, one to the sampler the LLC estimates and calibrations but no
+training, and an edit to the plan reruns exactly the jobs whose params it changes.
 """
 
 from __future__ import annotations
@@ -20,21 +27,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1]
 NAME = "grokking_llc"
 
-# Modules that cannot change what an output contains: how bytes reach the disk (atomic writes),
-# job set-up (logging, thread count), the refusal of bad configs (error messages), and this file.
-NEUTRAL_MODULES: frozenset[str] = frozenset(
-    {
-        f"{NAME}.core.io",
-        f"{NAME}.pipeline.stages",
-        f"{NAME}.pipeline.validation",
-        f"{NAME}.pipeline.versions",
-    }
-)
+# Modules of a stage's closure that cannot change what an output contains: how bytes reach the
+# disk (atomic writes, provenance records) and job set-up (logging, thread count).
+NEUTRAL_MODULES: frozenset[str] = frozenset({f"{NAME}.core.io", f"{NAME}.pipeline.stages"})
 
 # Imports made by name at run time (importlib), which no import statement shows; a package named
 # here brings every module in it. A model kind is a module of grokking_llc.core.architectures
-# imported
-# on first use (model.build_model); the figure registry loads every figure module.
+# imported on first use (model.build_model); the figure registry loads every figure module.
 DYNAMIC_IMPORTS: dict[str, tuple[str, ...]] = {
     f"{NAME}.core.model": (f"{NAME}.core.architectures",),
     f"{NAME}.figures": (f"{NAME}.figures",),
