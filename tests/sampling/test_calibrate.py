@@ -240,7 +240,7 @@ def test_default_search_is_the_documented_one():
     assert got["nbeta"] == [81920.0, 10240.0]  # n / ln n = 160.0 at n = 1124
     assert cal.default_grid(1124) == got
     assert cal.default_search(2)["nbeta"] == [512.0, 64.0]  # n / ln n needs n > 2
-    assert cal.DEFAULT_MAX_STEPS == 20_000 and cal.RESCALE_FACTORS == (2.0, 0.5)
+    assert cal._DEFAULTS["max_steps"] == 20_000 and cal.RESCALE_FACTORS == (2.0, 0.5)
     assert cal.REFERENCE_TOL == 0.05
 
 
@@ -321,7 +321,7 @@ def test_a_valid_choice_the_ladder_stops_at_the_third_valid_rung(monkeypatch):
     gamma = gamma_at(256)
     assert res.chosen == {**BASE, "lr": lr_of(0.1, 1000.0, gamma), "nbeta": 1000.0,
                           "localization": gamma, "num_draws": 100, "num_burnin_steps": 0,
-                          "max_steps": cal.DEFAULT_MAX_STEPS}  # fmt: skip
+                          "max_steps": cal._DEFAULTS["max_steps"]}  # fmt: skip
     assert res.reason == (
         f"sgld lr={res.chosen['lr']:.3g} nbeta=1000 gamma={gamma:.4g} passed every check "
         "(step size, gamma, nbeta, rescaling) at 1 target(s)."
@@ -898,7 +898,7 @@ def test_chosen_settings_carry_the_base_and_the_adaptive_cap(monkeypatch):
     res = calibrate(monkeypatch, World(), base=base, num_steps=120)
     c = res.chosen
     assert c["num_burnin_steps"] == 20 and c["num_draws"] == 100 and c["seed"] == 3
-    assert c["max_steps"] == cal.DEFAULT_MAX_STEPS and c["nbeta"] == 1000.0 and "kind" not in c
+    assert c["max_steps"] == cal._DEFAULTS["max_steps"] and c["nbeta"] == 1000.0 and "kind" not in c
     assert calibrate(monkeypatch, World(), base={**BASE, "max_steps": 500}).chosen[
         "max_steps"] == 500  # fmt: skip
     assert "max_steps" not in calibrate(monkeypatch, World(), max_steps=None).chosen
