@@ -131,6 +131,45 @@ def _published(
     }
 
 
+def _scored(
+    base: Mapping[str, Any],
+    numbers: Callable[[str], dict[str, Any]],
+    key: str,
+    verdict: Callable[[dict[str, Any]], str],
+    published: Callable[[dict[str, Any]], str],
+    what: str,
+    as_published: bool,
+    **common: Any,
+) -> dict:
+    """The skeleton of a claim on one bootstrapped statistic, shared by its two verdicts.
+
+    ``numbers(use)`` computes the statistic on the valid estimates (:data:`USE_VALID`) or on
+    every estimate (:data:`USE_ALL`, the paper's protocol) and returns ``why`` (a reason there
+    is no statistic, or None), ``text``, ``pts`` and ``used`` (the table and its used rows, with
+    ``llc_status``) and, under ``key``, the statistic's ``value``, ``ci_low`` and ``ci_high``.
+    ``verdict(got)`` and ``published(got)`` decide; ``what`` names the estimates in the
+    as-published reason's count of those failing the validity checks."""
+    got = numbers(USE_VALID)
+    common = dict(common, n_runs=len(got["pts"]), n_valid=len(got["used"]))
+    if got["why"]:
+        row = _row(**base, **common, reason=got["why"])
+    else:
+        v = got[key]
+        row = _row(**base, **common, value=v["value"], ci_low=v["ci_low"],
+                   ci_high=v["ci_high"], verdict=verdict(got), reason=got["text"])  # fmt: skip
+    if not as_published:
+        return row
+    pub = numbers(USE_ALL)
+    if pub["why"]:
+        row.update(_published(NOT_REPRODUCED, pub["why"]))
+        return row
+    v = pub[key]
+    failing = _failing_text(pub["used"]["llc_status"], what)
+    row.update(_published(published(pub), f"{pub['text']}; {failing}", v["value"], v["ci_low"],
+                          v["ci_high"]))  # fmt: skip
+    return row
+
+
 def _finite(*values: float) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
@@ -345,43 +384,19 @@ def claim_fig1_linear_in_p(
         "slope ratio of the per-p means: fitted slope at the largest p over slope at the "
         "smallest (quadratic least squares); 1 for a straight line"
     )
-    base = {"claim": "fig1_linear_in_p", "figure": "Fig. 1", "sampler": sampler}
-    got = _fig1_numbers(runs, USE_VALID, seed, n_boot)
-    pts, used = got["pts"], got["used"]
-    common = dict(
-        statistic=stat, paper_value="linear in p (ratio 1)", n_runs=len(pts), n_valid=len(used)
+    return _scored(
+        {"claim": "fig1_linear_in_p", "figure": "Fig. 1", "sampler": sampler},
+        lambda use: _fig1_numbers(runs, use, seed, n_boot),
+        "r",
+        lambda g: _fig1_verdict(
+            g["r"]["ci_low"], g["r"]["ci_high"], g["s"]["ci_low"], g["s"]["ci_high"]
+        ),  # fmt: skip
+        lambda g: _published_fig1(g["r"]["value"], g["s"]["value"]),
+        "final LLC estimates",
+        as_published,
+        statistic=stat,
+        paper_value="linear in p (ratio 1)",
     )
-    if got["why"]:
-        row = _row(**base, **common, reason=got["why"])
-    else:
-        r, s = got["r"], got["s"]
-        verdict = _fig1_verdict(r["ci_low"], r["ci_high"], s["ci_low"], s["ci_high"])
-        row = _row(
-            **base,
-            **common,
-            value=r["value"],
-            ci_low=r["ci_low"],
-            ci_high=r["ci_high"],
-            verdict=verdict,
-            reason=got["text"],
-        )
-    if as_published:
-        pub = _fig1_numbers(runs, USE_ALL, seed, n_boot)
-        if pub["why"]:
-            row.update(_published(NOT_REPRODUCED, pub["why"]))
-        else:
-            r, s = pub["r"], pub["s"]
-            status = pub["used"]["llc_status"]
-            row.update(
-                _published(
-                    _published_fig1(r["value"], s["value"]),
-                    f"{pub['text']}; {_failing_text(status, 'final LLC estimates')}",
-                    r["value"],
-                    r["ci_low"],
-                    r["ci_high"],
-                )
-            )
-    return row
 
 
 # --------------------------------------------------------------------------- Figure 2
@@ -443,44 +458,17 @@ def claim_fig2_proportional_to_width(
     within [0.8, 1.25]; not reproduced otherwise.
     """
     stat = "exponent alpha of final LLC ~ K^alpha (log-log least squares over per-width means)"
-    base = {"claim": "fig2_proportional_to_width", "figure": "Fig. 2", "sampler": sampler}
-    got = _fig2_numbers(runs, USE_VALID, seed, n_boot)
-    common = dict(
+    return _scored(
+        {"claim": "fig2_proportional_to_width", "figure": "Fig. 2", "sampler": sampler},
+        lambda use: _fig2_numbers(runs, use, seed, n_boot),
+        "e",
+        lambda g: _band_verdict(g["e"]["ci_low"], g["e"]["ci_high"], PROPORTIONAL_EXPONENT_BAND),
+        lambda g: _published_band(g["e"]["value"], PROPORTIONAL_EXPONENT_BAND),
+        "final LLC estimates",
+        as_published,
         statistic=stat,
         paper_value="proportional to K (alpha = 1)",
-        n_runs=len(got["pts"]),
-        n_valid=len(got["used"]),
     )
-    if got["why"]:
-        row = _row(**base, **common, reason=got["why"])
-    else:
-        e = got["e"]
-        row = _row(
-            **base,
-            **common,
-            value=e["value"],
-            ci_low=e["ci_low"],
-            ci_high=e["ci_high"],
-            verdict=_band_verdict(e["ci_low"], e["ci_high"], PROPORTIONAL_EXPONENT_BAND),
-            reason=got["text"],
-        )
-    if as_published:
-        pub = _fig2_numbers(runs, USE_ALL, seed, n_boot)
-        if pub["why"]:
-            row.update(_published(NOT_REPRODUCED, pub["why"]))
-        else:
-            e = pub["e"]
-            status = pub["used"]["llc_status"]
-            row.update(
-                _published(
-                    _published_band(e["value"], PROPORTIONAL_EXPONENT_BAND),
-                    f"{pub['text']}; {_failing_text(status, 'final LLC estimates')}",
-                    e["value"],
-                    e["ci_low"],
-                    e["ci_high"],
-                )
-            )
-    return row
 
 
 # --------------------------------------------------------------------------- Figures 3 and 13
