@@ -11,6 +11,7 @@ import pytest
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures drawn off screen, before pyplot is imported
 torch.set_num_threads(1)
 
 

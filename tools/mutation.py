@@ -7,7 +7,7 @@ Run by hand, not in CI (``make mutation``; see docs/mutation.md for the latest s
     .venv/bin/python tools/mutation.py --sample 300 --seed 0 # a fixed random sample per module
     .venv/bin/python tools/mutation.py gsm --label before    # also record the score in the history
 
-For each module ``M`` (``src/grokking_llc/M.py``):
+For each module ``M`` (dotted below the package: ``src/grokking_llc/<M with / for .>.py``):
 
 1. A scratch copy is made under ``--workdir``: ``src/`` (the whole package, so imports work),
    ``tests/conftest.py`` (and the other helper modules of tests/), only the unit-test files
@@ -67,54 +67,46 @@ EQUIVALENTS = ROOT / "tools" / "mutation_equivalents.toml"
 # (yet) are left out with a note. mutmut runs, for each mutant, only those of these tests that
 # reach the mutated function.
 MODULES: dict[str, list[str]] = {
-    "gsm": ["tests/test_gsm.py", "tests/test_gsm_mutants.py"],
-    "data": ["tests/test_data.py"],
-    "model": ["tests/test_model.py"],
-    "theory": ["tests/test_theory.py"],
-    "theory_checks": ["tests/test_theory.py"],
-    "diagnostics": [
-        "tests/test_diagnostics.py",
-        "tests/test_validity.py",
-        "tests/test_diagnostics_mutants.py",
+    "science.gsm": ["tests/science/test_gsm.py"],
+    "core.data": ["tests/core/test_data.py"],
+    "core.model": ["tests/core/test_model.py"],
+    "science.theory": ["tests/science/test_theory.py"],
+    "sampling.diagnostics": [
+        "tests/sampling/test_diagnostics.py",
+        "tests/sampling/test_validity.py",
     ],
-    "validity": [
-        "tests/test_validity.py",
-        "tests/test_diagnostics.py",
-        "tests/test_validity_mutants.py",
-    ],
-    # one file per module: the former mutant files (plain-loop references, hand-made traces)
-    # are merged into these (~45-50 s each on one core, most of it in a few known-answer runs;
-    # mutmut runs only the tests that reach the mutated function); test_throughput.py is left out
-    "llc": ["tests/test_llc.py"],
-    "sgld": ["tests/test_sgld.py"],
-    "refine": ["tests/test_refine_mutants.py", "tests/test_refine.py"],
-    # only the fast file: test_train_many.py (~13 s) made a survivor cost ~15 s (27 of 300
-    # mutants in 5 min); the mutant file trains tiny groups against a plain-loop reference
-    "train_many": ["tests/test_train_many_mutants.py"],
-    # test_calibrate.py fakes estimate_llc (a synthetic world) and runs in ~5 s; the slow
-    # known answers (tests/test_calibrate_known.py) are left out
-    "calibrate": ["tests/test_calibrate.py"],
-    "analysis": ["tests/test_analysis.py", "tests/test_analysis_mutants.py"],
+    "sampling.validity": ["tests/sampling/test_validity.py", "tests/sampling/test_diagnostics.py"],
+    # ~45-50 s each on one core, most of it in a few known-answer runs; mutmut runs only the
+    # tests that reach the mutated function
+    "sampling.llc": ["tests/sampling/test_llc.py"],
+    "sampling.sgld": ["tests/sampling/test_sgld.py"],
+    "sampling.refine": ["tests/sampling/test_refine.py"],
+    "training.train_many": ["tests/training/test_train_many.py"],
+    # the calibration's fake-world tests run in seconds; its known answers (minutes) are in the
+    # same file, and mutmut runs only the tests that reach the mutated function
+    "sampling.calibrate": ["tests/sampling/test_calibrate.py"],
+    "science.stats": ["tests/science/test_stats.py"],
+    "science.fits": ["tests/science/test_fits.py"],
+    "science.tables": ["tests/science/test_tables.py"],
+    "science.scaling": ["tests/science/test_scaling.py"],
+    "science.generalisation": ["tests/science/test_generalisation.py"],
+    "science.trajectory": ["tests/science/test_trajectory.py"],
+    "science.sampler_checks": ["tests/science/test_sampler_checks.py"],
     # the verdict rules at their thresholds (table-driven edges) and each claim's statistic
-    "claims": ["tests/test_claims.py"],
-    # fast files first: the module-constant pass runs the files in this order with -x
-    "train": ["tests/test_train_mutants.py", "tests/test_train.py"],
-    "config": [
-        "tests/test_config.py",
-        "tests/test_validation.py",
-        "tests/test_config_mutants.py",
-    ],
-    "plan": ["tests/test_plan.py", "tests/test_plan_mutants.py"],
+    "science.claims": ["tests/science/test_claims.py"],
+    "training.train": ["tests/training/test_train.py"],
+    "pipeline.config": ["tests/pipeline/test_config.py", "tests/pipeline/test_validation.py"],
+    "core.settings": ["tests/core/test_settings.py", "tests/pipeline/test_config.py"],
+    "pipeline.plan": ["tests/pipeline/test_plan.py"],
 }
 # Modules whose full run is too long for routine use on 2 shared cores: a fixed random sample of
 # this many mutants by default (--sample overrides it for every module; --sample 0 runs all).
 DEFAULT_SAMPLE: dict[str, int] = {
-    "theory": 400,
-    "analysis": 400,
-    "calibrate": 300,
-    "llc": 300,
-    "sgld": 300,
-    "train_many": 300,
+    "science.theory": 400,
+    "sampling.calibrate": 300,
+    "sampling.llc": 300,
+    "sampling.sgld": 300,
+    "training.train_many": 300,
 }
 # Paths the tests read, copied into every scratch copy when they exist.
 SUPPORT = ["config", ".test", "workflow/schemas"]
@@ -196,6 +188,11 @@ def git_commit() -> str:
 # ----------------------------------------------------------------------------- scratch copy
 
 
+def module_path(module: str) -> str:
+    """``"science.gsm"`` -> ``"science/gsm"`` (the module's path below the package)."""
+    return module.replace(".", "/")
+
+
 def make_scratch(module: str, work: Path) -> list[str]:
     """Fresh scratch copy for ``module`` under ``work``; returns the test files it holds."""
     if work.exists():
@@ -211,6 +208,10 @@ def make_scratch(module: str, work: Path) -> list[str]:
     tests = []
     for rel in MODULES[module]:
         if (ROOT / rel).exists():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            for helper in (ROOT / rel).parent.glob("*.py"):  # the subpackage's own helpers
+                if not helper.name.startswith("test_"):
+                    shutil.copy2(helper, (work / rel).parent / helper.name)
             shutil.copy2(ROOT / rel, work / rel)
             tests.append(rel)
         else:
@@ -226,7 +227,7 @@ def make_scratch(module: str, work: Path) -> list[str]:
     mutmut_cfg = {
         **{k: v for k, v in base.items() if k in ("pytest_add_cli_args", "timeout_multiplier")},
         "source_paths": [f"src/{PACKAGE}"],
-        "only_mutate": [f"src/{PACKAGE}/{module}.py"],
+        "only_mutate": [f"src/{PACKAGE}/{module_path(module)}.py"],
         "pytest_add_cli_args_test_selection": tests,
         "also_copy": [rel for rel in SUPPORT if (ROOT / rel).exists()],
         "use_git_change_detection": False,
@@ -254,7 +255,7 @@ def generate_mutants(work: Path, module: str) -> list[str]:
         "copy_src_dir(); copy_also_copy_files(); create_mutants(1)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=work, check=True, capture_output=True)
-    meta = work / "mutants" / "src" / PACKAGE / f"{module}.py.meta"
+    meta = work / "mutants" / "src" / PACKAGE / f"{module_path(module)}.py.meta"
     return sorted(json.loads(meta.read_text())["exit_code_by_key"], key=_natural)
 
 
@@ -283,7 +284,7 @@ for k, v in m.exit_code_by_key.items():
 print(json.dumps(out))
 """
     proc = subprocess.run(
-        [sys.executable, "-c", code, f"src/{PACKAGE}/{module}.py"],
+        [sys.executable, "-c", code, f"src/{PACKAGE}/{module_path(module)}.py"],
         cwd=work,
         check=True,
         capture_output=True,
@@ -357,7 +358,7 @@ def apply_mutant(source: str, m: tuple) -> str:
 
 
 def run_constants(work: Path, module: str, tests: list[str], timeout: float) -> dict[str, dict]:
-    path = work / "src" / PACKAGE / f"{module}.py"
+    path = work / "src" / PACKAGE / f"{module_path(module)}.py"
     source = path.read_text()
     results = {}
     env = dict(os.environ, PYTHONPATH=str(work / "src"), PYTHONDONTWRITEBYTECODE="1")
@@ -601,8 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown modules {sorted(unknown)}; choose from {list(MODULES)}")
     if not args.report_only:
         for module in args.modules or MODULES:
-            if not (ROOT / "src" / PACKAGE / f"{module}.py").exists():
-                print(f"[{module}] src/{PACKAGE}/{module}.py does not exist: skipped")
+            if not (ROOT / "src" / PACKAGE / f"{module_path(module)}.py").exists():
+                print(f"[{module}] src/{PACKAGE}/{module_path(module)}.py does not exist: skipped")
                 continue
             run_module(module, args)
     REPORT.write_text(render_report())

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from known_answers import deep_linear_problem, reduced_rank_problem, regular_problem, rescale
 from torch import nn
 
 import grokking_llc.sampling.calibrate as cal
@@ -32,17 +33,18 @@ from grokking_llc.core.model import QuadraticNet
 from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.sampling import validity
 from grokking_llc.sampling.chosen import chosen_sampler
-from grokking_llc.sampling.llc import LLCResult
+from grokking_llc.sampling.llc import LLCResult, estimate_llc
 from grokking_llc.science.sampler_checks import calibration_points
 
 torch.set_num_threads(1)
 
-# --------------------------------------------------------------------------------------------
-# A synthetic world
-# --------------------------------------------------------------------------------------------
 
 LAM = 2.0  # largest Hessian eigenvalue at every target (times the target's curvature factor)
+
+
 GN = 0.5  # every entry of gn_diag's preconditioner: lambda_G = GN lambda, g_max = GN
+
+
 P, WIDTH = 3, 2  # the quadratic net of the targets (its symmetry is the rescaling check's)
 
 
@@ -183,6 +185,8 @@ def make_targets(n: int = 1) -> list[cal.Target]:
 
 
 BASE = {"num_chains": 4, "num_burnin_steps": 0, "batch_size": 4}
+
+
 GRID = {"kind": ["sgld"], "nbeta": [1000.0]}  # the default ladder and steps
 
 
@@ -223,9 +227,91 @@ def ladder_value(world: World, kappa: float, frac: float = 0.2, nbeta: float = 1
     return world.L0 * (1 - world.B / kappa) * (1 + world.S * frac) * (1 + world.T / nbeta)
 
 
-# --------------------------------------------------------------------------------------------
-# The search's defaults and its grid
-# --------------------------------------------------------------------------------------------
+def ladder_values(values: dict[float, float]):
+    """A tweak: the estimate at rung kappa (unrescaled, full nbeta, lr_scaled 0.2) is
+    values[kappa]; the checks' runs read 20 (they agree with the candidate)."""
+
+    def tweak(call: Call):
+        if call.c == 1.0 and call.nbeta == 1000.0 and call.frac == 0.2 and call.k == 0:
+            return {"llc": values.get(call.rung, 20.0), "se": 1e-3}
+        return {"llc": 20.0, "se": 1e-3}
+
+    return tweak
+
+
+def check_values(candidate: float, final: int = 0, **others: float):
+    """A tweak: at the final target every rung of the ladder estimates ``candidate`` (so the
+    ladder has converged at rung 256); each check's run estimates ``others[role]`` (step: a
+    step below 0.2 of the edge, which becomes the candidate's; nbeta, x2, x05), by default
+    ``candidate``. ``final``: the index of the final target."""
+
+    def tweak(call: Call):
+        if call.k != final:
+            return None
+        if call.c != 1.0:
+            value = others.get("x2" if call.c == 2.0 else "x05", candidate)
+        elif call.nbeta == 500.0:
+            value = others.get("nbeta", candidate)
+        elif call.frac < 0.2:
+            value = others.get("step", candidate)
+        else:
+            value = candidate
+        return {"llc": value, "se": 1e-3}
+
+    return tweak
+
+
+def failing_nbeta(nbetas):
+    """A tweak: the nbeta check fails (moves 50%) for candidates at these nbeta."""
+
+    def tweak(call: Call):
+        if call.k == 0 and call.c == 1.0 and 2 * call.nbeta in nbetas and call.rung == 256:
+            return {"llc": 30.0, "se": 1e-3}
+        return None
+
+    return tweak
+
+
+def half_mse(pred, target):
+    return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
+
+
+def linear_problem(q=5, n=100, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, q, generator=g) * torch.linspace(0.5, 2.0, q)
+    y = x @ torch.randn(q, 1, generator=g)
+    return nn.Linear(q, 1, bias=False), x, y
+
+
+PROBLEMS = {
+    "regular q=6": lambda: regular_problem(3, 2),
+    "regular q=6 reparametrised x3": lambda: _reparametrised(regular_problem(3, 2), 3.0),
+    "rrr 3,2,2,1": lambda: reduced_rank_problem(3, 2, 2, 1),
+    "rrr 6,4,3,2": lambda: reduced_rank_problem(6, 4, 3, 2),
+    "dln 4,3,3,4 r2": lambda: deep_linear_problem([4, 3, 3, 4], 2),
+}
+
+
+def _reparametrised(problem, c):
+    """The same function, parametrised as W' = c W with the model dividing by c."""
+    return problem._replace(model=rescale(problem.model, c))
+
+
+def base_for(problem) -> dict:
+    return {"batch_size": len(problem.x), "num_init_loss_batches": 1, "num_chains": 64,
+            "num_burnin_steps": 100}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def calibrations():
+    out = {}
+    for name, make in PROBLEMS.items():
+        problem = make()
+        out[name] = (problem, cal.calibrate_sampler(
+            problem.model, problem.x, problem.y, problem.loss_fn, base=base_for(problem), seed=0,
+            reference="mala",
+        ))  # fmt: skip
+    return out
 
 
 def test_default_search_is_the_documented_one():
@@ -293,11 +379,6 @@ def test_bad_arguments_are_refused(monkeypatch):
         cal.calibrate_checkpoints(model, [], x, torch.zeros(4, P), loss)
 
 
-# --------------------------------------------------------------------------------------------
-# The ladder
-# --------------------------------------------------------------------------------------------
-
-
 def test_a_valid_choice_the_ladder_stops_at_the_third_valid_rung(monkeypatch):
     """Rung 32 is localisation-dominated; 64, 128, 256 are valid and the rest of their
     geometric series (bias B / kappa halves per rung, q = 1/2) is (B/256) / (1 - B/256) = 1.3%
@@ -344,18 +425,6 @@ def test_the_ladder_stops_where_the_remaining_bias_is_within_tolerance(monkeypat
     assert res.chosen["localization"] == gamma_at(stop)
     bias = (B / stop) / (1 - B / stop)
     assert rows(res, "candidate")["gamma_bias"].iloc[0] == pytest.approx(bias, rel=1e-2)
-
-
-def ladder_values(values: dict[float, float]):
-    """A tweak: the estimate at rung kappa (unrescaled, full nbeta, lr_scaled 0.2) is
-    values[kappa]; the checks' runs read 20 (they agree with the candidate)."""
-
-    def tweak(call: Call):
-        if call.c == 1.0 and call.nbeta == 1000.0 and call.frac == 0.2 and call.k == 0:
-            return {"llc": values.get(call.rung, 20.0), "se": 1e-3}
-        return {"llc": 20.0, "se": 1e-3}
-
-    return tweak
 
 
 @pytest.mark.parametrize(
@@ -448,11 +517,6 @@ def test_no_finite_estimate_still_chooses_the_coarsest_rung_marked_not_valid(mon
     assert settings == res.chosen and not valid and reason == res.reason
 
 
-# --------------------------------------------------------------------------------------------
-# Check 1: the step size
-# --------------------------------------------------------------------------------------------
-
-
 def test_the_step_walk_stops_at_the_first_step_a_smaller_one_does_not_move(monkeypatch):
     """S = 1: 0.2 -> 0.1 moves the estimate by 1.1 / 1.2 - 1 = -8.3% (> 5%), 0.1 -> 0.05 by
     1.05 / 1.1 - 1 = -4.5%: the candidate's step is the smaller of that pair, 0.05 of the
@@ -497,28 +561,6 @@ def test_the_step_walk_can_run_out_of_steps(monkeypatch):
     res = calibrate(monkeypatch, World(), grid={**GRID, "lr_scaled": [0.2]})
     assert "step size at step 0: no smaller step left to compare with" in res.reason
     assert math.isnan(rows(res, "candidate")["eps_change"].iloc[0])
-
-
-def check_values(candidate: float, final: int = 0, **others: float):
-    """A tweak: at the final target every rung of the ladder estimates ``candidate`` (so the
-    ladder has converged at rung 256); each check's run estimates ``others[role]`` (step: a
-    step below 0.2 of the edge, which becomes the candidate's; nbeta, x2, x05), by default
-    ``candidate``. ``final``: the index of the final target."""
-
-    def tweak(call: Call):
-        if call.k != final:
-            return None
-        if call.c != 1.0:
-            value = others.get("x2" if call.c == 2.0 else "x05", candidate)
-        elif call.nbeta == 500.0:
-            value = others.get("nbeta", candidate)
-        elif call.frac < 0.2:
-            value = others.get("step", candidate)
-        else:
-            value = candidate
-        return {"llc": value, "se": 1e-3}
-
-    return tweak
 
 
 @pytest.mark.parametrize("step, chosen", [(21.0, 0.1), (19.0, 0.1), (21.02, 0.05)])
@@ -574,11 +616,6 @@ def test_a_check_too_noisy_to_tell_fails(monkeypatch):
 
     res = calibrate(monkeypatch, World(tweak=tweak))
     assert not res.chosen_valid and "nbeta at step 0: too noisy to tell (SE 5.1%)" in res.reason
-
-
-# --------------------------------------------------------------------------------------------
-# Checks 3 and 4: nbeta at the same resolution, rescaling at its own stability edge
-# --------------------------------------------------------------------------------------------
 
 
 def test_the_nbeta_check_halves_nbeta_and_gamma_at_its_own_edge(monkeypatch):
@@ -659,11 +696,6 @@ def test_without_a_symmetry_there_is_no_rescaling_check_and_a_targets_own_is_use
     assert len(w.of(c=2.0)) == len(w.of(c=0.5)) == 1 and "rescaling" in res.reason
 
 
-# --------------------------------------------------------------------------------------------
-# Check 5: the Metropolis-adjusted reference
-# --------------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "llc, ref_valid, failure",
     [
@@ -701,11 +733,6 @@ def test_no_reference_by_default(monkeypatch):
     res = calibrate(monkeypatch, w)
     assert not w.mala_calls and "reference" not in set(res.table["role"])
     assert rows(res, "candidate")["reference_llc"].isna().all()
-
-
-# --------------------------------------------------------------------------------------------
-# Check 6: the other targets; seeds
-# --------------------------------------------------------------------------------------------
 
 
 def test_other_targets_run_at_the_final_targets_step_with_their_own_seeds(monkeypatch):
@@ -758,11 +785,6 @@ def test_labels_of_several_runs_name_the_target(monkeypatch):
     assert set(res.table["run_id"]) == {"a", "b"}
 
 
-# --------------------------------------------------------------------------------------------
-# Candidates, kinds, the fallback
-# --------------------------------------------------------------------------------------------
-
-
 def test_kinds_are_tried_in_order_and_the_first_passing_candidate_wins(monkeypatch):
     w = World()
     res = calibrate(monkeypatch, w, grid={"nbeta": [1000.0, 100.0]})  # default kinds
@@ -779,17 +801,6 @@ def test_kinds_are_tried_in_order_and_the_first_passing_candidate_wins(monkeypat
     w = World()
     calibrate(monkeypatch, w, grid={"nbeta": [1000.0]}, backend="devinterp")
     assert {c.kind for c in w.calls} == {"sgld"}
-
-
-def failing_nbeta(nbetas):
-    """A tweak: the nbeta check fails (moves 50%) for candidates at these nbeta."""
-
-    def tweak(call: Call):
-        if call.k == 0 and call.c == 1.0 and 2 * call.nbeta in nbetas and call.rung == 256:
-            return {"llc": 30.0, "se": 1e-3}
-        return None
-
-    return tweak
 
 
 def test_max_candidates_limits_the_checks_over_kinds_and_temperatures(monkeypatch):
@@ -853,11 +864,6 @@ def test_fallback_ties_keep_the_first_candidate():
     assert cal._fallback(runner, [c])[0].nbeta == 30.0
 
 
-# --------------------------------------------------------------------------------------------
-# The table and the settings
-# --------------------------------------------------------------------------------------------
-
-
 def test_table_roles_columns_chosen_rows_and_settings_round_trip(monkeypatch, tmp_path):
     w = World(tweak=check_values(20.0, final=1))
     w.mala = lambda kw: result(20.0, se=1e-3, nbeta=kw["nbeta"])
@@ -908,11 +914,6 @@ def test_chosen_settings_carry_the_base_and_the_adaptive_cap(monkeypatch):
     assert c["batch_size"] == 4 and c["lr"] == lr_of(0.1, 1000.0, gamma_at(256))
 
 
-# --------------------------------------------------------------------------------------------
-# Entry points over checkpoints
-# --------------------------------------------------------------------------------------------
-
-
 def test_calibrate_checkpoints_seeds_labels_and_the_models_symmetry(monkeypatch):
     w = World()
     monkeypatch.setattr(cal, "estimate_llc", w.estimate_llc)
@@ -940,11 +941,6 @@ def test_calibrate_checkpoints_seeds_labels_and_the_models_symmetry(monkeypatch)
     w.calls.clear()
     res = cal.calibrate_sampler(model, x, y, loss, seed=2, base=BASE, grid=GRID, num_steps=100)
     assert {(c.k, c.seed) for c in w.calls} == {(1, 2)} and res.chosen_valid
-
-
-# --------------------------------------------------------------------------------------------
-# Real (tiny) runs: symmetries, curvature, preconditioners, the stage
-# --------------------------------------------------------------------------------------------
 
 
 def test_symmetries_leave_the_function_unchanged():
@@ -979,17 +975,6 @@ def test_symmetries_leave_the_function_unchanged():
                                             nn.Linear(4, 2, bias=False))) is None  # fmt: skip
     assert cal.model_symmetry(nn.Sequential(nn.Linear(3, 4, bias=False))) is None
     assert cal.model_symmetry(nn.Linear(3, 2, bias=False)) is None
-
-
-def half_mse(pred, target):
-    return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
-
-
-def linear_problem(q=5, n=100, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, q, generator=g) * torch.linspace(0.5, 2.0, q)
-    y = x @ torch.randn(q, 1, generator=g)
-    return nn.Linear(q, 1, bias=False), x, y
 
 
 def test_top_curvature_is_the_largest_eigenvalue_of_a_known_hessian():
@@ -1122,3 +1107,60 @@ def test_the_calibration_figure_draws_a_calibrations_table(monkeypatch, tmp_path
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_the_calibrated_estimate_is_valid_and_within_ten_percent(calibrations, name):
+    problem, res = calibrations[name]
+    assert res.chosen_valid, res.reason
+    table = res.table
+    row = table[table["chosen"] & (table["role"] == "candidate")].iloc[0]
+    assert bool(row["valid"]) and row["status"] == "valid"
+    assert row["llc_mean"] == pytest.approx(problem.llc, rel=0.10), (name, row["llc_mean"])
+    assert bool(row["checks_passed"]) and row["check_failures"] == ""
+    assert row["gamma_bias"] <= 0.05 and abs(row["eps_change"]) <= 0.05
+    assert abs(row["nbeta_change"]) <= 0.10
+    # the Metropolis-adjusted reference (full batch, exact for its posterior) agrees within 5%
+    assert abs(row["reference_change"]) <= 0.05
+    assert row["reference_llc"] == pytest.approx(problem.llc, rel=0.10)
+
+
+@pytest.mark.parametrize("name", [n for n in PROBLEMS if not n.startswith("regular")])
+def test_after_a_function_preserving_rescaling_too(calibrations, name):
+    """The calibration's rescaling check runs the chosen setting at the layer-rescaled states
+    (first two layers x2 and x0.5), each at its own stability edge: both estimates are valid
+    and within 10% of lambda as well."""
+    problem, res = calibrations[name]
+    table = res.table
+    for c in ("2", "0.5"):
+        row = table[table["role"] == f"rescale x{c}"].iloc[0]
+        assert bool(row["valid"]), row["invalid_reason"]
+        assert row["llc_mean"] == pytest.approx(problem.llc, rel=0.10), (name, c)
+
+
+def test_a_reparametrised_regular_model_gives_the_same_answer(calibrations):
+    _, plain = calibrations["regular q=6"]
+    _, moved = calibrations["regular q=6 reparametrised x3"]
+
+    def chosen(res):
+        t = res.table
+        return t[t["chosen"] & (t["role"] == "candidate")].iloc[0]["llc_mean"]
+
+    assert chosen(moved) == pytest.approx(chosen(plain), rel=0.05)
+
+
+def test_a_step_100_times_the_chosen_one_is_not_valid(calibrations):
+    problem, res = calibrations["rrr 6,4,3,2"]
+    settings = {**res.chosen, "lr": 100 * res.chosen["lr"]}
+    big = estimate_llc(problem.model, problem.x, problem.y, problem.loss_fn, settings, seed=1,
+                       backend="fast")  # fmt: skip
+    assert not big.valid and big.status == "invalid"
+    assert not (math.isfinite(big.llc_mean) and big.step_ok and big.stationary)
+
+
+def test_the_singular_answers_are_told_apart_from_d_over_2(calibrations):
+    """The test has power: each singular lambda is far below d/2, which a localisation-
+    dominated or unconverged estimate would drift towards or past."""
+    for name in ("rrr 3,2,2,1", "rrr 6,4,3,2", "dln 4,3,3,4 r2"):
+        problem, _ = calibrations[name]
+        assert problem.d / 2 > 1.5 * problem.llc

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from grokking_llc.core.data import make_split, split_tensors
-from grokking_llc.core.model import QuadraticNet, centred_mse, cross_entropy
-from grokking_llc.core.settings import SamplerConfig, default_nbeta
+from grokking_llc.core.model import QuadraticNet, build_model, centred_mse, cross_entropy
+from grokking_llc.core.settings import SamplerConfig, TrainConfig, default_nbeta
 from grokking_llc.sampling import devinterp_backend, llc, validity
 from grokking_llc.sampling.diagnostics import (
     drift,
@@ -56,36 +56,12 @@ from grokking_llc.sampling.llc import (
 )
 from grokking_llc.sampling.sgld import sample_chains_many
 
+from .helpers import regular_problem, whitened_regression
+
 
 def half_mse(pred, target):
     """Gaussian negative log-likelihood up to a constant: 0.5 * mean squared error."""
     return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
-
-
-def regular_problem(q=6, n=400, seed=0):
-    """Linear regression with q parameters and a full-rank design; w* = least squares."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, q, generator=g)
-    y = x @ torch.randn(q, 1, generator=g) + 0.3 * torch.randn(n, 1, generator=g)
-    model = nn.Linear(q, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    return model, x, y
-
-
-def whitened_regression(q=100, n=200, seed=0):
-    """Linear regression with q parameters whose design has ``X^T X / n = I`` exactly
-    (orthonormal columns times sqrt(n)); w* = least squares. The loss is then
-    ``L* + |w - w*|^2 / 2``: a regular model (lambda = q/2) with curvature 1 in every direction,
-    so each coordinate of full-batch SGLD mixes at the same known rate."""
-    g = torch.Generator().manual_seed(seed)
-    basis, _ = torch.linalg.qr(torch.randn(n, q, generator=g, dtype=torch.float64))
-    x = (basis * math.sqrt(n)).float()
-    y = x @ torch.randn(q, 1, generator=g) + 0.3 * torch.randn(n, 1, generator=g)
-    model = nn.Linear(q, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    return model, x, y
 
 
 def sgld_regular_llc(q, nbeta, gamma, eps):
@@ -135,7 +111,6 @@ SAMPLER = dict(
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory):
     """A small quadratic net (p=11, K=16) trained 400 steps: model, x, y."""
-    from grokking_llc.core.settings import TrainConfig
     from grokking_llc.training.checkpoints import checkpoint_state
     from grokking_llc.training.train import train
 
@@ -149,9 +124,96 @@ def trained_small(tmp_path_factory):
     return model, x, y
 
 
-# ------------------------------------------------------------------------------------------
-# Known answers through both backends
-# ------------------------------------------------------------------------------------------
+def _good_run(seed=11, C=4, T=2000):
+    """Hand-made stationary traces (loss 1 +- 0.1, 2,000 steps) with diagnostics of an accepted
+    step and a dominant loss force: (trace, diagnostics)."""
+    rng = np.random.default_rng(seed)
+    trace = 1.0 + 0.1 * rng.standard_normal((C, T))
+    steps = np.arange(0, T, 20)
+    D = len(steps)
+    diag = {
+        "steps": steps,
+        "log_accept": np.zeros((C, D)),
+        "distance": 1.0 + 0.01 * rng.standard_normal((C, D)),
+        "grad_norm": np.full((C, D), 3.0),
+        "loc_norm": np.ones((C, D)),
+    }
+    return trace, diag
+
+
+AT_MINIMUM = dict(localization=3.0, llc_bound=10.0, grad_norm=0.0, grad_curvature=2.0)
+
+
+def _verdict_of(res, llc_bound, exact=False, mala_note=""):
+    """validity.assess on the estimate's own statistics: what llc_from_traces must report."""
+    return validity.assess(
+        llc_mean=res.llc_mean, num_good_chains=int((~res.diverged).sum()),
+        num_diverged=int(res.diverged.sum()), r_hat=res.r_hat, r_hat_tail=res.r_hat_tail,
+        drift_z=res.drift_z, drift_se=res.drift_se, ess=res.ess, ess_tail=res.ess_tail,
+        mala_acceptance=res.mala_acceptance, grad_loc_ratio=res.grad_loc_ratio,
+        gradient_bias=res.gradient_bias, llc_bound=llc_bound, exact=exact, mala_note=mala_note,
+    )  # fmt: skip
+
+
+def _assert_verdict(res, v):
+    got = (res.stationary, res.step_ok, res.localisation_dominated, res.at_minimum, res.valid,
+           res.status, res.invalid_reason)  # fmt: skip
+    assert got == (v.stationary, v.step_ok, v.localisation_dominated, v.at_minimum, v.valid,
+                   v.status, v.invalid_reason)  # fmt: skip
+
+
+def quad_centred_loss64(W, V, x, y, p):
+    """The QuadraticNet's centred square loss written out here (SPEC section 2), float64."""
+    h = W[x[:, 0]] + W[x[:, 1] + p]
+    r = torch.nn.functional.one_hot(y, p).double() - (h * h) @ V
+    r = r - r.mean(dim=0, keepdim=True)
+    return 0.5 * (r * r).sum() / len(x)
+
+
+class TanhNet(nn.Module):
+    """A generic model for the cross-entropy: tanh layer, then linear logits."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.A = nn.Parameter(0.5 * torch.randn(3, 4, generator=gen))
+        self.c = nn.Parameter(0.5 * torch.randn(4, 3, generator=gen))
+
+    def forward(self, x):
+        return torch.tanh(x @ self.A) @ self.c
+
+
+def tanh_ce_loss64(A, c, x, y):
+    return torch.nn.functional.cross_entropy(torch.tanh(x.double() @ A) @ c, y)
+
+
+def _offset(model, x, y, size, seed=5):
+    """The model moved from w* by ``size`` along a fixed random direction, and the gradient of
+    the loss there computed by hand: X^T (X w - y) / n (half_mse), with X^T X / n = I."""
+    d = torch.randn(model.weight.shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        model.weight.add_(size * d / d.norm())
+    x64, y64 = x.double(), y.double()
+    w = model.weight.detach().double()
+    grad = x64.T @ (x64 @ w.T - y64) / len(x)
+    curvature = float(grad.T @ (x64.T @ x64 / len(x)) @ grad / (grad.T @ grad))
+    return float(grad.norm()), curvature
+
+
+SAMPLER_THR = SamplerConfig(
+    lr=1e-4, nbeta=5.0, localization=10.0, num_chains=2, num_burnin_steps=3, num_draws=10,
+    batch_size=8, num_init_loss_batches=2, seed=7,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split(7, 0.6, seed=0)
+
+
+def state(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model("quadratic", 7, width=6, generator=gen)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_regular_model_has_llc_d_over_2_through_devinterp():
@@ -262,11 +324,6 @@ def test_devinterp_backend_reports_distances_and_forces_like_the_fast_one(traine
     assert ref.mean_distance == pytest.approx(fast.mean_distance, rel=0.1)
     assert ref.grad_loc_ratio == pytest.approx(fast.grad_loc_ratio, rel=0.1)
     assert math.isfinite(ref.r_hat_distance)
-
-
-# ------------------------------------------------------------------------------------------
-# llc_from_traces: per-chain LLC, standard error, diverged chains
-# ------------------------------------------------------------------------------------------
 
 
 def test_constants_and_defaults():
@@ -487,11 +544,6 @@ def test_no_numpy_warnings_on_diverged_chains_one_chain_or_huge_log_accept():
         assert one.llc_se == pytest.approx(standard_error(noise_trace(1, 30)[:, one.burn_in :]))
 
 
-# ------------------------------------------------------------------------------------------
-# Burn-in and the stationarity statistics of the kept draws (SPEC section 10)
-# ------------------------------------------------------------------------------------------
-
-
 def test_auto_burn_in_is_the_loss_plateau_at_least_the_minimum():
     rng = np.random.default_rng(5)
     steps = 200
@@ -555,11 +607,6 @@ def test_two_chains_get_r_hat_std_and_distance_r_hat():
     assert res.r_hat_tail == pytest.approx(r_hat_tail(tr[:, 4:]))
     assert res.llc_std == pytest.approx(tr[:, 4:].mean(axis=1).std(ddof=1))
     assert res.r_hat_distance == pytest.approx(r_hat(dist[:, 1:]))
-
-
-# ------------------------------------------------------------------------------------------
-# Diagnostic means (MALA acceptance, distance, force ratio)
-# ------------------------------------------------------------------------------------------
 
 
 def test_diagnostic_means_count_only_draws_of_chains_that_did_not_diverge():
@@ -664,49 +711,6 @@ def test_diagnostic_means_edge_cases():
         tr, 0.0, 1.0, 2, burn_in="fixed", diagnostics={**base, "distance": np.zeros((C, 0))}
     )
     assert math.isnan(res.mean_distance)
-
-
-# ------------------------------------------------------------------------------------------
-# The verdict: valid / not_a_minimum / invalid (grokking_llc.sampling.validity)
-# ------------------------------------------------------------------------------------------
-
-
-def _good_run(seed=11, C=4, T=2000):
-    """Hand-made stationary traces (loss 1 +- 0.1, 2,000 steps) with diagnostics of an accepted
-    step and a dominant loss force: (trace, diagnostics)."""
-    rng = np.random.default_rng(seed)
-    trace = 1.0 + 0.1 * rng.standard_normal((C, T))
-    steps = np.arange(0, T, 20)
-    D = len(steps)
-    diag = {
-        "steps": steps,
-        "log_accept": np.zeros((C, D)),
-        "distance": 1.0 + 0.01 * rng.standard_normal((C, D)),
-        "grad_norm": np.full((C, D), 3.0),
-        "loc_norm": np.ones((C, D)),
-    }
-    return trace, diag
-
-
-AT_MINIMUM = dict(localization=3.0, llc_bound=10.0, grad_norm=0.0, grad_curvature=2.0)
-
-
-def _verdict_of(res, llc_bound, exact=False, mala_note=""):
-    """validity.assess on the estimate's own statistics: what llc_from_traces must report."""
-    return validity.assess(
-        llc_mean=res.llc_mean, num_good_chains=int((~res.diverged).sum()),
-        num_diverged=int(res.diverged.sum()), r_hat=res.r_hat, r_hat_tail=res.r_hat_tail,
-        drift_z=res.drift_z, drift_se=res.drift_se, ess=res.ess, ess_tail=res.ess_tail,
-        mala_acceptance=res.mala_acceptance, grad_loc_ratio=res.grad_loc_ratio,
-        gradient_bias=res.gradient_bias, llc_bound=llc_bound, exact=exact, mala_note=mala_note,
-    )  # fmt: skip
-
-
-def _assert_verdict(res, v):
-    got = (res.stationary, res.step_ok, res.localisation_dominated, res.at_minimum, res.valid,
-           res.status, res.invalid_reason)  # fmt: skip
-    assert got == (v.stationary, v.step_ok, v.localisation_dominated, v.at_minimum, v.valid,
-                   v.status, v.invalid_reason)  # fmt: skip
 
 
 def test_a_good_run_is_valid_and_the_verdict_is_passed_through():
@@ -869,35 +873,6 @@ def test_summary_is_every_scalar_column():
     assert summary["invalid_reason"].startswith("not_a_minimum: gradient at w* not measured")
 
 
-# ------------------------------------------------------------------------------------------
-# Checks at w* (SPEC section 10): gradient, curvature along it, the bound from d and n
-# ------------------------------------------------------------------------------------------
-
-
-def quad_centred_loss64(W, V, x, y, p):
-    """The QuadraticNet's centred square loss written out here (SPEC section 2), float64."""
-    h = W[x[:, 0]] + W[x[:, 1] + p]
-    r = torch.nn.functional.one_hot(y, p).double() - (h * h) @ V
-    r = r - r.mean(dim=0, keepdim=True)
-    return 0.5 * (r * r).sum() / len(x)
-
-
-class TanhNet(nn.Module):
-    """A generic model for the cross-entropy: tanh layer, then linear logits."""
-
-    def __init__(self, gen):
-        super().__init__()
-        self.A = nn.Parameter(0.5 * torch.randn(3, 4, generator=gen))
-        self.c = nn.Parameter(0.5 * torch.randn(4, 3, generator=gen))
-
-    def forward(self, x):
-        return torch.tanh(x @ self.A) @ self.c
-
-
-def tanh_ce_loss64(A, c, x, y):
-    return torch.nn.functional.cross_entropy(torch.tanh(x.double() @ A) @ c, y)
-
-
 @pytest.mark.parametrize("which", ["quadratic_centred", "tanh_cross_entropy"])
 def test_point_checks_gradient_and_curvature_against_autograd_and_finite_differences(which):
     """point_checks at a state that is not a minimum: the full-batch loss and its gradient norm
@@ -980,24 +955,6 @@ def test_llc_bound_is_half_the_smaller_of_d_and_the_data_dimension_the_loss_sees
     assert llc_bound(7, 50, (50, 3), cross_entropy) == 3.5
 
 
-# ------------------------------------------------------------------------------------------
-# A checkpoint that is not a minimum (SPEC section 10, "Not a minimum")
-# ------------------------------------------------------------------------------------------
-
-
-def _offset(model, x, y, size, seed=5):
-    """The model moved from w* by ``size`` along a fixed random direction, and the gradient of
-    the loss there computed by hand: X^T (X w - y) / n (half_mse), with X^T X / n = I."""
-    d = torch.randn(model.weight.shape, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        model.weight.add_(size * d / d.norm())
-    x64, y64 = x.double(), y.double()
-    w = model.weight.detach().double()
-    grad = x64.T @ (x64 @ w.T - y64) / len(x)
-    curvature = float(grad.T @ (x64.T @ x64 / len(x)) @ grad / (grad.T @ grad))
-    return float(grad.norm()), curvature
-
-
 def test_an_estimate_away_from_the_minimum_is_not_a_minimum_by_its_gradient_term():
     """w = w* + delta on the regular model (q = 100, |delta| = 0.7): the checks at w see the
     gradient computed by hand (|delta|, curvature 1 along it); the estimate is the exact
@@ -1059,11 +1016,6 @@ def test_a_hopeless_checkpoint_is_not_lengthened_and_the_stop_rule_gets_its_init
     assert [r.num_steps for r in out] == [45, 20, 45]
     assert sorted(asked) == sorted([out[0].init_loss, out[2].init_loss] * 2)  # checks at 20, 30
     assert out[1].gradient_bias > line > out[2].gradient_bias
-
-
-# ------------------------------------------------------------------------------------------
-# The adaptive stop rule
-# ------------------------------------------------------------------------------------------
 
 
 def test_stop_rule_cases():
@@ -1161,11 +1113,6 @@ def test_adaptive_length_stops_when_stationary_and_agrees_with_the_cap():
     capped = estimate_llc(model, x, y, half_mse, {**base, "max_steps": 600,
                           "target_ess": 1e6}, seed=2, backend="fast")  # fmt: skip
     assert capped.num_steps == 600
-
-
-# ------------------------------------------------------------------------------------------
-# estimate_llc_many: the glue of both backends
-# ------------------------------------------------------------------------------------------
 
 
 def test_fast_backend_is_llc_of_the_sampler_traces():
@@ -1407,3 +1354,39 @@ def test_devinterp_gets_the_data_and_is_estimate_llc_manys_default(monkeypatch, 
     assert [r.getMessage() for r in caplog.records] == [
         "devinterp backend: fixed length 30 steps (no adaptive length)"
     ]
+
+
+@pytest.mark.parametrize("backend", ["fast", "devinterp"])
+def test_estimate_llc_many_equals_one_estimate_per_checkpoint_and_leaves_the_model(split, backend):
+    x, y = split_tensors(split, "train", "cpu")
+    model = build_model("quadratic", 7, width=6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    states = [state(1), state(2), state(3)]
+    many = estimate_llc_many(model, states, x, y, centred_mse, SAMPLER_THR, seeds=[5, 6, 7],
+                             backend=backend)  # fmt: skip
+    for st, seed, res in zip(states, [5, 6, 7], many, strict=True):
+        alone_model = build_model("quadratic", 7, width=6)
+        alone_model.load_state_dict(st)
+        alone = estimate_llc(
+            alone_model, x, y, centred_mse, SAMPLER_THR, seed=seed, backend=backend
+        )
+        np.testing.assert_array_equal(res.loss_trace, alone.loss_trace)
+        assert res.llc_mean == alone.llc_mean
+        assert res.summary() == pytest.approx(alone.summary(), nan_ok=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert len({r.llc_mean for r in many}) == 3  # three different checkpoints, three numbers
+
+
+def test_estimate_llc_many_refuses_mismatched_seeds(split):
+    x, y = split_tensors(split, "train", "cpu")
+    with pytest.raises(ValueError, match="2 states but 1 seeds"):
+        estimate_llc_many(build_model("quadratic", 7, width=6), [state(0), state(1)], x, y,
+                          centred_mse, SAMPLER_THR, seeds=[0], backend="fast")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"), [(60, 20), (600, 20), (900, 30), (1500, 50), (3000, 100), (10**6, 100)]
+)
+def test_default_diag_every_by_hand(steps, expected):
+    assert default_diag_every(steps) == expected

@@ -48,7 +48,7 @@ warm-up from the step reached there, so the early transitions near w* (where acc
 atypically high) do not weigh on the final step. After the warm-up ``eps`` is frozen at the
 averaged iterate, so the draws are an exact, time-homogeneous MCMC.
 
-Mixing, measured on the known-answer problems (tests/test_known_answers.py): a singular
+Mixing, measured on the known-answer problems (tests/sampling/test_known_answers.py): a singular
 posterior is funnel-shaped (for a redundant unit ``|a|^2 |b|^2``: where a is large, b is
 stiff), so a fixed ``G`` must take the step of the stiffest arm and a flat direction relaxes to
 the prior radius in ~``nbeta / gamma^2`` transitions (times the arm's dimension), while the

@@ -210,7 +210,7 @@ def bootstrap(
     interval and the value itself: it always contains its own point estimate, and it is never
     narrower than either interval. Both guards matter with a few runs per setting: in a case
     like Figure 4's at wd 1e-4 (rho -0.972 over 4 learning rates x 3 seeds, one swapped pair;
-    tests/test_analysis.py) 99.8% of the replicates fall below the value (resamples that drop
+    tests/science/test_stats.py) 99.8% of the replicates fall below the value (resamples that drop
     one of the pair order perfectly), the percentile interval [-0.989, -0.973] excludes it, and
     BC pushes both ends to the top replicate; the interval reported is [-0.989, -0.972]. With
     2-3 runs per setting the bootstrap sees only a handful of distinct resamples, and its
