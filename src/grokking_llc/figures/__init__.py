@@ -16,25 +16,21 @@ out), ``samplers`` and ``protocols`` (track figures: in the order of ``inputs["l
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import pandas as pd
 
-from grokking_llc.figures import (  # noqa: F401 - importing registers each figure
-    calibration,
-    fig4_lr_vs_gsm,
-    fig14_scaling_regimes,
-    gsm_vs_llc,
-    h2_panels,
-    llc_scaling,
-    lr_vs_max_llc,
-    sampler_grids,
-    traces,
-    tracks,
-)
 from grokking_llc.figures._common import set_style
 from grokking_llc.figures.registry import INPUT_ROLES, READS, REGISTRY, FigureSpec, register
 from grokking_llc.science.tables import select
+
+# Importing a figure module registers its figures: every public module of this package is one
+# (so adding a figure is adding its module, plus its entry in the schema's ``figures``).
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["INPUT_ROLES", "READS", "REGISTRY", "FigureSpec", "draw_figure", "load_data", "register"]
 
