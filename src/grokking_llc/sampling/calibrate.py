@@ -4,8 +4,7 @@
 checkpoints of one model) chooses ONE setting for the targets given: in the pipeline the final
 checkpoint of the first run of one model shape (model, p, width), since every shape a figure
 compares is calibrated on its own (:mod:`grokking_llc.pipeline.plan`); a setting's estimates are
-valid
-at any shape only where its checks passed there.
+valid at any shape only where its checks passed there.
 
 Search (the defaults of :func:`default_search`, each overridable in the config's
 ``llc.calibration.grid``). For each sampler kind (``gn_diag`` first: its diagonal Gauss-Newton
@@ -20,16 +19,14 @@ rung). Each rung runs at the step size ``eps = lr_scaled / (nbeta lambda + gamma
 section 10; the first value of ``lr_scaled`` is the ladder's). A rung whose chains are not
 stationary within ``max_steps`` at a minimum ends the ladder (a finer resolution relaxes more
 slowly still). The first rung that is valid (:mod:`grokking_llc.sampling.validity`) with the two
-before
-it valid too, and whose series has little left to gain -- the geometric extrapolation of the
+before it valid too, and whose series has little left to gain -- the geometric extrapolation of the
 last two changes, :func:`validity.remaining_bias`, at most :data:`validity.GAMMA_TOL` of the
 estimate -- is the candidate: its estimate no longer counts more directions as the localisation
 loosens. (One comparison at a fixed tolerance is not enough: the singular known answers converge
 with a ratio ~0.7 per halving, so a 10% change can leave 20% to go.)
 
-Checks of a candidate (:mod:`grokking_llc.sampling.validity` states the tolerances; each comparison
-is a
-:func:`validity.compare`, precise enough to tell or failed as too noisy):
+Checks of a candidate (:mod:`grokking_llc.sampling.validity` states the tolerances; each
+comparison is a :func:`validity.compare`, precise enough to tell or failed as too noisy):
 
 1. step size: walk ``lr_scaled`` down the grid until a step and the next smaller one agree
    within :data:`validity.EPS_TOL`; the smaller of that pair becomes the candidate's step (its
