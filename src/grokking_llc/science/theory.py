@@ -12,9 +12,9 @@ Numerical rank convention (all functions below): singular values in float64, ran
 ``#{s_i > rtol * s_max}`` with ``rtol = RANK_RTOL = 1e-9``. Why 1e-9: the kernel directions of
 these maps are exact (symmetries), so their singular values come out at rounding level,
 ``~1e-17 .. 1e-15 * s_max`` for the matrix sizes used here, while the smallest genuine singular
-value at a standard-Gaussian point was never below ``~2e-5 * s_max`` in any case we ran (the gap is
-checked in ``tests/science/test_theory.py``). 1e-9 sits in the middle of that gap on a log scale, so the
-count does not move if either end shifts by a few orders of magnitude; numpy's default
+value at a standard-Gaussian point was never below ``~2e-5 * s_max`` in any case we ran (the gap
+is checked in ``tests/science/test_theory.py``). 1e-9 sits in the middle of that gap on a log
+scale, so the count does not move if either end shifts by a few orders of magnitude; numpy's default
 (``max(shape) * eps``, about 1e-13 here) sits too close to the rounding floor for the larger
 matrices.
 """
