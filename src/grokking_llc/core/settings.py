@@ -81,10 +81,11 @@ SAMPLER_HASH_BASE: dict[str, Any] = {
     "gn_damping": 1.0,
     "gn_probes": 64,
 }
-# Sampler keys added after job params were first written: :meth:`SamplerConfig.to_dict` leaves
-# them out at their :data:`SAMPLER_HASH_BASE` value, so that no job's params (the calibration's
-# name, an LLC track's provenance) change where they keep it.
-_SAMPLER_KEYS_OMITTED_AT_BASE = ("rmsprop_alpha", "rmsprop_eps", "gn_damping", "gn_probes")
+# The preconditioned kinds' constants: sampler keys added after job params were first written,
+# so :meth:`SamplerConfig.to_dict` leaves them out at their :data:`SAMPLER_HASH_BASE` value and
+# no job's params (the calibration's name, an LLC track's provenance) change where they keep it.
+PRECONDITIONER_KEYS = ("rmsprop_alpha", "rmsprop_eps", "gn_damping", "gn_probes")
+_SAMPLER_KEYS_OMITTED_AT_BASE = PRECONDITIONER_KEYS
 
 
 class ConfigError(ValueError):
@@ -157,10 +158,7 @@ PAPER_PROTOCOL: dict[str, Any] = {
     "max_steps": None,
     "target_ess": 400.0,
     "min_steps": None,
-    "rmsprop_alpha": 0.99,
-    "rmsprop_eps": 0.1,
-    "gn_damping": 1.0,
-    "gn_probes": 64,
+    **{k: SAMPLER_HASH_BASE[k] for k in PRECONDITIONER_KEYS},
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_PROTOCOL}
 

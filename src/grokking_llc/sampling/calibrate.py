@@ -73,7 +73,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 
 from grokking_llc.core import columns
-from grokking_llc.core.settings import SamplerConfig, schema_defaults
+from grokking_llc.core.settings import PRECONDITIONER_KEYS, SamplerConfig, schema_defaults
 from grokking_llc.sampling import validity
 from grokking_llc.sampling.llc import LLCResult, estimate_llc
 from grokking_llc.sampling.sgld import KINDS, gauss_newton_diagonal
@@ -410,8 +410,7 @@ class _Runner:
 
 def _precond_options(base: Mapping[str, Any]) -> dict[str, Any]:
     """The preconditioner constants a base may set (gn_damping, gn_probes, rmsprop_*)."""
-    keys = ("gn_damping", "gn_probes", "rmsprop_alpha", "rmsprop_eps")
-    return {k: base[k] for k in keys if k in base}
+    return {k: base[k] for k in PRECONDITIONER_KEYS if k in base}
 
 
 def _summary(res: LLCResult) -> dict[str, Any]:
