@@ -148,26 +148,32 @@ def _scored(
     is no statistic, or None), ``text``, ``pts`` and ``used`` (the table and its used rows, with
     ``llc_status``) and, under ``key``, the statistic's ``value``, ``ci_low`` and ``ci_high``.
     ``verdict(got)`` and ``published(got)`` decide; ``what`` names the estimates in the
-    as-published reason's count of those failing the validity checks."""
+    as-published reason's count of those failing the validity checks. ``text`` may differ
+    between the two uses, and an optional ``tail`` ends every reason of the row."""
     got = numbers(USE_VALID)
     common = dict(common, n_runs=len(got["pts"]), n_valid=len(got["used"]))
     if got["why"]:
-        row = _row(**base, **common, reason=got["why"])
+        row = _row(**base, **common, reason=_said(got, got["why"]))
     else:
-        v = got[key]
+        v, reason = got[key], _said(got, got["text"])
         row = _row(**base, **common, value=v["value"], ci_low=v["ci_low"],
-                   ci_high=v["ci_high"], verdict=verdict(got), reason=got["text"])  # fmt: skip
+                   ci_high=v["ci_high"], verdict=verdict(got), reason=reason)  # fmt: skip
     if not as_published:
         return row
     pub = numbers(USE_ALL)
     if pub["why"]:
-        row.update(_published(NOT_REPRODUCED, pub["why"]))
+        row.update(_published(NOT_REPRODUCED, _said(pub, pub["why"])))
         return row
     v = pub[key]
     failing = _failing_text(pub["used"]["llc_status"], what)
-    row.update(_published(published(pub), f"{pub['text']}; {failing}", v["value"], v["ci_low"],
-                          v["ci_high"]))  # fmt: skip
+    row.update(_published(published(pub), _said(pub, pub["text"], failing), v["value"],
+                          v["ci_low"], v["ci_high"]))  # fmt: skip
     return row
+
+
+def _said(got: Mapping[str, Any], *parts: str) -> str:
+    """A reason of :func:`_scored`: ``parts`` and the numbers' ``tail``, if any."""
+    return "; ".join(filter(None, [*parts, got.get("tail")]))
 
 
 def _finite(*values: float) -> bool:
@@ -328,8 +334,13 @@ def _slope_ratio(df: pd.DataFrame) -> dict[str, float]:
     return {"ratio": ratio, "slope": fits.fit_linear(p, y)["slope"]}
 
 
-def _fig1_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[str, Any]:
-    fit = scaling.fit_llc_vs_p(runs, use=use)
+def _final_points(
+    fit: Mapping[str, Any], use: str, by: str, need: int, unit: str, stat: Callable, boot: dict
+) -> dict:
+    """The points of a scaling fit over ``by`` (Figures 1 and 2) and which are used, with
+    ``why`` there is no statistic: no usable estimate, fewer than ``need`` values of ``by``,
+    or (validated) a value with a single valid run. ``unit`` names the values in that reason.
+    Otherwise ``b``: ``stat`` bootstrapped over the used points (``boot``: seed and n_boot)."""
     pts = fit["points"]
     used = pts[pts["llc_used"]] if len(pts) else pts
     out: dict[str, Any] = {"fit": fit, "pts": pts, "used": used, "why": None}
@@ -337,17 +348,27 @@ def _fig1_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[
         kind = "valid" if use == USE_VALID else "finite"
         out["why"] = f"no {kind} final LLC estimate in the study"
         return out
-    n_p = used["p"].nunique()
-    single = _single_run_settings(used, "p") if use == USE_VALID else []
-    if n_p < 3 or single:
-        out["why"] = (
-            f"only {n_p} value(s) of p with a {'valid ' if use == USE_VALID else ''}estimate "
-            "(need 3)"
-            if n_p < 3
-            else f"p = {', '.join(fmt(s) for s in single)} with a single valid run"
-        )
+    n = used[by].nunique()
+    single = _single_run_settings(used, by) if use == USE_VALID else []
+    if n < need:
+        valid = "valid " if use == USE_VALID else ""
+        out["why"] = f"only {n} {unit} with a {valid}estimate (need {need})"
+    elif single:
+        name = "p =" if by == "p" else by
+        out["why"] = f"{name} {', '.join(fmt(s) for s in single)} with a single valid run"
+    else:
+        out["b"] = stats.bootstrap(used[[by, "llc"]], stat, by=by, **boot)
+    out["n"] = n
+    return out
+
+
+def _fig1_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[str, Any]:
+    fit = scaling.fit_llc_vs_p(runs, use=use)
+    boot = {"seed": seed, "n_boot": n_boot}
+    out = _final_points(fit, use, "p", 3, "value(s) of p", _slope_ratio, boot)
+    if out["why"]:
         return out
-    b = stats.bootstrap(used[["p", "llc"]], _slope_ratio, by="p", n_boot=n_boot, seed=seed)
+    b, n_p = out["b"], out["n"]
     out.update(r=b["ratio"], s=b["slope"], n_p=n_p)
     text = (
         f"slope ratio {_ci_text(b['ratio'])}, band [0.67, 1.5]; straight-line slope "
@@ -411,24 +432,12 @@ def _exponent(df: pd.DataFrame) -> float:
 
 def _fig2_numbers(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[str, Any]:
     fit = scaling.fit_llc_vs_width(runs, use=use)
-    pts = fit["points"]
-    used = pts[pts["llc_used"]] if len(pts) else pts
-    out: dict[str, Any] = {"fit": fit, "pts": pts, "used": used, "why": None}
-    if used.empty:
-        kind = "valid" if use == USE_VALID else "finite"
-        out["why"] = f"no {kind} final LLC estimate in the study"
+    out = _final_points(
+        fit, use, "width", 2, "width(s)", _exponent, {"seed": seed, "n_boot": n_boot}
+    )
+    if out["why"]:
         return out
-    n_w = used["width"].nunique()
-    single = _single_run_settings(used, "width") if use == USE_VALID else []
-    if n_w < 2 or single:
-        out["why"] = (
-            f"only {n_w} width(s) with a {'valid ' if use == USE_VALID else ''}estimate (need 2)"
-            if n_w < 2
-            else f"width {', '.join(fmt(s) for s in single)} with a single valid run"
-        )
-        return out
-    b = stats.bootstrap(used[["width", "llc"]], _exponent, by="width", n_boot=n_boot, seed=seed)
-    e = b["value"]
+    e, n_w = out["b"]["value"], out["n"]
     if not math.isfinite(e["value"]):
         out["why"] = "a width's mean LLC is <= 0: no power law"
         return out
@@ -496,6 +505,26 @@ def _accuracy_text(st: Mapping[str, Any]) -> str:
 
 
 def _track_claim(
+    tracks: Mapping[str, Any],
+    key: str,
+    base: dict,
+    published: Callable[[list[dict], str], dict] | None,
+    window: str,
+    stat: str,
+    paper: str,
+) -> dict:
+    """The row of a track claim (Figures 3 and 13) on the runs of ``tracks[key]``
+    (:func:`_track_runs`) for ``base["sampler"]``: the validated verdict over ``window``
+    (:func:`_track_validated`) and, with ``published``, the as-published columns
+    ``published(runs, sampler)``."""
+    runs_ = _track_runs(tracks, key, base["sampler"])
+    row = _track_validated(runs_, base["sampler"], window=window, base=base, stat=stat, paper=paper)
+    if published is not None:
+        row.update(published(runs_, base["sampler"]))
+    return row
+
+
+def _track_validated(
     runs_: list[dict], sampler: str, *, window: str, base: dict, stat: str, paper: str
 ) -> dict:
     common = dict(statistic=stat, paper_value=paper, n_runs=len(runs_))
@@ -537,11 +566,6 @@ def _track_claim(
     rhos = [s["spearman"] for s in per_run if s["n_window"] >= MIN_TRACK_ESTIMATES]
     lows = [s["ci_low"] for s in per_run if s["n_window"] >= MIN_TRACK_ESTIMATES]
     highs = [s["ci_high"] for s in per_run if s["n_window"] >= MIN_TRACK_ESTIMATES]
-    reason = (
-        "; ".join(reasons)
-        if len(runs_) == 1
-        else " | ".join(f"run {i + 1}: {r}" for i, r in enumerate(reasons))
-    )
     return _row(
         **base,
         **common,
@@ -550,7 +574,7 @@ def _track_claim(
         ci_low=min(lows) if lows else math.nan,
         ci_high=max(highs) if highs else math.nan,
         verdict=verdict,
-        reason=reason,
+        reason=_join_runs(reasons),
     )
 
 
@@ -562,7 +586,7 @@ def _join_runs(texts: list[str]) -> str:
     )
 
 
-def _published_trend(runs_: list[dict], sampler: str, window: str) -> dict:
+def _published_trend(runs_: list[dict], sampler: str) -> dict:
     """Figure 13 as published: Spearman of every estimate with the validation loss, per run;
     reproduced when every run reproduces."""
     if not runs_:
@@ -572,7 +596,7 @@ def _published_trend(runs_: list[dict], sampler: str, window: str) -> dict:
         llc = r["llc"].get(sampler)
         if llc is None:
             return _published(NOT_REPRODUCED, f"no LLC track for sampler {sampler}")
-        st = trajectory.track_statistics(r["train_log"], llc, window=window, use=USE_ALL)
+        st = trajectory.track_statistics(r["train_log"], llc, window="all", use=USE_ALL)
         statuses = tables.estimate_status(llc)
         rho = st["spearman"]
         verdicts.append(_published_track(rho))
@@ -681,18 +705,9 @@ def claim_fig3_llc_falls_with_generalisation(
         "Spearman correlation of valid LLC with validation loss over the grokking window "
         "(positive: LLC falls as validation loss falls)"
     )
-    runs_ = _track_runs(tracks, "fig3", sampler)
-    row = _track_claim(
-        runs_,
-        sampler,
-        window="grokking",
-        base=base,
-        stat=stat,
-        paper="LLC peaks, then falls as the model generalises (run data: 4304 -> ~4885 -> 4757)",
-    )
-    if as_published:
-        row.update(_published_run_data(runs_, sampler))
-    return row
+    paper = "LLC peaks, then falls as the model generalises (run data: 4304 -> ~4885 -> 4757)"
+    published = _published_run_data if as_published else None
+    return _track_claim(tracks, "fig3", base, published, "grokking", stat, paper)
 
 
 def claim_fig13_transformer_llc_tracks_test_loss(
@@ -719,18 +734,9 @@ def claim_fig13_transformer_llc_tracks_test_loss(
         "sampler": sampler,
     }
     stat = "Spearman correlation of valid LLC with validation loss over the run"
-    runs_ = _track_runs(tracks, "fig13", sampler)
-    row = _track_claim(
-        runs_,
-        sampler,
-        window="all",
-        base=base,
-        stat=stat,
-        paper="LLC curve correlates with the test-loss curve (no grokking, H.3.1)",
-    )
-    if as_published:
-        row.update(_published_trend(runs_, sampler, "all"))
-    return row
+    paper = "LLC curve correlates with the test-loss curve (no grokking, H.3.1)"
+    published = _published_trend if as_published else None
+    return _track_claim(tracks, "fig13", base, published, "all", stat, paper)
 
 
 # --------------------------------------------------------------------------- Figure 4 and H.3
@@ -829,37 +835,34 @@ def claim_fig4_gsm_decays_with_lr(training: pd.DataFrame, *, seed: int, n_boot: 
     return rows
 
 
-def _h3_rows(
-    runs: pd.DataFrame, use: str, seed: int, n_boot: int
-) -> tuple[dict, dict[float, dict]]:
+def _h3_rows(runs: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict[float | None, dict]:
+    """Weight decay -> the numbers of its H.3 row, for :func:`_scored` (``None`` -> why there is
+    no row per weight decay: no run at all)."""
     res = scaling.lr_vs_max_llc(runs, use=use)
     pts = res["points"]
-    out: dict[float, dict] = {}
+    if pts.empty:
+        why = "no runs with finite lr, maximum LLC and weight decay"
+        return {None: {"why": why, "pts": pts, "used": pts}}
+    valid = "valid " if use == USE_VALID else ""
+    out: dict[float | None, dict] = {}
     for wd in res["per_wd"]:
         sub = pts[pts["weight_decay"] == wd]
         used = sub[sub["llc_used"]]
-        entry: dict[str, Any] = {"sub": sub, "used": used, "why": None}
-        out[wd] = entry
+        out[wd] = entry = {"pts": sub, "used": used, "why": None}
         n_lr = used["lr"].nunique()
         single = _single_run_settings(used, "lr") if len(used) and use == USE_VALID else []
         if used.empty:
-            entry["why"] = (
-                "no valid maximum-LLC estimate" if use == USE_VALID else "no maximum-LLC estimate"
-            )
-            continue
-        if n_lr < 3 or single:
-            entry["why"] = (
-                f"{n_lr} learning rate(s) with a {'valid ' if use == USE_VALID else ''}"
-                "estimate (need 3)"
-                if n_lr < 3
-                else f"lr {', '.join(fmt(s) for s in single)} with a single valid run"
-            )
-            continue
-        entry["b"] = stats.bootstrap(
-            used[["lr", "llc"]], _spearman_stat("lr", "llc"), by="lr", n_boot=n_boot, seed=seed
-        )["value"]
-        entry["n_lr"] = n_lr
-    return res, out
+            entry["why"] = f"no {valid}maximum-LLC estimate"
+        elif n_lr < 3:
+            entry["why"] = f"{n_lr} learning rate(s) with a {valid}estimate (need 3)"
+        elif single:
+            entry["why"] = f"lr {', '.join(fmt(s) for s in single)} with a single valid run"
+        else:
+            b = stats.bootstrap(
+                used[["lr", "llc"]], _spearman_stat("lr", "llc"), by="lr", n_boot=n_boot, seed=seed
+            )["value"]
+            entry.update(b=b, text=f"rho {_ci_text(b)}; {n_lr} learning rates")
+    return out
 
 
 def claim_h3_max_llc_decreases_with_lr(
@@ -881,64 +884,26 @@ def claim_h3_max_llc_decreases_with_lr(
     is over a run's valid estimates where it has any, else over all of them.)
     """
     stat = "Spearman correlation of valid maximum LLC with lr (negative: decreases)"
-    res, valid = _h3_rows(runs, USE_VALID, seed, n_boot)
-    if res["points"].empty:
-        why = "no runs with finite lr, maximum LLC and weight decay"
-        extra = _published(NOT_REPRODUCED, why) if as_published else {}
-        return [
-            _row(
-                "h3_max_llc_decreases_with_lr",
-                "H.3",
-                sampler,
-                stat,
-                "decreases with lr",
-                n_valid=0,
-                reason=why,
-                **extra,
-            )
-        ]
-    pub = _h3_rows(runs, USE_ALL, seed, n_boot)[1] if as_published else {}
-    rows = []
-    for wd, entry in valid.items():
-        base = dict(
-            claim="h3_max_llc_decreases_with_lr",
-            figure=f"H.3 (wd {fmt(wd)})",
-            sampler=sampler,
+    valid = _h3_rows(runs, USE_VALID, seed, n_boot)
+    pub = _h3_rows(runs, USE_ALL, seed, n_boot) if as_published and None not in valid else valid
+    return [
+        _scored(
+            {
+                "claim": "h3_max_llc_decreases_with_lr",
+                "figure": "H.3" if wd is None else f"H.3 (wd {fmt(wd)})",
+                "sampler": sampler,
+            },
+            lambda use, wd=wd: (valid if use == USE_VALID else pub)[wd],
+            "b",
+            lambda g: _sign_verdict(g["b"]["ci_low"], g["b"]["ci_high"], negative=True),
+            lambda g: _published_sign(g["b"]["value"], negative=True),
+            "maximum-LLC estimates",
+            as_published,
             statistic=stat,
             paper_value="decreases with lr",
-            n_runs=len(entry["sub"]),
-            n_valid=len(entry["used"]),
         )
-        if entry["why"]:
-            row = _row(**base, reason=entry["why"])
-        else:
-            b = entry["b"]
-            row = _row(
-                **base,
-                value=b["value"],
-                ci_low=b["ci_low"],
-                ci_high=b["ci_high"],
-                verdict=_sign_verdict(b["ci_low"], b["ci_high"], negative=True),
-                reason=f"rho {_ci_text(b)}; {entry['n_lr']} learning rates",
-            )
-        if as_published:
-            p = pub[wd]
-            if p["why"]:
-                row.update(_published(NOT_REPRODUCED, p["why"]))
-            else:
-                b = p["b"]
-                failing = _failing_text(p["used"]["llc_status"], "maximum-LLC estimates")
-                row.update(
-                    _published(
-                        _published_sign(b["value"], negative=True),
-                        f"rho {_ci_text(b)}; {p['n_lr']} learning rates; {failing}",
-                        b["value"],
-                        b["ci_low"],
-                        b["ci_high"],
-                    )
-                )
-        rows.append(row)
-    return rows
+        for wd in valid
+    ]
 
 
 # --------------------------------------------------------------------------- GSM against LLC
@@ -969,20 +934,33 @@ def _gsm_groups(runs: pd.DataFrame, use: str) -> list[tuple[str, pd.DataFrame, p
     return groups
 
 
-def _gsm_numbers(all_: pd.DataFrame, sub: pd.DataFrame, use: str, seed: int, n_boot: int):
-    """(why not, or None; bootstrap; fit; tail text) for one group of the GSM claim."""
+def _gsm_numbers(all_: pd.DataFrame, sub: pd.DataFrame, use: str, seed: int, n_boot: int) -> dict:
+    """The numbers of one group of the GSM claim, for :func:`_scored`: the runs that never
+    generalised are counted in ``tail``; as published, ``text`` quotes the paper's line."""
     n_never = int((~all_["generalised"]).sum()) if len(all_) else 0
     tail = f"{n_never} run(s) never generalised (no GSM), left out" if n_never else None
+    out: dict[str, Any] = {"pts": all_, "used": sub, "why": None, "tail": tail}
     if sub.empty:
         kind = "a valid" if use == USE_VALID else "a finite"
-        return f"no generalised run with {kind} final LLC", None, None, tail
+        out["why"] = f"no generalised run with {kind} final LLC"
+        return out
     if len(sub) < 4 or sub["llc"].nunique() < 2:
-        return f"{len(sub)} usable run(s) (need 4)", None, None, tail
+        out["why"] = f"{len(sub)} usable run(s) (need 4)"
+        return out
     by = [c for c in ("lr", "weight_decay") if c in sub]
     b = stats.bootstrap(
         sub[[*by, "llc", "gsm"]], _gsm_line, by=by or "llc", n_boot=n_boot, seed=seed
     )
-    return None, b, fits.fit_linear(sub["llc"], sub["gsm"]), tail
+    fit = fits.fit_linear(sub["llc"], sub["gsm"])
+    line = f"GSM = {fmt(fit['slope'])} LLC {fit['intercept']:+.4g}"
+    r2_slope = f"R² {_ci_text(b['r2'])}; slope {_ci_text(b['slope'], 4)}"
+    if use == USE_VALID:
+        text = f"{line}; {r2_slope}; {len(sub)} runs"
+    else:
+        quoted = f"paper {PAPER_GSM_LLC['slope']} LLC {PAPER_GSM_LLC['intercept']:+}"
+        text = f"{line} ({quoted}); {r2_slope}"
+    out.update(b, text=text)
+    return out
 
 
 def claim_gsm_linear_in_llc(
@@ -1010,59 +988,30 @@ def claim_gsm_linear_in_llc(
         f"GSM = {PAPER_GSM_LLC['slope']} LLC {PAPER_GSM_LLC['intercept']:+}, "
         f"R² {PAPER_GSM_LLC['r2']}"
     )
-    pub_groups = dict((f, (a, s)) for f, a, s in _gsm_groups(runs, USE_ALL)) if as_published else {}
-    rows = []
-    for figure, all_, sub in _gsm_groups(runs, USE_VALID):
-        base = dict(
-            claim="gsm_linear_in_llc",
-            figure=figure,
-            sampler=sampler,
+    pub = {f: (a, s) for f, a, s in _gsm_groups(runs, USE_ALL)} if as_published else {}
+
+    def numbers(figure: str, all_: pd.DataFrame, sub: pd.DataFrame) -> Callable[[str], dict]:
+        none = (all_.iloc[:0], all_.iloc[:0])
+        return lambda use: _gsm_numbers(
+            *((all_, sub) if use == USE_VALID else pub.get(figure, none)), use, seed, n_boot
+        )
+
+    return [
+        _scored(
+            {"claim": "gsm_linear_in_llc", "figure": figure, "sampler": sampler},
+            numbers(figure, all_, sub),
+            "r2",
+            lambda g: _gsm_verdict(
+                g["slope"]["ci_low"], g["slope"]["ci_high"], g["r2"]["ci_low"], g["r2"]["ci_high"]
+            ),
+            lambda g: _published_gsm(g["slope"]["value"], g["r2"]["value"]),
+            "final LLC estimates",
+            as_published,
             statistic=stat,
             paper_value=paper,
-            n_runs=len(all_),
-            n_valid=len(sub),
         )
-        why, b, fit, tail = _gsm_numbers(all_, sub, USE_VALID, seed, n_boot)
-        if why:
-            row = _row(**base, reason="; ".join(filter(None, [why, tail])))
-        else:
-            r2, sl = b["r2"], b["slope"]
-            reason = (
-                f"GSM = {fmt(fit['slope'])} LLC {fit['intercept']:+.4g}; R² {_ci_text(r2)}; slope "
-                f"{_ci_text(sl, 4)}; {len(sub)} runs"
-            )
-            row = _row(
-                **base,
-                value=r2["value"],
-                ci_low=r2["ci_low"],
-                ci_high=r2["ci_high"],
-                verdict=_gsm_verdict(sl["ci_low"], sl["ci_high"], r2["ci_low"], r2["ci_high"]),
-                reason="; ".join(filter(None, [reason, tail])),
-            )
-        if as_published:
-            p_all, p_sub = pub_groups.get(figure, (all_.iloc[:0], all_.iloc[:0]))
-            why, b, fit, tail = _gsm_numbers(p_all, p_sub, USE_ALL, seed, n_boot)
-            if why:
-                row.update(_published(NOT_REPRODUCED, "; ".join(filter(None, [why, tail]))))
-            else:
-                r2, sl = b["r2"], b["slope"]
-                text = (
-                    f"GSM = {fmt(fit['slope'])} LLC {fit['intercept']:+.4g} (paper "
-                    f"{PAPER_GSM_LLC['slope']} LLC {PAPER_GSM_LLC['intercept']:+}); R² "
-                    f"{_ci_text(r2)}; slope {_ci_text(sl, 4)}; "
-                    f"{_failing_text(p_sub['llc_status'], 'final LLC estimates')}"
-                )
-                row.update(
-                    _published(
-                        _published_gsm(sl["value"], r2["value"]),
-                        "; ".join(filter(None, [text, tail])),
-                        r2["value"],
-                        r2["ci_low"],
-                        r2["ci_high"],
-                    )
-                )
-        rows.append(row)
-    return rows
+        for figure, all_, sub in _gsm_groups(runs, USE_VALID)
+    ]
 
 
 # --------------------------------------------------------------------------- Figure 14
