@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,9 @@ BACKENDS = ("devinterp", "fast")
 # A chain whose mean loss after burn-in exceeds the starting loss by more than this many
 # multiples of 1/n_beta per parameter-free unit is called runaway (see llc_from_traces).
 RUNAWAY_FACTOR = 1e3
+
+# The LLCResult fields of what _diagnostic_means returns, in its order.
+DIAGNOSTIC_MEANS = ("mala_acceptance", "mean_distance", "grad_loc_ratio", "r_hat_distance")
 
 
 @dataclass
@@ -308,7 +311,9 @@ def llc_from_traces(
     llc_se = nbeta * standard_error(kept) if len(kept) else math.nan
     if good.size > 1:  # chain-to-chain spread catches slow modes the ESS misses
         llc_se = max(llc_se, float(good.std(ddof=1)) / math.sqrt(good.size))
-    mala, distance, ratio, rhat_dist = _diagnostic_means(diagnostics, burn, ~diverged)
+    means = dict(
+        zip(DIAGNOSTIC_MEANS, _diagnostic_means(diagnostics, burn, ~diverged), strict=True)
+    )
     if num_params is not None and localization > 0:
         prior_radius = math.sqrt(num_params / localization)
     elif num_params is not None and localization == 0:
@@ -321,8 +326,8 @@ def llc_from_traces(
         llc_mean=llc_mean,
         num_good_chains=int(good.size),
         num_diverged=int(diverged.sum()),
-        mala_acceptance=mala,
-        grad_loc_ratio=ratio,
+        mala_acceptance=means["mala_acceptance"],
+        grad_loc_ratio=means["grad_loc_ratio"],
         gradient_bias=bias,
         llc_bound=float(llc_bound),
         exact=exact,
@@ -340,27 +345,25 @@ def llc_from_traces(
         diverged=diverged,
         reason=reason,
         llc_se=float(llc_se),
-        mala_acceptance=mala,
-        r_hat_distance=rhat_dist,
-        mean_distance=distance,
         prior_radius=prior_radius,
-        grad_loc_ratio=ratio,
         burn_in=int(burn),
         num_steps=int(trace.shape[1]),
         sampler_kind=sampler_kind,
         llc_bound=float(llc_bound),
         grad_norm=float(grad_norm),
         gradient_bias=float(bias),
-        stationary=verdict.stationary,
-        localisation_dominated=verdict.localisation_dominated,
-        step_ok=verdict.step_ok,
-        at_minimum=verdict.at_minimum,
-        valid=verdict.valid,
-        status=verdict.status,
-        invalid_reason=verdict.invalid_reason,
         diagnostics=dict(diagnostics or {}),
+        **means,
+        **_verdict_fields(verdict),
         **stats,
     )
+
+
+def _verdict_fields(verdict) -> dict[str, Any]:
+    """The fields of a :class:`grokking_llc.sampling.validity.Validity` that an
+    :class:`LLCResult` carries: all but ``below_bound`` (a failed bound is in
+    ``invalid_reason``)."""
+    return {k: v for k, v in asdict(verdict).items() if k != "below_bound"}
 
 
 def _diagnostic_means(diagnostics, burn: int, keep: np.ndarray):

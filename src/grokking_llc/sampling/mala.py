@@ -89,6 +89,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,10 @@ DA_GAMMA = 0.05
 DA_T0 = 10.0
 DA_KAPPA = 0.75
 MAX_SEARCH = 60  # doublings / halvings of the initial step-size search
+# estimate_llc_mala's run unless told otherwise (sample_mala has no defaults for these)
+ESTIMATE_RUN = {"num_warmup": 1000, "num_draws": 2000, "seed": 0}
+# what estimate_llc_mala copies from the samples into its diagnostics (and seconds_per_step)
+_RECORDS = ("step_size", "acceptance_rate", "step_sizes", "precond", "seconds", "setup_seconds")
 
 
 @dataclass
@@ -450,25 +455,7 @@ def sample_mala(
 
 
 def estimate_llc_mala(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    *,
-    nbeta: float,
-    localization: float,
-    num_warmup: int = 1000,
-    num_draws: int = 2000,
-    seed: int = 0,
-    num_chains: int = 4,
-    weight_decay: float = 0.0,
-    precond: str | None = "gn_diag",
-    gn_damping: float = 1.0,
-    gn_probes: int = 64,
-    target_accept: float = 0.6,
-    step_size: float | None = None,
-    dtype: torch.dtype | None = None,
-    device: str | torch.device | None = None,
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, **options: Any
 ):
     """The LLC at the model's current parameters w* by full-batch MALA (module docstring):
     ``nbeta (E[L_n] - L_n(w*))`` over the draws (SPEC section 4), as a
@@ -476,6 +463,11 @@ def estimate_llc_mala(
     :func:`grokking_llc.sampling.llc.llc_from_traces`
     (``burn_in="fixed"``, ``num_burnin_steps = num_warmup``, ``sampler_kind="mala"``), so R-hat,
     ESS, standard error and the other columns are those of every estimate.
+
+    The chains are those of :func:`sample_mala`, and ``options`` its keywords: ``nbeta`` and
+    ``localization`` required, the run ``num_warmup``, ``num_draws`` and ``seed`` by default
+    those of :data:`ESTIMATE_RUN` (1,000 + 2,000 transitions, seed 0), the others
+    (``num_chains``, ``weight_decay``, ``precond``, ...) with its defaults.
 
     Its ``mala_acceptance`` is the draws' mean MH acceptance probability (near
     ``target_accept`` by design). The step-size check of SPEC section 10 (``step_ok``: the
@@ -487,30 +479,19 @@ def estimate_llc_mala(
     """
     from grokking_llc.sampling.llc import llc_from_traces, point_checks
 
-    s = sample_mala(
-        model, x, y, loss_fn, nbeta=nbeta, localization=localization, num_warmup=num_warmup,
-        num_draws=num_draws, seed=seed, num_chains=num_chains, weight_decay=weight_decay,
-        precond=precond, gn_damping=gn_damping, gn_probes=gn_probes,
-        target_accept=target_accept, step_size=step_size, dtype=dtype, device=device,
-    )  # fmt: skip
-    diag = {"log_accept": s.log_accept, "distance": s.distance, "grad_norm": s.grad_norm,
-            "loc_norm": s.loc_norm}  # fmt: skip
+    options = ESTIMATE_RUN | options
+    s = sample_mala(model, x, y, loss_fn, **options)
+    nbeta, localization = options["nbeta"], options["localization"]
+    diag = {k: getattr(s, k) for k in ("log_accept", "distance", "grad_norm", "loc_norm")}
     check = point_checks(model, {k: v.detach() for k, v in model.named_parameters()}, x, y,
                          loss_fn)  # fmt: skip
     res = llc_from_traces(
-        s.trace, s.init_loss, nbeta, num_warmup, burn_in="fixed", localization=localization,
+        s.trace, s.init_loss, nbeta, s.num_warmup, burn_in="fixed", localization=localization,
         num_params=s.num_params, diagnostics=diag, sampler_kind="mala", exact=True,
         llc_bound=check.llc_bound, grad_norm=check.grad_norm,
         grad_curvature=check.grad_curvature,
     )  # fmt: skip
-    T = s.trace.shape[1]
-    res.diagnostics.update(
-        step_size=s.step_size,
-        acceptance_rate=s.acceptance_rate,
-        step_sizes=s.step_sizes,
-        precond=s.precond,
-        seconds=s.seconds,
-        setup_seconds=s.setup_seconds,
-        seconds_per_step=s.seconds / T,
-    )
+    for key in _RECORDS:
+        res.diagnostics[key] = getattr(s, key)
+    res.diagnostics["seconds_per_step"] = s.seconds / s.trace.shape[1]
     return res

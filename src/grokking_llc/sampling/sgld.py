@@ -813,21 +813,30 @@ class _Sampler:
         if self._one_hot_scatter:
             self._xt = torch.zeros(S, 2 * p, B, dtype=dtype, device=dev)
 
-    def _quadratic_gradient(self, t: int, loss_out: torch.Tensor) -> None:
-        """Every chain's minibatch loss (into ``loss_out``) and gradient (into
-        ``grad_blocks``) for a plain QuadraticNet: the backward of :meth:`quadratic_step`
-        written into a buffer instead of into the parameters (SPEC sections 2 and 4),
-        ``dL/dV = (h^2)^T G`` and ``dL/dW[r] = sum_i 2 h_i * (G V^T)_i`` over the batch rows
-        i that use row r, with ``G = dL/dpred`` (``-P(Y - pred) / m`` for the centred loss)."""
+    def _quadratic_backward(self, t: int, loss_out: torch.Tensor):
+        """Forward and the shared part of the backward of a plain QuadraticNet at step t (SPEC
+        sections 2 and 4), every chain's minibatch loss written into ``loss_out``.
+
+        Forward: ``h = W[a] + W[p+b]``, ``pred = h^2 @ V``. With ``G = dL/dpred``,
+        ``dL/dV = (h^2)^T G`` and ``dL/dW[r] = sum over batch rows i that use row r of
+        2 h_i * (G V^T)_i``. For the centred loss ``L = (1/2m) ||P(Y - pred)||_F^2`` (centring P
+        over the m batch rows, SPEC section 2), ``G = -P(Y - pred) / m``. Returns ``(h2,
+        grad_pred, dh, rows_a, rows_b, scale)``: ``h^2``, ``grad_pred`` with ``G = scale *
+        grad_pred`` (``scale = -1/m`` for the centred loss, which keeps ``P(Y - pred)``, else
+        1), ``dh = h * (grad_pred V^T)`` (``dL/dh / 2`` up to ``scale``, with the current V) and
+        the stacked rows of W the step hits (:meth:`_stacked_rows`).
+        """
         if not hasattr(self, "_W"):
             self._setup_quadratic()
         M, B, S, C = self.M, self.B, self.S, self.C
         V, h2 = self._V, self._h2
         rows_a, rows_b, rows_ab = self._stacked_rows(t)
+        # h = W[a] + W[p + b] for every chain: one gather-and-sum over the stacked rows.
         h = torch.nn.functional.embedding_bag(rows_ab, self._W_rows, mode="sum")
         torch.mul(h, h, out=h2)
         pred = torch.bmm(h2.view(M, B, -1), V, out=self._pred)  # (M, B, p)
         if self._centred:
+            # resid = P(Y - pred); loss = |resid|^2 / 2m; G = -resid / m.
             resid = self._resid
             yb = self._onehot[self.schedule[:, t]].unsqueeze(1)  # (S, 1, B, p)
             torch.sub(yb, pred.view(S, C, B, -1), out=resid)
@@ -843,21 +852,36 @@ class _Sampler:
                 grad_pred[chains], loss_out[chains] = g, loss
         dh = torch.bmm(grad_pred, V.transpose(1, 2), out=self._dh)  # G V^T
         dh.mul_(h.view(M, B, -1))  # dL/dh / 2
-        g_w, g_v = self.grad_blocks["W"], self.grad_blocks["V"]
-        g_w.zero_()
+        return h2, grad_pred, dh, rows_a, rows_b, scale
+
+    def _add_w_gradient(self, out, t, dh, rows_a, rows_b, alpha: float) -> None:
+        """``out += alpha * scatter(dh)`` for ``out`` (M, 2p, K) shaped like the stacked W: row
+        ``a`` and row ``p + b`` of chain m's block get ``dh`` of every batch row (a, b)."""
+        M, B, S, C = self.M, self.B, self.S, self.C
         if self._one_hot_scatter:
             xt = self._xt.zero_()
             rows = self.schedule[:, t]
             xt.scatter_(1, self.x[rows, 0].unsqueeze(1), 1.0)
             xt.scatter_(1, (self.x[rows, 1] + self.model.p).unsqueeze(1), 1.0)
             xt_m = xt.unsqueeze(1).expand(S, C, *xt.shape[1:]).reshape(M, *xt.shape[1:])
-            g_w.baddbmm_(xt_m, dh, alpha=2.0 * scale)
+            out.baddbmm_(xt_m, dh, alpha=alpha)
         else:
-            g_rows = g_w.view(M * 2 * self.model.p, -1)
+            out_rows = out.view(M * 2 * self.model.p, -1)
             dh_rows = dh.view(M * B, -1)
-            g_rows.index_add_(0, rows_a, dh_rows, alpha=2.0 * scale)
-            g_rows.index_add_(0, rows_b, dh_rows, alpha=2.0 * scale)
-        torch.bmm(h2.view(M, B, -1).transpose(1, 2), grad_pred, out=g_v)
+            out_rows.index_add_(0, rows_a, dh_rows, alpha=alpha)
+            out_rows.index_add_(0, rows_b, dh_rows, alpha=alpha)
+
+    def _quadratic_gradient(self, t: int, loss_out: torch.Tensor) -> None:
+        """Every chain's minibatch loss (into ``loss_out``) and gradient (into
+        ``grad_blocks``) for a plain QuadraticNet: the backward of :meth:`quadratic_step`
+        written into a buffer instead of into the parameters (SPEC sections 2 and 4),
+        ``dL/dV = (h^2)^T G`` and ``dL/dW[r] = sum_i 2 h_i * (G V^T)_i`` over the batch rows
+        i that use row r, with ``G = dL/dpred`` (``-P(Y - pred) / m`` for the centred loss)."""
+        h2, grad_pred, dh, rows_a, rows_b, scale = self._quadratic_backward(t, loss_out)
+        g_w, g_v = self.grad_blocks["W"], self.grad_blocks["V"]
+        g_w.zero_()
+        self._add_w_gradient(g_w, t, dh, rows_a, rows_b, 2.0 * scale)
+        torch.bmm(h2.view(self.M, self.B, -1).transpose(1, 2), grad_pred, out=g_v)
         if scale != 1.0:
             g_v.mul_(scale)
 
@@ -871,54 +895,19 @@ class _Sampler:
         return rows_a, rows_b, torch.stack([rows_a, rows_b], dim=1)
 
     def quadratic_step(self, t: int, loss_out: torch.Tensor) -> None:
-        """One SGLD step of QuadraticNet with the hand-written backward (SPEC sections 2, 4).
-
-        Forward: ``h = W[a] + W[p+b]``, ``pred = h^2 @ V``. Backward with ``G = dL/dpred``:
-        ``dL/dV = (h^2)^T G`` and ``dL/dW[r] = sum over batch rows i that use row r of
-        2 h_i * (G V^T)_i``. For the centred loss ``L = (1/2m) ||P(Y - pred)||_F^2`` (centring P
-        over the m batch rows, SPEC section 2), ``G = -P(Y - pred) / m``.
+        """One SGLD step of QuadraticNet with the hand-written backward (SPEC sections 2, 4):
+        the gradient of :meth:`_quadratic_backward` (taken at the old W and V), then the
+        Langevin linear part, then the gradient terms added straight into the parameters.
         """
-        if not hasattr(self, "_W"):
-            self._setup_quadratic()
-        M, B, S, C = self.M, self.B, self.S, self.C
-        W, V, h2 = self._W, self._V, self._h2
-        rows_a, rows_b, rows_ab = self._stacked_rows(t)
-        # h = W[a] + W[p + b] for every chain: one gather-and-sum over the stacked rows.
-        h = torch.nn.functional.embedding_bag(rows_ab, self._W_rows, mode="sum")
-        torch.mul(h, h, out=h2)
-        pred = torch.bmm(h2.view(M, B, -1), V, out=self._pred)  # (M, B, p)
-        coef = -0.5 * self.eps * self.nbeta  # -(eps/2) nbeta, SPEC section 4
-        if self._centred:
-            # resid = P(Y - pred); loss = |resid|^2 / 2m; G = -resid / m, folded into coef.
-            resid = self._resid
-            yb = self._onehot[self.schedule[:, t]].unsqueeze(1)  # (S, 1, B, p)
-            torch.sub(yb, pred.view(S, C, B, -1), out=resid)
-            resid.sub_(resid.mean(dim=2, keepdim=True))
-            loss_out.copy_(resid.square().sum(dim=(2, 3)).view(M).mul_(0.5 / B))
-            grad_pred, coef = resid.view(M, B, -1), coef * (-1.0 / B)
-        else:
-            grad_pred = torch.empty_like(pred)
-            for s in range(S):
-                chains = self._chains(s)
-                with torch.enable_grad():
-                    g, loss = self._dpred_fn(pred[chains], self.y[self.schedule[s, t]])
-                grad_pred[chains], loss_out[chains] = g, loss
-        dh = torch.bmm(grad_pred, V.transpose(1, 2), out=self._dh)  # G V^T, with old V
-        dh.mul_(h.view(M, B, -1))  # dL/dh / 2
+        h2, grad_pred, dh, rows_a, rows_b, scale = self._quadratic_backward(t, loss_out)
+        # -(eps/2) nbeta, SPEC section 4; the centred loss's G = -resid / m folded in (scale).
+        coef = -0.5 * self.eps * self.nbeta
+        if scale != 1.0:
+            coef = coef * scale
         self._langevin_linear_part()
         # Gradient terms: W gets coef * 2 * scatter(h * G V^T), V gets coef * (h^2)^T G.
-        if self._one_hot_scatter:
-            xt = self._xt.zero_()
-            rows = self.schedule[:, t]
-            xt.scatter_(1, self.x[rows, 0].unsqueeze(1), 1.0)
-            xt.scatter_(1, (self.x[rows, 1] + self.model.p).unsqueeze(1), 1.0)
-            xt_m = xt.unsqueeze(1).expand(S, C, *xt.shape[1:]).reshape(M, *xt.shape[1:])
-            W.baddbmm_(xt_m, dh, alpha=2.0 * coef)
-        else:
-            dh_rows = dh.view(M * B, -1)
-            self._W_rows.index_add_(0, rows_a, dh_rows, alpha=2.0 * coef)
-            self._W_rows.index_add_(0, rows_b, dh_rows, alpha=2.0 * coef)
-        V.baddbmm_(h2.view(M, B, -1).transpose(1, 2), grad_pred, alpha=coef)
+        self._add_w_gradient(self._W, t, dh, rows_a, rows_b, 2.0 * coef)
+        self._V.baddbmm_(h2.view(self.M, self.B, -1).transpose(1, 2), grad_pred, alpha=coef)
 
 
 class _NoisePrefetcher:

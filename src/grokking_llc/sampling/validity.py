@@ -184,34 +184,31 @@ def assess(
     llc_mean: float,
     num_good_chains: int,
     num_diverged: int,
-    r_hat: float,
-    r_hat_tail: float,
-    drift_z: float,
-    drift_se: float,
-    ess: float,
-    ess_tail: float,
     mala_acceptance: float,
     grad_loc_ratio: float,
     gradient_bias: float,
     llc_bound: float,
     exact: bool = False,
     mala_note: str = "",
+    **stats: float,
 ) -> Validity:
     """The booleans of one estimate, its status and, when not valid, why (short,
     ``; ``-separated; a not-a-minimum reason comes first, prefixed ``not_a_minimum``).
 
-    ``drift_se`` is the standard error of the first-to-last-quarter drift in LLC units,
-    ``llc_bound`` the largest LLC the model can have (inf: no bound known), ``gradient_bias``
+    ``stats``: the draws' statistics that :func:`stationarity_problems` takes (``r_hat``,
+    ``r_hat_tail``, ``drift_z``, ``drift_se``, ``ess``, ``ess_tail``), passed on to it;
+    ``drift_se`` is the standard error of the first-to-last-quarter drift in LLC units.
+    ``llc_bound`` is the largest LLC the model can have (inf: no bound known), ``gradient_bias``
     :func:`gradient_bias` at w* (NaN: not measured, which fails). Every comparison is written
     so that NaN fails it (unknown is never ok)."""
     why_not_stationary = stationarity_problems(
-        llc_mean=llc_mean, num_good_chains=num_good_chains, r_hat=r_hat, r_hat_tail=r_hat_tail,
-        drift_z=drift_z, drift_se=drift_se, ess=ess, ess_tail=ess_tail,
-    )  # fmt: skip
+        llc_mean=llc_mean, num_good_chains=num_good_chains, **stats
+    )
+    drift_z = stats["drift_z"]
     stationary = not why_not_stationary
     step_ok = bool(exact or mala_acceptance >= MALA_MIN)
     dominated = not grad_loc_ratio >= GRAD_LOC_RATIO_MIN
-    downhill = descending(llc_mean, drift_z, drift_se)
+    downhill = descending(llc_mean, drift_z, stats["drift_se"])
     at_minimum = is_minimum(llc_mean, gradient_bias) and not downhill
     # without a finite estimate (diverged chains) the question is not asked: a sampler failure
     judged = math.isfinite(llc_mean) and num_good_chains > 0
