@@ -1,5 +1,6 @@
-"""Drawing helpers shared by the figure modules: colours, the notes panel, seed means with error
-bars, valid (filled) and invalid (hollow) points. Nothing here fits or decides a number.
+"""Drawing helpers shared by the figure modules: colours, figure layouts (one panel, a grid of
+panels, each with the notes panel below), seed means with error bars, valid (filled) and invalid
+(hollow) points. Nothing here fits or decides a number.
 
 Two ways to draw LLC estimates (issue 20), chosen by the named sampler (:func:`use_of`):
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import matplotlib
 
@@ -31,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM, USE_ALL, USE_VALID
@@ -52,15 +55,20 @@ __all__ = [
     "FIT_COLOUR",
     "LLC_COLOURS",
     "LOSS_COLOURS",
+    "Panel",
     "THEORY_COLOUR",
     "draw_means",
+    "draw_points",
     "draw_runs",
     "fmt",
     "new_figure",
     "no_data",
+    "no_data_figure",
     "n_text",
     "palette",
+    "panel_grid",
     "set_style",
+    "single_panel",
     "wrap",
 ]
 
@@ -143,6 +151,55 @@ def new_figure(
     return fig, axes
 
 
+class Panel(NamedTuple):
+    """What a one-panel figure shows around its data: the panel's size (width, height; inches),
+    its axis labels and its title."""
+
+    size: tuple[float, float]
+    xlabel: str
+    ylabel: str
+    title: str
+
+
+def single_panel(
+    panel: Panel, notes: Iterable[str | None], params: dict, *, per_sampler: bool = True
+) -> tuple[Figure, Axes]:
+    """A figure of one panel with the notes below: ``panel``'s size, axis labels and title, the
+    title followed by the named sampler (:func:`sampler_suffix`) unless ``per_sampler`` is
+    False. Returns the figure and the panel."""
+    w, h = panel.size
+    fig, axes = new_figure(1, 1, notes, panel_w=w, panel_h=h, dpi=dpi_of(params))
+    ax = axes[0, 0]
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    ax.set_title(panel.title + (sampler_suffix(params) if per_sampler else ""), fontsize=9)
+    return fig, ax
+
+
+def panel_grid(
+    n: int, max_cols: int, notes: Iterable[str | None], params: dict, *, size: tuple[float, float]
+) -> tuple[Figure, list[Axes]]:
+    """A figure of ``n`` panels (each ``size`` inches) in rows of at most ``max_cols``, the
+    cells left over blank, with the notes below. Returns the figure and the ``n`` panels in
+    reading order."""
+    ncols = min(max_cols, n)
+    w, h = size
+    fig, axes = new_figure(
+        math.ceil(n / ncols), ncols, notes, panel_w=w, panel_h=h, dpi=dpi_of(params)
+    )
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    return fig, flat[:n]
+
+
+def no_data_figure(params: dict, message: str) -> Figure:
+    """A figure of one panel and no notes, saying ``message`` where the data would be."""
+    fig, axes = new_figure(1, 1, [], panel_w=5.0, panel_h=3.0, dpi=dpi_of(params))
+    no_data(axes[0, 0], message)
+    return fig
+
+
 def plotting_axes(fig: Figure) -> list:
     """The figure's axes other than its notes panel."""
     return [ax for ax in fig.axes if ax.get_gid() != "notes_panel"]
@@ -180,6 +237,35 @@ def draw_means(ax, agg: pd.DataFrame, x: str, *, color, label=None, marker="o", 
     return cont.lines[0]
 
 
+def draw_points(ax, x, y, kinds: dict, *, color, gid: str, **common) -> dict:
+    """Points by kind, a marker each and no line: ``"valid"`` filled circles, ``"invalid"``
+    hollow circles (``markerfacecolor == "none"``), ``"not_a_minimum"`` grey crosses.
+
+    ``kinds``: ``{kind: (mask, marker size, style)}``, drawn in that order, a kind with no point
+    skipped; each line's gid is ``gid`` with ``{kind}`` filled in, its style ``common`` and the
+    kind's ``style``. Returns ``{kind: line}``."""
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    lines = {}
+    for kind, (mask, ms, style) in kinds.items():
+        if not np.any(mask):
+            continue
+        if kind == "not_a_minimum":
+            look = {"marker": "x", "color": NOT_A_MINIMUM_COLOUR}
+        else:
+            look = {"marker": "o", "color": color, "mfc": color if kind == "valid" else "none"}
+        (lines[kind],) = ax.plot(
+            xa[mask],
+            ya[mask],
+            ls="",
+            ms=ms,
+            gid=gid.replace("{kind}", kind),
+            **look,
+            **common,
+            **style,
+        )
+    return lines
+
+
 def draw_runs(
     ax,
     x,
@@ -197,56 +283,18 @@ def draw_runs(
     (:func:`grokking_llc.science.tables.estimate_status`)
     says ``not_a_minimum`` -- a grey x instead (gid ``runs_not_a_minimum``). Returns the filled
     and hollow lines (either may be None when empty)."""
-    xa = np.asarray(x, dtype=float)
-    ya = np.asarray(y, dtype=float)
     v = np.asarray(valid, dtype=bool)
-    ok = bad = None
+    nam = np.zeros_like(v)
     if status is not None:
         nam = (np.asarray(status, dtype=object) == STATUS_NOT_A_MINIMUM) & ~v
-        if nam.any():
-            ax.plot(
-                xa[nam],
-                ya[nam],
-                ls="",
-                marker="x",
-                ms=ms + 0.5,
-                color=NOT_A_MINIMUM_COLOUR,
-                mew=1.0,
-                gid="runs_not_a_minimum",
-                zorder=2,
-                label="not a minimum (LLC undefined, not used)" if label_invalid else None,
-            )
-        xa, ya, v = xa[~nam], ya[~nam], v[~nam]
-    if v.any():
-        (ok,) = ax.plot(
-            xa[v],
-            ya[v],
-            ls="",
-            marker="o",
-            ms=ms,
-            color=color,
-            alpha=alpha,
-            mec=color,
-            mfc=color,
-            gid="runs_valid",
-            zorder=2,
-        )
-    if (~v).any():
-        (bad,) = ax.plot(
-            xa[~v],
-            ya[~v],
-            ls="",
-            marker="o",
-            ms=ms + 1.0,
-            color=color,
-            mfc="none",
-            mec=color,
-            mew=1.0,
-            gid="runs_invalid",
-            zorder=2,
-            label=label_invalid,
-        )
-    return ok, bad
+    nam_label = "not a minimum (LLC undefined, not used)" if label_invalid else None
+    kinds = {
+        "not_a_minimum": (nam, ms + 0.5, {"mew": 1.0, "label": nam_label}),
+        "valid": (v, ms, {"alpha": alpha, "mec": color}),
+        "invalid": (~v & ~nam, ms + 1.0, {"mec": color, "mew": 1.0, "label": label_invalid}),
+    }
+    lines = draw_points(ax, x, y, kinds, color=color, gid="runs_{kind}", zorder=2)
+    return lines.get("valid"), lines.get("invalid")
 
 
 def n_text(agg: pd.DataFrame, what: str = "valid runs (seeds)", dots: bool = True) -> str | None:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokking_llc.figures._common import LOSS_COLOURS, NOT_A_MINIMUM_COLOUR
+from grokking_llc.figures._common import LOSS_COLOURS, draw_points
 from grokking_llc.science.tables import (
     STATUS_NOT_A_MINIMUM,
     USE_ALL,
@@ -33,20 +33,14 @@ from grokking_llc.science.trajectory import track_statistics
 
 def draw_losses(ax, train_log: pd.DataFrame, *, loss_label: str | None = None) -> None:
     """Train and validation loss against the training step, log y axis."""
-    ax.plot(
-        train_log["step"],
-        train_log["train_loss"],
-        color=LOSS_COLOURS["train"],
-        label="train loss",
-        gid="train_loss",
-    )
-    ax.plot(
-        train_log["step"],
-        train_log["val_loss"],
-        color=LOSS_COLOURS["val"],
-        label="validation loss",
-        gid="val_loss",
-    )
+    for split, label in (("train", "train loss"), ("val", "validation loss")):
+        ax.plot(
+            train_log["step"],
+            train_log[f"{split}_loss"],
+            color=LOSS_COLOURS[split],
+            label=label,
+            gid=f"{split}_loss",
+        )
     ax.set_yscale("log")
     if loss_label is None:
         loss_label = "loss (centred MSE)"
@@ -99,43 +93,17 @@ def draw_llc(
             lw=0,
             gid=f"llc_band:{name}",
         )
-        ax.plot(
-            step[valid],
-            mean[valid],
-            ls="",
-            marker="o",
-            ms=ms,
-            color=color,
-            mfc=color,
-            gid=f"llc_valid:{name}",
-            label=f"LLC, {name}: valid" if use == USE_VALID else f"LLC, {name}: every estimate",
-        )
-    if nam.any():
-        ax.plot(
-            step[nam],
-            mean[nam],
-            ls="",
-            marker="x",
-            ms=ms + 0.8,
-            color=NOT_A_MINIMUM_COLOUR,
-            mew=0.9,
-            gid=f"llc_not_a_minimum:{name}",
-            label=f"LLC, {name}: not a minimum (undefined)",
-        )
-    bad = ~valid & ~nam
-    if bad.any():
-        ax.plot(
-            step[bad],
-            mean[bad],
-            ls="",
-            marker="o",
-            ms=ms + 0.8,
-            color=color,
-            mfc="none",
-            mew=0.9,
-            gid=f"llc_invalid:{name}",
-            label=f"LLC, {name}: not valid (hollow)",
-        )
+    lab, every = f"LLC, {name}", "valid" if use == USE_VALID else "every estimate"
+    kinds = {
+        "valid": (valid, ms, {"label": f"{lab}: {every}"}),
+        "not_a_minimum": (
+            nam,
+            ms + 0.8,
+            {"mew": 0.9, "label": f"{lab}: not a minimum (undefined)"},
+        ),
+        "invalid": (~valid & ~nam, ms + 0.8, {"mew": 0.9, "label": f"{lab}: not valid (hollow)"}),
+    }
+    draw_points(ax, step, mean, kinds, color=color, gid="llc_{kind}:" + name)
     if "selection" in df and df["selection"].isin(["coarse", "refined"]).any():
         # adaptive selection (grokking_llc.sampling.refine): a rug of the sampled checkpoints,
         # refined

@@ -10,8 +10,15 @@ import math
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from grokking_llc.figures._common import dpi_of, draw_means, fmt, n_text, new_figure, palette
-from grokking_llc.figures._common import no_data as _no_data
+from grokking_llc.figures._common import (
+    Panel,
+    draw_means,
+    fmt,
+    n_text,
+    no_data,
+    palette,
+    single_panel,
+)
 from grokking_llc.figures.registry import register
 from grokking_llc.science import gsm
 from grokking_llc.science.generalisation import regime_boundary
@@ -30,6 +37,13 @@ REGIME_LABELS = {
     gsm.GROKKING: "grokking",
     gsm.IMMEDIATE_GENERALISATION: "immediate generalisation",
 }
+
+PANEL = Panel(
+    size=(7.6, 4.2),
+    xlabel="scaled training-set size n_train / (p ln p)",
+    ylabel="final validation accuracy (fraction)",
+    title="Final validation accuracy vs scaled data size",
+)
 
 
 def _bracket_text(r) -> str:
@@ -74,11 +88,7 @@ def draw_fig14(training: pd.DataFrame, params: dict):
         None if "regime" in df else "no regime column: runs not marked by regime",
         varying_note(df, exclude=("p", "train_frac")),
     ]
-    fig, axes = new_figure(1, 1, notes, panel_w=7.6, panel_h=4.2, dpi=dpi_of(params))
-    ax = axes[0, 0]
-    ax.set_xlabel("scaled training-set size n_train / (p ln p)")
-    ax.set_ylabel("final validation accuracy (fraction)")
-    ax.set_title("Final validation accuracy vs scaled data size", fontsize=9)
+    fig, ax = single_panel(PANEL, notes, params, per_sampler=False)
     ref = [
         ax.axvline(
             TIAN_CRITICAL_RATIO,
@@ -110,7 +120,7 @@ def draw_fig14(training: pd.DataFrame, params: dict):
             )
         )
     if df.empty:
-        _no_data(ax, "no runs with finite p, n_train and final validation accuracy")
+        no_data(ax, "no runs with finite p, n_train and final validation accuracy")
         ax.legend(handles=ref, fontsize=6.5, loc="lower right")
         return fig
     handles = []

@@ -9,9 +9,7 @@ each other nor get cut off; one legend for the whole figure.
 
 from __future__ import annotations
 
-import math
-
-from grokking_llc.figures._common import LLC_COLOURS, dpi_of, new_figure, no_data, use_of, wrap
+from grokking_llc.figures._common import LLC_COLOURS, no_data_figure, panel_grid, use_of, wrap
 from grokking_llc.figures._track import draw_llc, draw_losses, mark_accuracy_steps, run_statistics
 from grokking_llc.figures.registry import register
 from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM, USE_ALL, estimate_status
@@ -55,15 +53,10 @@ def draw_h2(panels: list, params: dict):
         "dotted lines: train / validation accuracy first reach 0.99",
     ]
     if not panels:
-        fig, axes = new_figure(1, 1, [], panel_w=5.0, panel_h=3.0, dpi=dpi_of(params))
-        no_data(axes[0, 0], "no runs to show")
-        return fig
-    ncols = min(NCOLS, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = new_figure(nrows, ncols, notes, panel_w=4.4, panel_h=3.0, dpi=dpi_of(params))
-    flat = axes.ravel()
+        return no_data_figure(params, "no runs to show")
+    fig, axes = panel_grid(len(panels), NCOLS, notes, params, size=(4.4, 3.0))
     colour = LLC_COLOURS[0]
-    for ax, (title, log, llc) in zip(flat, panels, strict=False):
+    for ax, (title, log, llc) in zip(axes, panels, strict=True):
         draw_losses(ax, log, loss_label="loss")
         mark_accuracy_steps(ax, run_statistics(log), label=False)
         ax.set_xlabel("training step", fontsize=7)
@@ -74,8 +67,6 @@ def draw_h2(panels: list, params: dict):
         draw_llc(twin, llc, color=colour, name=sampler, ms=2.2, use=use)
         twin.set_ylabel("estimated LLC", color=colour, fontsize=7)
         twin.tick_params(axis="y", colors=colour, labelsize=6.5)
-    for ax in flat[len(panels) :]:
-        ax.set_axis_off()
     handles, labels = [], []
     for a in fig.axes:
         for h, lab in zip(*a.get_legend_handles_labels(), strict=True):

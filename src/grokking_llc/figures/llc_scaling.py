@@ -11,23 +11,24 @@ estimate is drawn filled and fitted, as the paper does, and the notes count the 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from grokking_llc.figures._common import (
     BOUND_COLOUR,
     DATA_COLOUR,
     FIT_COLOUR,
     THEORY_COLOUR,
-    dpi_of,
+    Panel,
     draw_means,
     draw_runs,
     fmt,
     n_text,
-    new_figure,
     no_data,
-    sampler_suffix,
+    single_panel,
     use_of,
 )
 from grokking_llc.figures.registry import register
@@ -67,12 +68,29 @@ def _draw_theory(ax, fit: dict, grid: np.ndarray) -> None:
         )
 
 
-def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: list) -> object:
-    fig, axes = new_figure(1, 1, notes, panel_w=6.6, panel_h=4.0, dpi=dpi_of(params))
-    ax = axes[0, 0]
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("final estimated LLC (dimensionless)")
-    ax.set_title(title + sampler_suffix(params), fontsize=9)
+class _Axis(NamedTuple):
+    """What Figures 1 and 2 write about their x variable."""
+
+    label: str  # the x axis label
+    plural: str  # its values, as the notes count them
+    held: str  # the variable held fixed, as the title names it
+    held_key: str  # its value's key in the fit
+
+
+_AXES = {
+    "p": _Axis("modulus p", "values of p", "width K", "width"),
+    "width": _Axis("hidden width K (units)", "widths", "p", "p"),
+}
+
+
+def _draw(fit: dict, params: dict) -> Figure:
+    """Final LLC against the fit's x (p or width): every run, the seed means, the least-squares
+    line (for width also the line through the origin) and the scaled theory curves."""
+    x = fit["x"]
+    axis = _AXES[x]
+    title = f"Final LLC vs {x} at {axis.held} = {fmt(fit[axis.held_key])}"
+    panel = Panel((6.6, 4.0), axis.label, "final estimated LLC (dimensionless)", title)
+    fig, ax = single_panel(panel, _notes(fit), params)
     pts = fit["points"]
     if pts.empty:
         no_data(ax, fit["fit_skipped"] or "no runs")
@@ -120,11 +138,12 @@ def _draw(fit: dict, params: dict, *, x: str, xlabel: str, title: str, notes: li
     return fig
 
 
-def _notes(fit: dict, x: str, what: str) -> list:
+def _notes(fit: dict) -> list:
+    x = fit["x"]
     used = "a valid" if fit["use"] == USE_VALID else "an"
     return [
         f"{fit['n_runs']} runs, {fit['n_valid']} with a valid final LLC, "
-        f"{fit[f'n_{x}']} {what} with {used} estimate used",
+        f"{fit[f'n_{x}']} {_AXES[x].plural} with {used} estimate used",
         n_text(fit["means"], "valid runs (seeds)" if used == "a valid" else "runs (seeds)"),
         f"scaled closed-form slope {fmt(fit['theory_slope_scaled'])} vs fitted {fmt(fit['slope'])}"
         if x == "p" and math.isfinite(fit["theory_slope_scaled"])
@@ -146,15 +165,7 @@ def _notes(fit: dict, x: str, what: str) -> list:
     "form (Thm 4.1/4.2) and the data-restricted count scaled to the data.",
 )
 def draw_fig1(runs: pd.DataFrame, params: dict):
-    fit = fit_llc_vs_p(runs, use=use_of(params))
-    return _draw(
-        fit,
-        params,
-        x="p",
-        xlabel="modulus p",
-        title=f"Final LLC vs p at width K = {fmt(fit['width'])}",
-        notes=_notes(fit, "p", "values of p"),
-    )
+    return _draw(fit_llc_vs_p(runs, use=use_of(params)), params)
 
 
 @register(
@@ -167,12 +178,4 @@ def draw_fig1(runs: pd.DataFrame, params: dict):
     "origin (proportionality) and a free line, with the closed form's shape scaled to the data.",
 )
 def draw_fig2(runs: pd.DataFrame, params: dict):
-    fit = fit_llc_vs_width(runs, use=use_of(params))
-    return _draw(
-        fit,
-        params,
-        x="width",
-        xlabel="hidden width K (units)",
-        title=f"Final LLC vs width at p = {fmt(fit['p'])}",
-        notes=_notes(fit, "width", "widths"),
-    )
+    return _draw(fit_llc_vs_width(runs, use=use_of(params)), params)

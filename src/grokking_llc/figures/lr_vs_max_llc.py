@@ -8,19 +8,38 @@ from __future__ import annotations
 import pandas as pd
 
 from grokking_llc.figures._common import (
-    dpi_of,
+    Panel,
     draw_means,
     draw_runs,
     fmt,
     n_text,
-    new_figure,
     no_data,
     palette,
-    sampler_suffix,
+    single_panel,
     use_of,
 )
 from grokking_llc.figures.registry import register
 from grokking_llc.science.scaling import lr_vs_max_llc
+
+PANEL = Panel(
+    size=(6.4, 3.9),
+    xlabel="learning rate (log scale)",
+    ylabel="maximum estimated LLC over training",
+    title="Maximum of the LLC curve vs learning rate",
+)
+
+
+def _notes(res: dict) -> list:
+    """Runs and valid maxima; per weight decay the counts, Spearman(lr, max LLC) and the runs per
+    point; then the analysis' own notes."""
+    notes = [f"{res['n_runs']} runs, {res['n_valid']} with a valid maximum"]
+    for wd, d in res["per_wd"].items():
+        notes.append(
+            f"wd {fmt(wd)}: {d['n_valid']} of {d['n']} valid, {d['n_used']} used; "
+            f"Spearman(lr, max LLC) = {fmt(d['spearman'], 3)}; "
+            f"{n_text(d['means'], 'runs (seeds)') or 'no point used'}"
+        )
+    return notes + res["notes"]
 
 
 @register(
@@ -34,19 +53,7 @@ from grokking_llc.science.scaling import lr_vs_max_llc
 )
 def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
     res = lr_vs_max_llc(runs, use=use_of(params))
-    notes = [f"{res['n_runs']} runs, {res['n_valid']} with a valid maximum"]
-    for wd, d in res["per_wd"].items():
-        notes.append(
-            f"wd {fmt(wd)}: {d['n_valid']} of {d['n']} valid, {d['n_used']} used; "
-            f"Spearman(lr, max LLC) = {fmt(d['spearman'], 3)}; "
-            f"{n_text(d['means'], 'runs (seeds)') or 'no point used'}"
-        )
-    notes += res["notes"]
-    fig, axes = new_figure(1, 1, notes, panel_w=6.4, panel_h=3.9, dpi=dpi_of(params))
-    ax = axes[0, 0]
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("maximum estimated LLC over training")
-    ax.set_title("Maximum of the LLC curve vs learning rate" + sampler_suffix(params), fontsize=9)
+    fig, ax = single_panel(PANEL, _notes(res), params)
     pts = res["points"]
     if pts.empty:
         no_data(ax, "no runs with finite lr, maximum LLC and weight decay")

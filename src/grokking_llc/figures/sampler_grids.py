@@ -13,16 +13,30 @@ import pandas as pd
 from grokking_llc.figures._common import (
     FIT_COLOUR,
     LLC_COLOURS,
-    dpi_of,
+    Panel,
     draw_runs,
     fmt,
-    new_figure,
     no_data,
     palette,
-    sampler_suffix,
+    single_panel,
 )
 from grokking_llc.figures.registry import register
 from grokking_llc.science.sampler_checks import bias_reduced, sampler_sensitivity
+
+PANELS = {
+    "b2": Panel(
+        size=(6.4, 4.0),
+        xlabel="localisation strength γ (log scale)",
+        ylabel="estimated LLC",
+        title="LLC estimate vs localisation, per SGLD step size",
+    ),
+    "bias_reduced": Panel(
+        size=(5.8, 3.8),
+        xlabel="1 / nbeta  (inverse of n β)",
+        ylabel="estimated LLC",
+        title="Bias-reduced LLC from a temperature sweep",
+    ),
+}
 
 
 @register(
@@ -46,13 +60,7 @@ def draw_b2(table: pd.DataFrame, params: dict):
         None if res["all_positive"] or pts.empty else "linear y axis: some estimates are <= 0",
         *res["notes"],
     ]
-    fig, axes = new_figure(1, 1, notes, panel_w=6.4, panel_h=4.0, dpi=dpi_of(params))
-    ax = axes[0, 0]
-    ax.set_xlabel("localisation strength γ (log scale)")
-    ax.set_ylabel("estimated LLC")
-    ax.set_title(
-        "LLC estimate vs localisation, per SGLD step size" + sampler_suffix(params), fontsize=9
-    )
+    fig, ax = single_panel(PANELS["b2"], notes, params)
     if pts.empty:
         no_data(ax, "no finite sampler-sensitivity estimates")
         return fig
@@ -99,11 +107,7 @@ def draw_bias_reduced(table: pd.DataFrame, params: dict):
         f"slope {fmt(fit['slope'])}, R² {fmt(fit['r2'], 3)}" if fit else None,
         *res["notes"],
     ]
-    fig, axes = new_figure(1, 1, notes, panel_w=5.8, panel_h=3.8, dpi=dpi_of(params))
-    ax = axes[0, 0]
-    ax.set_xlabel("1 / nbeta  (inverse of n β)")
-    ax.set_ylabel("estimated LLC")
-    ax.set_title("Bias-reduced LLC from a temperature sweep" + sampler_suffix(params), fontsize=9)
+    fig, ax = single_panel(PANELS["bias_reduced"], notes, params)
     pts = res["points"]
     if pts.empty:
         no_data(ax, "no finite estimates in the temperature sweep")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokking_llc.figures._common import dpi_of, fmt, new_figure, no_data, palette, wrap
+from grokking_llc.figures._common import fmt, no_data, no_data_figure, palette, panel_grid, wrap
 from grokking_llc.figures.registry import register
 
 MAX_PANELS = 4
@@ -133,18 +133,16 @@ def _diagnostics(row: pd.Series) -> str:
     "(burn-in shaded), the loss at the checkpoint, per-chain LLC, and whether each estimate "
     "passed the validity checks.",
 )
-def draw_traces(llc: pd.DataFrame, params: dict):
+def draw_traces(llc: pd.DataFrame | None, params: dict):
     steps = (params.get("options") or {}).get("steps")
     if llc is None or len(llc) == 0 or "step" not in llc:
-        fig, axes = new_figure(1, 1, [], panel_w=5.0, panel_h=3.0, dpi=dpi_of(params))
-        no_data(axes[0, 0], "no LLC estimates")
-        return fig
+        return no_data_figure(params, "no LLC estimates")
     table = llc.sort_values("step").drop_duplicates("step", keep="last")
     chosen, missing = _chosen_steps(table, steps)
     if not chosen:
-        fig, axes = new_figure(1, 1, [], panel_w=5.0, panel_h=3.0, dpi=dpi_of(params))
-        no_data(axes[0, 0], f"none of the requested steps {list(steps or [])} has an estimate")
-        return fig
+        return no_data_figure(
+            params, f"none of the requested steps {list(steps or [])} has an estimate"
+        )
     rows = [table[table["step"] == s].iloc[0] for s in chosen]
     sampler = params.get("sampler")
     notes = [
@@ -152,12 +150,7 @@ def draw_traces(llc: pd.DataFrame, params: dict):
         *[_diagnostics(r) for r in rows],
         f"no estimate at step(s) {missing}" if missing else None,
     ]
-    ncols = min(2, len(rows))
-    nrows = math.ceil(len(rows) / ncols)
-    fig, axes = new_figure(nrows, ncols, notes, panel_w=7.0, panel_h=3.1, dpi=dpi_of(params))
-    flat = axes.ravel()
-    for ax, row in zip(flat, rows, strict=False):
+    fig, panels = panel_grid(len(rows), 2, notes, params, size=(7.0, 3.1))
+    for ax, row in zip(panels, rows, strict=True):
         _panel(ax, row)
-    for ax in flat[len(rows) :]:
-        ax.set_axis_off()
     return fig
