@@ -87,6 +87,7 @@ rule calibrate_sampler:
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_sampler/{{calibration}}.tsv"
     threads: 1
+    priority: 10  # after training, before the LLC tracks (see train_model)
     resources:
         mem_mb=4000,
         runtime=240,

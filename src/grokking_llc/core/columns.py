@@ -52,7 +52,7 @@ LLC_ESTIMATE = (
 # results/llc/<run>/<sampler>/<track>.parquet: ids, the estimate, per-chain arrays
 LLC_IDS = (RUN_ID, SAMPLER_ID, "backend", STEP)
 LLC_ARRAYS = (LLC_PER_CHAIN, DIVERGED, LOSS_TRACE)
-LLC_TRACK = (*LLC_IDS, *LLC_ESTIMATE, SETTING_VALID, SELECTION, *LLC_ARRAYS, SECONDS)
+LLC_TRACK = (*LLC_IDS, *LLC_ESTIMATE, SETTING_VALID, SELECTION, *LLC_ARRAYS, SAMPLER_LR, SECONDS)
 
 # results/tables/runs.parquet: the training summary's columns, then these per named sampler
 RUN_LLC = (

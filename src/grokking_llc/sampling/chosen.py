@@ -27,3 +27,16 @@ def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:
         bool(rows["chosen_valid"].fillna(False).astype(bool).all()),
         str(rows["reason"].iloc[0]),
     )
+
+
+def chosen_edge_fraction(table: pd.DataFrame) -> float | None:
+    """The fraction of the stability edge (``lr_scaled``, SPEC section 10) the chosen setting's
+    step was set at, or None when the table does not say (a single value over the chosen rows
+    at the search's own scale)."""
+    if "lr_scaled" not in table or "chosen" not in table:
+        return None
+    rows = table[table["chosen"].fillna(False).astype(bool)]
+    if "rescale" in rows:
+        rows = rows[rows["rescale"] == 1.0]
+    values = {float(v) for v in rows["lr_scaled"].dropna()}
+    return values.pop() if len(values) == 1 else None

@@ -75,6 +75,7 @@ def estimate_run_llc(
     refine: RefineSettings | None = None,
     train_log: pd.DataFrame | None = None,
     batch: int | None = None,
+    edge_fraction: float | None = None,
 ) -> pd.DataFrame:
     """LLC at the selected checkpoints of one run (SPEC section 4), one row per checkpoint,
     each with its validity columns (SPEC section 10). Model, data and loss are built once.
@@ -88,7 +89,13 @@ def estimate_run_llc(
     ``setting_valid``: for a calibrated sampler, whether its setting passed the calibration's
     setting-level checks (nbeta scaling, rescaling invariance, at the calibration's
     checkpoints); False makes every estimate invalid whatever its own checks say (a setting that
-    failed is not measuring the LLC). None (a setting written in the config) adds nothing."""
+    failed is not measuring the LLC). None (a setting written in the config) adds nothing.
+
+    ``edge_fraction``: for a calibrated sampler, the fraction of the stability edge its step was
+    chosen at (SPEC section 10). The step is absolute (the calibration target's); at a
+    checkpoint where a chain diverges at it, the step is above that checkpoint's own edge, and
+    the checkpoint is estimated again at ``edge_fraction`` of its own edge
+    (:func:`retry_at_own_edge`). ``sampler_lr`` says which step each estimate ran at."""
     from grokking_llc.core.model import get_loss
     from grokking_llc.training.checkpoints import checkpoint_state
 
@@ -97,7 +104,8 @@ def estimate_run_llc(
     base_seed = _seed_of(sampler)
     steps = checkpoints["steps"].tolist()
     candidates = select_checkpoints(len(steps), every, chunk, chunks)
-    num_chains = SamplerConfig.from_mapping(sampler).num_chains
+    cfg = SamplerConfig.from_mapping(sampler)
+    num_chains = cfg.num_chains
     n_params = sum(p.numel() for p in model.parameters())
     size = batch if batch is not None else checkpoint_batch(n_params, num_chains, backend)
     rows: dict[int, dict] = {}
@@ -114,14 +122,27 @@ def estimate_run_llc(
                 backend=backend, device=dev,
             )  # fmt: skip
             seconds = (time.perf_counter() - t0) / len(part)
-            for i, res in zip(part, results, strict=True):
+            for k, (i, res) in enumerate(zip(part, results, strict=True)):
+                lr = float(cfg.lr)
+                if edge_fraction is not None and np.any(res.diverged):
+                    t1 = time.perf_counter()
+                    res, lr = retry_at_own_edge(
+                        res, model, states[k], x, y, loss_fn, cfg, edge_fraction,
+                        seed=base_seed + steps[i], backend=backend, device=dev,
+                    )  # fmt: skip
+                    seconds_i = seconds + time.perf_counter() - t1
+                else:
+                    seconds_i = seconds
                 log.info(
                     "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
                     steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
                 )  # fmt: skip
                 row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend,
                               step=steps[i])  # fmt: skip
-                rows[i] = _with_setting(row, setting_valid) | {"seconds": seconds}
+                rows[i] = _with_setting(row, setting_valid) | {
+                    columns.SAMPLER_LR: lr,
+                    columns.SECONDS: seconds_i,
+                }
                 values.append(float(res.llc_mean))
         return values
 
@@ -140,6 +161,45 @@ def estimate_run_llc(
     # A chunk may hold no checkpoint (more chunks than checkpoints): an empty table, same columns.
     table = pd.DataFrame(rows, columns=list(columns.LLC_TRACK))
     return table.sort_values(columns.STEP, ignore_index=True)
+
+
+def retry_at_own_edge(
+    res: LLCResult,
+    model,
+    state: Mapping[str, Any],
+    x,
+    y,
+    loss_fn,
+    cfg: SamplerConfig,
+    edge_fraction: float,
+    *,
+    seed: int,
+    backend: str,
+    device,
+) -> tuple[LLCResult, float]:
+    """``(result, step)`` at a checkpoint where a chain diverged at ``cfg.lr``: the estimate at
+    ``edge_fraction`` of this checkpoint's own stability edge
+    (:func:`grokking_llc.sampling.edge.step_at_edge`; SPEC section 10) when that step is
+    smaller, else ``res`` as it was. The new estimate carries every check of its own."""
+    import torch
+
+    from grokking_llc.sampling.edge import edge_scale, step_at_edge
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(state[name])
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    lam, gmax = edge_scale(model, params, x, y, loss_fn, cfg, seed=seed)
+    nbeta = cfg.nbeta if cfg.nbeta is not None else float("nan")
+    lr = step_at_edge(edge_fraction, nbeta, cfg.localization, lam, gmax)
+    if not (np.isfinite(lr) and 0 < lr < cfg.lr):
+        return res, float(cfg.lr)
+    log.info("a chain diverged at step size %.3g: again at %.3g (%.3g of this checkpoint's "
+             "own edge)", cfg.lr, lr, edge_fraction)  # fmt: skip
+    retried = SamplerConfig.from_mapping({**cfg.to_dict(), "lr": lr})
+    (out,) = estimate_llc_many(model, [state], x, y, loss_fn, retried, seeds=[seed],
+                               backend=backend, device=device)  # fmt: skip
+    return out, lr
 
 
 SETTING_FAILED = "the calibrated setting failed its calibration checks"
@@ -194,19 +254,21 @@ def _seed_of(sampler: SamplerConfig | Mapping[str, Any]) -> int:
 
 def resolve_sampler(
     params: Mapping[str, Any], calibration_path: str | None
-) -> tuple[dict[str, Any], bool | None]:
+) -> tuple[dict[str, Any], bool | None, float | None]:
     """The SGLD settings of a job -- written in the config, or chosen by a calibration (which may
-    add a preconditioned kind's options) -- and whether the calibration found them valid (None
-    for settings written in the config)."""
+    add a preconditioned kind's options) --, whether the calibration found them valid (None
+    for settings written in the config) and the fraction of the stability edge the
+    calibration's step was set at (None for settings written in the config)."""
     if params.get("sampler") is not None:
-        return dict(params["sampler"]), None
+        return dict(params["sampler"]), None, None
     if calibration_path is None:
         raise ValueError("a calibrated sampler's job needs its calibration table")
-    from grokking_llc.sampling.chosen import chosen_sampler
+    from grokking_llc.sampling.chosen import chosen_edge_fraction, chosen_sampler
 
-    settings, valid, reason = chosen_sampler(pd.read_parquet(calibration_path))
+    table = pd.read_parquet(calibration_path)
+    settings, valid, reason = chosen_sampler(table)
     log.info("calibrated settings %s (valid: %s): %s", settings, valid, reason)
-    return dict(settings), bool(valid)
+    return dict(settings), bool(valid), chosen_edge_fraction(table)
 
 
 def run_estimate_llc(
@@ -237,7 +299,7 @@ def run_estimate_llc(
     if calibration_path is not None and calibration_provenance:
         found = parquet_provenance(calibration_path)
         check_provenance(calibration_path, found, calibration_provenance)
-    sampler, setting_valid = resolve_sampler(params, calibration_path)
+    sampler, setting_valid, edge_fraction = resolve_sampler(params, calibration_path)
     refine = params.get("refine")
     df = estimate_run_llc(
         ckpts,
@@ -254,6 +316,7 @@ def run_estimate_llc(
         setting_valid=setting_valid,
         refine=RefineSettings(**refine) if refine else None,
         train_log=pd.read_parquet(train_log_path) if refine else None,
+        edge_fraction=edge_fraction,
     )
     write_parquet(df, out_path, provenance=provenance(run_id, params, sampler_id=sampler_id))
     return df
