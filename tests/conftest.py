@@ -1,8 +1,8 @@
 """Shared test settings: one thread per test process, fixed seeds everywhere.
 
-Tests marked ``slurm`` (tests/workflow/test_slurm.py: installs and starts a SLURM cluster, ~10 minutes)
-are deselected, not skipped, unless GROKKING_SLURM_TEST=1: CI runs that comparison itself, as a
-required step of .ci/run, and no test of the suite is ever skipped in silence.
+Tests marked ``slurm`` (tests/workflow/test_slurm.py: installs and starts a SLURM cluster,
+~10 minutes) are deselected, not skipped, unless GROKKING_SLURM_TEST=1: CI runs that comparison
+itself, as a required step of .ci/run, and no test of the suite is ever skipped in silence.
 """
 
 import os

@@ -3,7 +3,6 @@ every config that names it and in the estimator's arithmetic."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +21,9 @@ from grokking_llc.pipeline.config import load_workflow_config, validate_config
 from grokking_llc.pipeline.plan import build_plan
 from grokking_llc.sampling.llc import estimate_llc, llc_from_traces
 
+from .helpers import PAPER_NBETA, SPEC_4  # the paper's values (SPEC section 4)
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-# SPEC section 4: "eps = 5e-4, nbeta = default (26.38 at batch 128), gamma = 5.0, 3 chains,
-# 100 burn-in steps, 500 draws"; SGLD, no SGLD weight decay; batch 128 (DevInterp's default
-# nbeta = m / ln m); section 10: "drops a fixed 100 burn-in steps of 600".
-SPEC_4 = {
-    "kind": "sgld",
-    "lr": 5e-4,
-    "nbeta": None,
-    "localization": 5.0,
-    "num_chains": 3,
-    "num_burnin_steps": 100,
-    "burn_in": "fixed",
-    "num_draws": 500,
-    "batch_size": 128,
-    "weight_decay": 0.0,
-    "num_init_loss_batches": 32,
-    "max_steps": None,
-}
-
-
-SPEC_4_NBETA = 128 / math.log(128)  # 26.38
 
 
 def _paper_sampler(cfg: dict):
@@ -75,7 +54,7 @@ def test_every_config_runs_the_paper_protocol_exactly(name):
     got = s.settings.to_dict()
     for key, value in SPEC_4.items():
         assert got[key] == value, f"{name}: paper sampler {key} = {got[key]}, SPEC 4 says {value}"
-    assert s.settings.resolved_nbeta == pytest.approx(SPEC_4_NBETA) == pytest.approx(26.38, 1e-3)
+    assert s.settings.resolved_nbeta == pytest.approx(PAPER_NBETA) == pytest.approx(26.38, 1e-3)
     assert s.settings.num_steps == 600
     assert s.settings.seed == 0
     # named by its expanded settings: the same id as writing them out
@@ -148,19 +127,19 @@ def test_the_estimator_under_the_protocol_drops_exactly_100_steps():
     res = estimate_llc(model, x, y, _mse, sampler, seed=0, backend="fast")
     trace = res.loss_trace
     assert trace.shape == (3, 600) and res.burn_in == 100 and res.num_steps == 600
-    assert res.nbeta == pytest.approx(SPEC_4_NBETA)
-    by_hand = SPEC_4_NBETA * (trace[:, 100:].mean(axis=1) - res.init_loss)
+    assert res.nbeta == pytest.approx(PAPER_NBETA)
+    by_hand = PAPER_NBETA * (trace[:, 100:].mean(axis=1) - res.init_loss)
     np.testing.assert_allclose(res.llc_per_chain, by_hand, rtol=1e-12)
     assert res.llc_mean == pytest.approx(by_hand.mean(), rel=1e-12)
     # one step more or less of burn-in is a different number
     for burn in (99, 101):
-        other = SPEC_4_NBETA * (trace[:, burn:].mean(axis=1) - res.init_loss)
+        other = PAPER_NBETA * (trace[:, burn:].mean(axis=1) - res.init_loss)
         assert not np.allclose(other, by_hand, rtol=1e-9)
     # the bookkeeping alone, on a trace made by hand: a plateau the auto rule would cut later
     ramp = np.concatenate([np.linspace(5.0, 1.0, 300), np.ones(300)])[None, :].repeat(3, axis=0)
     ramp = ramp + 0.01 * np.random.default_rng(0).standard_normal(ramp.shape)
-    fixed = llc_from_traces(ramp, 0.5, SPEC_4_NBETA, sampler.num_burnin_steps, burn_in="fixed")
+    fixed = llc_from_traces(ramp, 0.5, PAPER_NBETA, sampler.num_burnin_steps, burn_in="fixed")
     assert fixed.burn_in == 100
     np.testing.assert_allclose(
-        fixed.llc_per_chain, SPEC_4_NBETA * (ramp[:, 100:].mean(axis=1) - 0.5), rtol=1e-12
+        fixed.llc_per_chain, PAPER_NBETA * (ramp[:, 100:].mean(axis=1) - 0.5), rtol=1e-12
     )

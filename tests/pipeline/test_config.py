@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from core.helpers import PAPER_TRAINING, SPEC_4  # the paper's values (SPEC sections 3, 4)
 
 from grokking_llc.core import settings as S
 from grokking_llc.core.settings import (
@@ -35,26 +36,6 @@ from grokking_llc.pipeline.config import load_config, validate_config
 from grokking_llc.pipeline.studies import expand_study
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# TrainConfig built from every key explicitly (independent of the editable defaults).
-PAPER_BASE = {
-    "p": 53,
-    "train_frac": 0.4,
-    "data_seed": 0,
-    "seed": 0,
-    "model": "quadratic",
-    "width": 1024,
-    "model_options": {},
-    "loss": "centred_mse",
-    "lr": 1e-4,
-    "weight_decay": 1e-5,
-    "batch_size": 128,
-    "max_steps": 100_000,
-    "checkpoint_every": 100,
-    "early_stop_patience": 10,
-    "early_stop_acc": 0.99,
-}
 
 
 RUN_ID_PINS = [
@@ -141,11 +122,7 @@ TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
 
 # SPEC section 4's paper sampler, plus the later keys at the values that reproduce what came
 # before them (config.py: the hash base is frozen; a value there is never edited).
-PAPER_SAMPLER = dict(
-    lr=5e-4, nbeta=None, localization=5.0, num_chains=3, num_burnin_steps=100, num_draws=500,
-    batch_size=128, weight_decay=0.0, num_init_loss_batches=32, seed=0, kind="sgld",
-    burn_in="fixed", max_steps=None, target_ess=400.0, min_steps=None,
-)  # fmt: skip
+PAPER_SAMPLER = {**SPEC_4, "seed": 0, "target_ess": 400.0, "min_steps": None}
 
 
 def sha8(blob: str) -> str:
@@ -288,7 +265,7 @@ def test_short_hash_is_sha256_of_canonical_json():
 
 @pytest.mark.parametrize(("overrides", "run_id"), RUN_ID_PINS)
 def test_run_id_pins(overrides, run_id):
-    assert TrainConfig(**{**PAPER_BASE, **overrides}).run_id == run_id
+    assert TrainConfig(**{**PAPER_TRAINING, **overrides}).run_id == run_id
 
 
 def test_default_train_config_run_id_pin():

@@ -112,23 +112,9 @@ def swapped(runs, tmp_path, what):
     return files
 
 
-@pytest.fixture(scope="module")
-def split_thr():
-    return make_split(7, 0.6, seed=0)
-
-
-def state(seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    model = build_model("quadratic", 7, width=6, generator=gen)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def ckpts(n: int):
-    states = [state(s) for s in range(n)]
-    return {
-        "steps": torch.arange(n) * 10,
-        "params": {k: torch.stack([s[k] for s in states]) for k in states[0]},
-    }
+    """``n`` checkpoints of distinct quadratic nets at steps 0, 10, 20, ..."""
+    return checkpoints([model_state(s) for s in range(n)], list(range(0, 10 * n, 10)))
 
 
 def test_each_checkpoint_is_sampled_with_seed_plus_its_step(split):
@@ -490,10 +476,10 @@ def test_checkpoint_batch_from_model_size_and_threads():
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 8])
-def test_a_track_has_the_same_rows_whatever_the_checkpoint_batch(split_thr, batch):
+def test_a_track_has_the_same_rows_whatever_the_checkpoint_batch(split, batch):
     c = ckpts(5)
-    ref = estimate_run_llc(c, split_thr, RUN, SAMPLER, backend="fast", every=1, batch=1)
-    got = estimate_run_llc(c, split_thr, RUN, SAMPLER, backend="fast", every=1, batch=batch)
+    ref = estimate_run_llc(c, split, RUN, SAMPLER, backend="fast", every=1, batch=1)
+    got = estimate_run_llc(c, split, RUN, SAMPLER, backend="fast", every=1, batch=batch)
     assert got["step"].tolist() == [0, 10, 20, 30, 40]
     np.testing.assert_array_equal(got["llc_mean"], ref["llc_mean"])
     for a, b in zip(got["loss_trace"], ref["loss_trace"], strict=True):
@@ -501,7 +487,7 @@ def test_a_track_has_the_same_rows_whatever_the_checkpoint_batch(split_thr, batc
     assert (got["selection"] == "all").all()
 
 
-def test_an_adaptive_track_estimates_a_subset_and_says_which_pass_took_each(split_thr):
+def test_an_adaptive_track_estimates_a_subset_and_says_which_pass_took_each(split):
     n = 13
     c = ckpts(n)
     steps = (torch.arange(n) * 10).tolist()
@@ -509,8 +495,8 @@ def test_an_adaptive_track_estimates_a_subset_and_says_which_pass_took_each(spli
     log = pd.DataFrame({"step": steps, "train_acc": [0.1] * 7 + [1.0] * 6,
                         "val_acc": [0.0] * 7 + [1.0] * 6})  # fmt: skip
     settings = RefineSettings(coarse=4, tolerance=0.5, max_fraction=1.0)
-    full = estimate_run_llc(c, split_thr, RUN, SAMPLER, backend="fast", every=1)
-    got = estimate_run_llc(c, split_thr, RUN, SAMPLER, backend="fast", every=1, refine=settings,
+    full = estimate_run_llc(c, split, RUN, SAMPLER, backend="fast", every=1)
+    got = estimate_run_llc(c, split, RUN, SAMPLER, backend="fast", every=1, refine=settings,
                            train_log=log)  # fmt: skip
     sel = dict(zip(got["step"], got["selection"], strict=True))
     coarse = {0, 40, 80, 120}
@@ -522,7 +508,7 @@ def test_an_adaptive_track_estimates_a_subset_and_says_which_pass_took_each(spli
     np.testing.assert_array_equal(merged["llc_mean"], merged["llc_mean_full"])
 
 
-def test_an_adaptive_track_needs_the_training_log(split_thr):
+def test_an_adaptive_track_needs_the_training_log(split):
     with pytest.raises(ValueError, match="training log"):
-        estimate_run_llc(ckpts(6), split_thr, RUN, SAMPLER, backend="fast", every=1,
+        estimate_run_llc(ckpts(6), split, RUN, SAMPLER, backend="fast", every=1,
                          refine=RefineSettings())  # fmt: skip

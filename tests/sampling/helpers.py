@@ -20,17 +20,40 @@ from grokking_llc.training.train import train
 
 __all__ = [
     "P",
+    "TINY_SGLD",
     "WIDTH",
     "half_mse",
     "loss_traces",
     "loss_traces_many",
     "noise_trace",
+    "quad_setup",
     "regular_problem",
     "train_small_quadratic",
     "whitened_regression",
 ]
 
 P, WIDTH = 11, 16  # n = round(0.4 * 121) = 48 training pairs: 3 batches of 16
+
+# A few SGLD steps on the p = 3 problem of :func:`quad_setup` (9 rows: batches of 3), with every
+# term of the update switched on.
+TINY_SGLD = dict(lr=0.01, nbeta=3.0, localization=2.0, num_chains=2, num_burnin_steps=2,
+                 num_draws=4, batch_size=3, weight_decay=0.1, num_init_loss_batches=2)  # fmt: skip
+
+
+def quad_setup(p=3, K=2, S=2, seed=0):
+    """A quadratic net on all p^2 pairs of Z_p (model, S checkpoint states near its
+    initialisation, x, y): the first state is the model's own parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    model = QuadraticNet(p, K, generator=gen)
+    states = [{k: v.detach().clone() for k, v in model.state_dict().items()}]
+    for _ in range(S - 1):
+        states.append(
+            {k: v + 0.3 * torch.randn(v.shape, generator=gen) for k, v in states[0].items()}
+        )
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    x = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
+    y = (x[:, 0] + x[:, 1]) % p
+    return model, states, x, y
 
 
 def train_small_quadratic(directory) -> tuple[QuadraticNet, torch.Tensor, torch.Tensor]:

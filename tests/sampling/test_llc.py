@@ -29,16 +29,7 @@ from grokking_llc.core.data import make_split, split_tensors
 from grokking_llc.core.model import QuadraticNet, build_model, centred_mse, cross_entropy
 from grokking_llc.core.settings import SamplerConfig, TrainConfig, default_nbeta
 from grokking_llc.sampling import devinterp_backend, llc, validity
-from grokking_llc.sampling.diagnostics import (
-    drift,
-    drift_z,
-    effective_sample_size,
-    plateau_burn_in,
-    r_hat,
-    r_hat_tail,
-    standard_error,
-    tail_ess,
-)
+from grokking_llc.sampling import diagnostics as dg
 from grokking_llc.sampling.llc import (
     BACKENDS,
     RUNAWAY_FACTOR,
@@ -56,7 +47,7 @@ from grokking_llc.sampling.llc import (
 )
 from grokking_llc.sampling.sgld import sample_chains_many
 
-from .helpers import regular_problem, whitened_regression
+from .helpers import TINY_SGLD, quad_setup, regular_problem, whitened_regression
 
 
 def half_mse(pred, target):
@@ -88,24 +79,11 @@ def noise_trace(chains, steps, seed=0, level=1.0, scale=0.1):
 
 
 def _quad():
-    gen = torch.Generator().manual_seed(0)
-    model = QuadraticNet(3, 2, generator=gen)
-    a, b = torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij")
-    x = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-    return model, x, (x[:, 0] + x[:, 1]) % 3
+    model, _, x, y = quad_setup(S=1)  # p = 3, K = 2
+    return model, x, y
 
 
-SAMPLER = dict(
-    lr=0.01,
-    nbeta=3.0,
-    localization=2.0,
-    num_chains=2,
-    num_burnin_steps=2,
-    num_draws=38,
-    batch_size=3,
-    weight_decay=0.0,
-    num_init_loss_batches=2,
-)
+SAMPLER = {**TINY_SGLD, "num_draws": 38, "weight_decay": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -358,14 +336,14 @@ def test_llc_per_chain_mean_std_and_se_fixed_burn_in():
     np.testing.assert_allclose(res.llc_per_chain, per, rtol=1e-12)
     assert res.llc_mean == pytest.approx(per.mean(), rel=1e-12)
     assert res.llc_std == pytest.approx(per.std(ddof=1), rel=1e-12)
-    se = max(nbeta * standard_error(draws), per.std(ddof=1) / 2.0)
+    se = max(nbeta * dg.standard_error(draws), per.std(ddof=1) / 2.0)
     assert res.llc_se == pytest.approx(se, rel=1e-12)
-    assert res.r_hat == pytest.approx(r_hat(draws))
-    assert res.r_hat_tail == pytest.approx(r_hat_tail(draws))
-    assert res.drift_z == pytest.approx(drift_z(draws))
-    assert res.ess == pytest.approx(effective_sample_size(draws))
-    assert res.ess_tail == pytest.approx(tail_ess(draws))
-    assert res.drift_se == pytest.approx(nbeta * drift(draws)[1])
+    assert res.r_hat == pytest.approx(dg.r_hat(draws))
+    assert res.r_hat_tail == pytest.approx(dg.r_hat_tail(draws))
+    assert res.drift_z == pytest.approx(dg.drift_z(draws))
+    assert res.ess == pytest.approx(dg.effective_sample_size(draws))
+    assert res.ess_tail == pytest.approx(dg.tail_ess(draws))
+    assert res.drift_se == pytest.approx(nbeta * dg.drift(draws)[1])
     assert (res.burn_in, res.num_steps, res.num_burnin_steps) == (5, 60, 5)
     assert res.nbeta == 7.0 and res.init_loss == 0.8 and res.reason == ""
     assert res.num_chains == 4
@@ -390,7 +368,7 @@ def test_chain_spread_raises_the_standard_error():
     res = llc_from_traces(trace, 0.0, 2.0, 0, burn_in="fixed")
     per = 2.0 * trace.mean(axis=1)
     assert res.llc_se == pytest.approx(per.std(ddof=1) / 2.0, rel=1e-9)
-    assert res.llc_se > 2.0 * standard_error(trace)
+    assert res.llc_se > 2.0 * dg.standard_error(trace)
 
 
 def test_one_chain_std_zero_and_no_r_hat():
@@ -398,11 +376,11 @@ def test_one_chain_std_zero_and_no_r_hat():
     res = llc_from_traces(trace, 0.5, 3.0, 4, burn_in="fixed")
     assert res.llc_std == 0.0
     assert math.isnan(res.r_hat) and math.isnan(res.r_hat_tail)
-    assert res.drift_z == pytest.approx(drift_z(trace[:, 4:]))
-    assert res.ess == pytest.approx(effective_sample_size(trace[:, 4:]))
-    assert res.ess_tail == pytest.approx(tail_ess(trace[:, 4:]))
-    assert res.drift_se == pytest.approx(3.0 * drift(trace[:, 4:])[1])
-    assert res.llc_se == pytest.approx(3.0 * standard_error(trace[:, 4:]))
+    assert res.drift_z == pytest.approx(dg.drift_z(trace[:, 4:]))
+    assert res.ess == pytest.approx(dg.effective_sample_size(trace[:, 4:]))
+    assert res.ess_tail == pytest.approx(dg.tail_ess(trace[:, 4:]))
+    assert res.drift_se == pytest.approx(3.0 * dg.drift(trace[:, 4:])[1])
+    assert res.llc_se == pytest.approx(3.0 * dg.standard_error(trace[:, 4:]))
     assert res.llc_mean == pytest.approx(3.0 * (trace[0, 4:].mean() - 0.5))
 
 
@@ -541,7 +519,7 @@ def test_no_numpy_warnings_on_diverged_chains_one_chain_or_huge_log_accept():
             },
         )
         assert one.mala_acceptance == 1.0 and one.llc_std == 0.0
-        assert one.llc_se == pytest.approx(standard_error(noise_trace(1, 30)[:, one.burn_in :]))
+        assert one.llc_se == pytest.approx(dg.standard_error(noise_trace(1, 30)[:, one.burn_in :]))
 
 
 def test_auto_burn_in_is_the_loss_plateau_at_least_the_minimum():
@@ -550,14 +528,14 @@ def test_auto_burn_in_is_the_loss_plateau_at_least_the_minimum():
     relax = np.where(np.arange(steps) < 60, 5.0 - np.arange(steps) / 15.0, 1.0)
     trace = relax + 0.05 * rng.standard_normal((4, steps))
     trace[3, 100] = np.nan  # left out of the plateau
-    want = plateau_burn_in(trace[:3], minimum=10)
+    want = dg.plateau_burn_in(trace[:3], minimum=10)
     assert want >= 50
     res = llc_from_traces(trace, 0.0, 1.0, 10)
     assert res.burn_in == want
     burn, bad = _split_draws(trace, 10, "auto")
     assert (burn, bad.tolist()) == (want, [False, False, False, True])
     assert _split_draws(trace, 10, "fixed")[0] == 10
-    assert _split_draws(trace, 150, "auto")[0] == plateau_burn_in(trace[:3], minimum=150)
+    assert _split_draws(trace, 150, "auto")[0] == dg.plateau_burn_in(trace[:3], minimum=150)
     with pytest.raises(ValueError, match=r"^burn_in 'x': choose 'auto' or 'fixed'$"):
         _split_draws(trace, 10, "x")
     # no finite chain: the configured burn-in, whatever the mode
@@ -578,13 +556,13 @@ def test_r_hat_ess_and_drift_use_the_draws_after_the_measured_burn_in():
     res = llc_from_traces(trace, init_loss=1.0, nbeta=10.0, num_burnin_steps=20)
     assert 200 <= res.burn_in <= 700
     draws = trace[:, res.burn_in :]
-    assert res.r_hat == r_hat(draws) and res.r_hat_tail == r_hat_tail(draws)
-    assert res.ess == effective_sample_size(draws) and res.ess_tail == tail_ess(draws)
-    assert res.drift_z == drift_z(draws) and res.drift_se == 10.0 * drift(draws)[1]
-    assert res.r_hat != pytest.approx(r_hat(trace[:, 20:]), abs=1e-3)
-    assert res.ess != pytest.approx(effective_sample_size(trace[:, 20:]), rel=1e-3)
+    assert res.r_hat == dg.r_hat(draws) and res.r_hat_tail == dg.r_hat_tail(draws)
+    assert res.ess == dg.effective_sample_size(draws) and res.ess_tail == dg.tail_ess(draws)
+    assert res.drift_z == dg.drift_z(draws) and res.drift_se == 10.0 * dg.drift(draws)[1]
+    assert res.r_hat != pytest.approx(dg.r_hat(trace[:, 20:]), abs=1e-3)
+    assert res.ess != pytest.approx(dg.effective_sample_size(trace[:, 20:]), rel=1e-3)
     np.testing.assert_allclose(res.llc_per_chain, 10.0 * (draws.mean(axis=1) - 1.0))
-    mcse = 10.0 * standard_error(draws)
+    mcse = 10.0 * dg.standard_error(draws)
     chain_se = res.llc_std / 2.0  # 4 chains
     assert res.llc_se == pytest.approx(max(mcse, chain_se))
     # a chain stuck elsewhere: the spread across chains, not the ESS, sets the SE
@@ -592,7 +570,7 @@ def test_r_hat_ess_and_drift_use_the_draws_after_the_measured_burn_in():
     stuck[0] += 0.05
     spread = llc_from_traces(stuck, 1.0, 10.0, 800, burn_in="fixed")
     assert spread.llc_se == pytest.approx(spread.llc_std / 2.0)
-    assert spread.llc_se > 10.0 * standard_error(stuck[:, 800:])  # the larger of the two
+    assert spread.llc_se > 10.0 * dg.standard_error(stuck[:, 800:])  # the larger of the two
     fixed = llc_from_traces(trace, 1.0, 10.0, 20, burn_in="fixed")
     assert fixed.burn_in == 20 and fixed.llc_mean > res.llc_mean  # relaxation left in
 
@@ -603,10 +581,10 @@ def test_two_chains_get_r_hat_std_and_distance_r_hat():
     dist = 1.0 + 0.1 * np.random.default_rng(14).random((2, 10))
     diag = {"steps": steps, "distance": dist, "grad_norm": dist, "loc_norm": dist}
     res = llc_from_traces(tr, 0.0, 1.0, 4, burn_in="fixed", diagnostics=diag)
-    assert res.r_hat == pytest.approx(r_hat(tr[:, 4:]))
-    assert res.r_hat_tail == pytest.approx(r_hat_tail(tr[:, 4:]))
+    assert res.r_hat == pytest.approx(dg.r_hat(tr[:, 4:]))
+    assert res.r_hat_tail == pytest.approx(dg.r_hat_tail(tr[:, 4:]))
     assert res.llc_std == pytest.approx(tr[:, 4:].mean(axis=1).std(ddof=1))
-    assert res.r_hat_distance == pytest.approx(r_hat(dist[:, 1:]))
+    assert res.r_hat_distance == pytest.approx(dg.r_hat(dist[:, 1:]))
 
 
 def test_diagnostic_means_count_only_draws_of_chains_that_did_not_diverge():
@@ -653,7 +631,7 @@ def test_diagnostic_means_over_kept_chains_after_the_burn_in():
     assert res.grad_loc_ratio == pytest.approx(
         grad[keep][:, cols].mean() / loc[keep][:, cols].mean()
     )
-    assert res.r_hat_distance == pytest.approx(r_hat(dist[keep][:, cols]))
+    assert res.r_hat_distance == pytest.approx(dg.r_hat(dist[keep][:, cols]))
     assert res.prior_radius == 2.0
     assert set(res.diagnostics) == set(diag)
     # with a per-step distance trace, its R-hat is the one used
@@ -661,7 +639,7 @@ def test_diagnostic_means_over_kept_chains_after_the_burn_in():
     res2 = llc_from_traces(
         trace, 0.0, 1.0, 35, burn_in="fixed", diagnostics={**diag, "distance_trace": dtrace}
     )
-    assert res2.r_hat_distance == pytest.approx(r_hat(dtrace[keep][:, 35:]))
+    assert res2.r_hat_distance == pytest.approx(dg.r_hat(dtrace[keep][:, 35:]))
     assert res2.mean_distance == pytest.approx(dist[keep][:, cols].mean())
 
 
@@ -801,12 +779,12 @@ def test_auto_burn_in_is_the_loss_plateau_alone_and_the_distance_r_hat_is_report
     rng = np.random.default_rng(18)
     dist = 1.0 + 0.01 * rng.standard_normal(trace.shape)
     dist[0, :800] += 2.0
-    assert plateau_burn_in(dist) >= 700  # the distance's own plateau is far later
+    assert dg.plateau_burn_in(dist) >= 700  # the distance's own plateau is far later
     diag = {**diag, "distance": dist[:, diag["steps"]], "distance_trace": dist}
     res = llc_from_traces(trace, 0.5, 2.0, 10, diagnostics=diag, **AT_MINIMUM)
-    burn = plateau_burn_in(trace, minimum=10)
+    burn = dg.plateau_burn_in(trace, minimum=10)
     assert burn < 100 and res.burn_in == burn == _split_draws(trace, 10, "auto")[0]
-    assert res.r_hat_distance == pytest.approx(r_hat(dist[:, burn:]))
+    assert res.r_hat_distance == pytest.approx(dg.r_hat(dist[:, burn:]))
     assert res.r_hat_distance >= validity.R_HAT_MAX
     assert res.valid, res.invalid_reason
     flat = {**diag, "distance_trace": np.ones(trace.shape)}
@@ -1027,7 +1005,7 @@ def test_stop_rule_cases():
     rng = np.random.default_rng(12)
     good = 1.0 + 0.1 * rng.standard_normal((4, 3000))
     d = good[:, 10:]
-    enough = min(effective_sample_size(d), tail_ess(d))
+    enough = min(dg.effective_sample_size(d), dg.tail_ess(d))
     assert _draws_are_enough(good, 0.0, 1.0, 10, "fixed", 100.0)
     assert _draws_are_enough(good, 0.0, 1.0, 10, "fixed", enough)
     assert not _draws_are_enough(good, 0.0, 1.0, 10, "fixed", enough * 1.001)  # below target

@@ -35,7 +35,7 @@ from grokking_llc.sampling.sgld import (
     sample_chains_many,
 )
 
-from .helpers import WIDTH, P, half_mse, loss_traces, loss_traces_many
+from .helpers import TINY_SGLD, WIDTH, P, half_mse, loss_traces, loss_traces_many, quad_setup
 
 
 def small_sampler(**overrides) -> SamplerConfig:
@@ -201,20 +201,6 @@ def ref_sgld(
     return traces, inits, scheds
 
 
-def quad_setup(p=3, K=2, S=2, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    model = QuadraticNet(p, K, generator=gen)
-    states = [{k: v.detach().clone() for k, v in model.state_dict().items()}]
-    for _ in range(S - 1):
-        states.append(
-            {k: v + 0.3 * torch.randn(v.shape, generator=gen) for k, v in states[0].items()}
-        )
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    x = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-    y = (x[:, 0] + x[:, 1]) % p
-    return model, states, x, y
-
-
 def tiny_setup(S=2, n=11):
     gen = torch.Generator().manual_seed(3)
     model = Tiny(gen)
@@ -228,17 +214,12 @@ def tiny_setup(S=2, n=11):
     return model, states, x, y
 
 
-CFG = dict(
-    lr=0.01,
-    nbeta=3.0,
-    localization=2.0,
-    num_chains=2,
-    num_burnin_steps=2,
-    num_draws=4,
-    batch_size=3,
-    weight_decay=0.1,
-    num_init_loss_batches=2,
-)
+CFG = TINY_SGLD
+
+
+def on_cpu(model, states, x, y, loss_fn, cfg, seeds, **knobs):
+    """:func:`sample_chains_many` on the CPU."""
+    return sample_chains_many(model, states, x, y, loss_fn, cfg, seeds=seeds, device="cpu", **knobs)
 
 
 def collect_params(store):
@@ -740,18 +721,8 @@ def test_adaptive_run_is_a_prefix_of_the_run_at_the_cap(trained):
         calls.append((s, trace.shape[1]))
         return s == 0 or trace.shape[1] >= 110
 
-    run = sgld.sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=200,
-        stop=stop,
-        diag_every=10,
+    run = on_cpu(
+        model, states, x, y, centred_mse, cfg, [1, 2], max_steps=200, stop=stop, diag_every=10
     )
     full = sgld.sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[1, 2],
                                    device="cpu", max_steps=200, diag_every=10)  # fmt: skip
@@ -786,15 +757,14 @@ def test_quadratic_path_equals_the_plain_loop_reference(overlap, epoch_mode):
     cfg = SamplerConfig(**CFG)
     seeds = [4, 9]
     store = []
-    out = sample_chains_many(
+    out = on_cpu(
         model,
         states,
         x,
         y,
         centred_mse,
         cfg,
-        seeds=seeds,
-        device="cpu",
+        seeds,
         _on_step=collect_params(store),
         _overlap_noise=overlap,
         _epoch_mode=epoch_mode,
@@ -827,9 +797,7 @@ def test_quadratic_path_equals_the_plain_loop_reference(overlap, epoch_mode):
 def test_generic_path_equals_the_reference_and_quadratic_generic_agree():
     model, states, x, y = tiny_setup()
     cfg = SamplerConfig(**{**CFG, "batch_size": 4, "num_init_loss_batches": 3})
-    out = sample_chains_many(
-        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", _overlap_noise=False
-    )
+    out = on_cpu(model, states, x, y, ce, cfg, [1, 2], _overlap_noise=False)
     want, inits, _ = ref_run(tiny_loss64, states, x, y, cfg, [1, 2], ["A", "c"])
     for s in range(2):
         np.testing.assert_allclose(out[s].trace, want[s], rtol=2e-5, atol=1e-7)
@@ -885,9 +853,7 @@ def test_preconditioned_kinds_equal_the_reference(kind):
     model, states, x, y = tiny_setup()
     cfg = SamplerConfig(**{**CFG, "batch_size": 4}, kind=kind, rmsprop_alpha=0.9,
                         rmsprop_eps=0.05, gn_damping=0.1, gn_probes=3)  # fmt: skip
-    out = sample_chains_many(
-        model, states, x, y, ce, cfg, seeds=[1, 2], device="cpu", _overlap_noise=False
-    )
+    out = on_cpu(model, states, x, y, ce, cfg, [1, 2], _overlap_noise=False)
     gn = None
     if kind == "gn_diag":
         gn = []
@@ -1016,15 +982,14 @@ def test_diagnostics_equal_textbook_mala_and_norms(which):
     cfg = SamplerConfig(**{**CFG, "lr": 0.02, "num_draws": 5})
     store = []
     seeds = [5, 8]
-    out = sample_chains_many(
+    out = on_cpu(
         model,
         states,
         x,
         y,
         loss_fn,
         cfg,
-        seeds=seeds,
-        device="cpu",
+        seeds,
         diag_every=3,
         _on_step=collect_params(store),
         _overlap_noise=False,
@@ -1087,15 +1052,14 @@ def test_log_accept_with_rmsprop_uses_the_preconditioner():
     cfg = SamplerConfig(**{**CFG, "lr": 0.02, "num_draws": 1, "num_burnin_steps": 1},
                         kind="rmsprop", rmsprop_alpha=0.5, rmsprop_eps=0.2)  # fmt: skip
     store = []
-    [res] = sample_chains_many(
+    [res] = on_cpu(
         model,
         states,
         x,
         y,
         ce,
         cfg,
-        seeds=[2],
-        device="cpu",
+        [2],
         diag_every=2,
         _on_step=collect_params(store),
         _overlap_noise=False,
@@ -1153,19 +1117,10 @@ def test_adaptive_length_asks_at_the_documented_steps_and_is_a_prefix():
         calls.append((s, trace.shape[1], sorted(diag)))
         return s == 0 and trace.shape[1] >= 6
 
-    out = sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=13,
-        stop=stop,
-        diag_every=2,
-    )
+    def run(sampler, **kw):
+        return on_cpu(model, states, x, y, centred_mse, sampler, [1, 2], **kw)
+
+    out = run(cfg, max_steps=13, stop=stop, diag_every=2)
     # checks at 4, then ceil(4 * 1.5) = 6, 9, then the cap 13
     assert GROWTH == 1.5
     assert [(s, t) for s, t, _ in calls] == [(0, 4), (1, 4), (0, 6), (1, 6), (1, 9)]
@@ -1178,18 +1133,7 @@ def test_adaptive_length_asks_at_the_documented_steps_and_is_a_prefix():
         "log_accept",
         "steps",
     ]
-    full = sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=13,
-        diag_every=2,
-    )
+    full = run(cfg, max_steps=13, diag_every=2)
     assert out[0].trace.shape == (2, 6) and out[1].trace.shape == (2, 13)
     np.testing.assert_array_equal(out[0].trace, full[0].trace[:, :6])
     np.testing.assert_array_equal(out[1].trace, full[1].trace)
@@ -1198,48 +1142,15 @@ def test_adaptive_length_asks_at_the_documented_steps_and_is_a_prefix():
     np.testing.assert_array_equal(out[0].distance_trace, full[0].distance_trace[:, :6])
     # all stop at once: no growth
     calls.clear()
-    out = sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=13,
-        stop=lambda s, t, d: calls.append(s) or True,
-    )
+    out = run(cfg, max_steps=13, stop=lambda s, t, d: calls.append(s) or True)
     assert calls == [0, 1] and out[0].trace.shape == (2, 4)
     # growth of one step at least; cap equal to the run length: no check at all
     calls.clear()
     one = SamplerConfig(**{**CFG, "num_burnin_steps": 0, "num_draws": 1})
-    sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        one,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=3,
-        stop=lambda s, t, d: calls.append(t.shape[1]) and False,
-    )
+    run(one, max_steps=3, stop=lambda s, t, d: calls.append(t.shape[1]) and False)
     assert calls == [1, 1, 2, 2]
     calls.clear()
-    sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=4,
-        stop=lambda s, t, d: calls.append(1),
-    )
+    run(cfg, max_steps=4, stop=lambda s, t, d: calls.append(1))
     assert calls == []
 
 
@@ -1293,9 +1204,7 @@ def test_auto_path_picks_quadratic_only_for_the_plain_net():
     sub = Sub(3, 2)
     cfg = SamplerConfig(**{**CFG, "num_draws": 1, "num_burnin_steps": 0})
     with pytest.raises(ValueError, match="needs a grokking_llc.core.model.QuadraticNet"):
-        sample_chains_many(
-            sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _path="quadratic"
-        )
+        on_cpu(sub, states, x, y, centred_mse, cfg, [0], _path="quadratic")
     # the subclass runs through the generic path (auto): same numbers as the plain net's
     a = sample_chains_many(sub, states, x, y, centred_mse, cfg, seeds=[0], device="cpu")
     b = sample_chains_many(model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu")
@@ -1325,9 +1234,7 @@ def test_float64_model_runs_in_float64_without_resizing_buffers():
     cfg = SamplerConfig(**CFG)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[4, 9], device="cpu", _overlap_noise=False
-        )
+        out = on_cpu(model, states, x, y, centred_mse, cfg, [4, 9], _overlap_noise=False)
     shapes = {k: tuple(states[0][k].shape) for k in ("W", "V")}
     gb, gn = ref_generators(4)
     # float64 noise: the reference draws it in float64 too
@@ -1374,32 +1281,10 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
     def on_step(t, params):
         seen.append(any(th.name == "sgld-noise" for th in threading.enumerate()))
 
-    sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[0],
-        device="cpu",
-        _overlap_noise=True,
-        _on_step=on_step,
-    )
+    on_cpu(model, states, x, y, centred_mse, cfg, [0], _overlap_noise=True, _on_step=on_step)
     assert seen[0] and len(seen) == 6  # the worker is alive at the first step
     seen.clear()
-    sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[0],
-        device="cpu",
-        _overlap_noise=False,
-        _on_step=on_step,
-    )
+    on_cpu(model, states, x, y, centred_mse, cfg, [0], _overlap_noise=False, _on_step=on_step)
     assert not any(seen)
     # "auto" (the default): on for CPU when torch leaves a usable core idle
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -1407,17 +1292,13 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
     torch.set_num_threads(usable)  # no idle core: "auto" is off
     try:
         seen.clear()
-        sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _on_step=on_step
-        )
+        on_cpu(model, states, x, y, centred_mse, cfg, [0], _on_step=on_step)
         assert not any(seen)
     finally:
         torch.set_num_threads(threads)
     expected = torch.get_num_threads() < usable
     for run in (
-        lambda: sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _on_step=on_step
-        ),
+        lambda: on_cpu(model, states, x, y, centred_mse, cfg, [0], _on_step=on_step),
         lambda: loss_traces_many(
             model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", on_step=on_step
         ),
@@ -1436,9 +1317,7 @@ def test_noise_thread_runs_when_asked_and_its_failure_is_reported(monkeypatch):
 
     monkeypatch.setattr(sgld._Sampler, "fill_noise", boom)
     with pytest.raises(RuntimeError, match=r"^SGLD noise thread failed$") as err:
-        sample_chains_many(
-            model, states, x, y, centred_mse, cfg, seeds=[0], device="cpu", _overlap_noise=True
-        )
+        on_cpu(model, states, x, y, centred_mse, cfg, [0], _overlap_noise=True)
     assert isinstance(err.value.__cause__, OSError)
 
 
@@ -1462,18 +1341,8 @@ def test_stop_sees_each_checkpoints_own_diagnostics():
         got[s] = (trace.copy(), {k: np.array(v) for k, v in diag.items()})
         return True
 
-    out = sample_chains_many(
-        model,
-        states,
-        x,
-        y,
-        centred_mse,
-        cfg,
-        seeds=[1, 2],
-        device="cpu",
-        max_steps=9,
-        stop=stop,
-        diag_every=2,
+    out = on_cpu(
+        model, states, x, y, centred_mse, cfg, [1, 2], max_steps=9, stop=stop, diag_every=2
     )
     for s in range(2):
         trace, diag = got[s]

@@ -66,20 +66,14 @@ def _hand_example():
 # K = 1.._k_max(d, q), each with the observed value (see jacobian_rank_llc's docstring):
 #   q = 1, 2 <= K < d: (K d - K(K-1)/2) / 2 (extra O(K) rotation symmetry of a single output);
 #   q = 3, d even, K = 3d/2 - 1: (q D - 1) / 2 (a defective width at the transition).
-PINNED_DISAGREEMENTS = {
+PINNED_DISAGREEMENTS = {  # (d, q, K): observed value; one line per (d, q)
     (3, 1, 2): 2.5,
-    (4, 1, 2): 3.5,
-    (4, 1, 3): 4.5,
-    (5, 1, 2): 4.5,
-    (5, 1, 3): 6.0,
-    (5, 1, 4): 7.0,
-    (6, 1, 2): 5.5,
-    (6, 1, 3): 7.5,
-    (6, 1, 4): 9.0,
-    (6, 1, 5): 10.0,
+    (4, 1, 2): 3.5, (4, 1, 3): 4.5,
+    (5, 1, 2): 4.5, (5, 1, 3): 6.0, (5, 1, 4): 7.0,
+    (6, 1, 2): 5.5, (6, 1, 3): 7.5, (6, 1, 4): 9.0, (6, 1, 5): 10.0,
     (4, 3, 5): 14.5,
     (6, 3, 8): 31.0,
-}
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,6 +535,10 @@ def test_theory_table_tracks_effective_width():
 # --------------------------------------------------------------------------------------------
 # mutation-proofing (issue 15): each test below fails for a small deliberate bug in theory.py
 # --------------------------------------------------------------------------------------------
+PAIRS = np.array([[0, 0], [0, 1]])  # two training pairs at p = 2
+NAN, INF, ONES = np.full((2, 2), np.nan), np.full((2, 2), np.inf), np.ones((2, 2))
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -565,50 +563,17 @@ def test_theory_table_tracks_effective_width():
             lambda: data_restricted_llc(3, 1, method="fast"),
             "method must be 'auto', 'direct' or 'blocks', got 'fast'",
         ),
-        (
-            lambda: T.data_restricted_bound_pairs(1, 1, np.array([[0, 0], [0, 1]])),
-            "p must be an integer >= 2, got 1",
-        ),
-        (
-            lambda: T.data_restricted_bound_pairs(2, 0, np.array([[0, 0], [0, 1]])),
-            "K must be an integer >= 1, got 0",
-        ),
-        (
-            lambda: T.data_restricted_bound_pairs(2, 1, np.array([[0, 0]])),
-            "need at least 2 training pairs",
-        ),
-        (
-            lambda: effective_width(np.full((2, 2), np.nan), np.ones((2, 2))),
-            "W contains NaN or inf",
-        ),
-        (
-            lambda: effective_width(np.ones((2, 2)), np.full((2, 2), np.inf)),
-            "V contains NaN or inf",
-        ),
+        (lambda: T.data_restricted_bound_pairs(1, 1, PAIRS), "p must be an integer >= 2, got 1"),
+        (lambda: T.data_restricted_bound_pairs(2, 0, PAIRS), "K must be an integer >= 1, got 0"),
+        (lambda: T.data_restricted_bound_pairs(2, 1, PAIRS[:1]), "need at least 2 training pairs"),
+        (lambda: effective_width(NAN, ONES), "W contains NaN or inf"),
+        (lambda: effective_width(ONES, INF), "V contains NaN or inf"),
         (
             lambda: effective_width(np.ones((3, 4)), np.ones((5, 2))),
             r"W must have shape (d, K) and V shape (K, p): got W (3, 4), V (5, 2)",
         ),
-        (
-            lambda: quadratic_forms_jacobian(np.full((2, 2), np.nan), np.ones((2, 2))),
-            "W contains NaN or inf",
-        ),
-        (
-            lambda: quadratic_forms_jacobian(np.ones((2, 2)), np.full((2, 2), np.nan)),
-            "V contains NaN or inf",
-        ),
-        (
-            lambda: quadratic_forms_jacobian(np.ones((3, 4)), np.ones((5, 2))),
-            r"need W (d, K) and V (K, q), got (3, 4) and (5, 2)",
-        ),
-        (
-            lambda: quadratic_forms_jacobian(np.ones(3), np.ones((3, 2))),
-            r"need W (d, K) and V (K, q), got (3,) and (3, 2)",
-        ),
-        (
-            lambda: quadratic_forms_jacobian(np.ones((3, 4)), np.ones(4)),
-            r"need W (d, K) and V (K, q), got (3, 4) and (4,)",
-        ),
+        (lambda: quadratic_forms_jacobian(NAN, ONES), "W contains NaN or inf"),
+        (lambda: quadratic_forms_jacobian(ONES, NAN), "V contains NaN or inf"),
         (lambda: ntk_llc(nn.Identity(), torch.ones(3, 2)), "model has no trainable parameters"),
         (
             lambda: ntk_llc(nn.Linear(2, 1), torch.ones(1, 2), centred=True),
@@ -620,6 +585,13 @@ def test_error_messages_name_the_argument(call, message):
     with pytest.raises(ValueError) as err:
         call()
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(("w_shape", "v_shape"), [((3, 4), (5, 2)), ((3,), (3, 2)), ((3, 4), (4,))])
+def test_quadratic_forms_jacobian_names_both_shapes_that_do_not_fit(w_shape, v_shape):
+    with pytest.raises(ValueError) as err:
+        quadratic_forms_jacobian(np.ones(w_shape), np.ones(v_shape))
+    assert str(err.value) == f"need W (d, K) and V (K, q), got {w_shape} and {v_shape}"
 
 
 def test_smallest_allowed_arguments():

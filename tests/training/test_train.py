@@ -20,7 +20,7 @@ import torch
 
 import grokking_llc.training.checkpoints as ck_mod
 import grokking_llc.training.train as tr
-from grokking_llc.core.data import make_split, split_tensors
+from grokking_llc.core.data import make_split
 from grokking_llc.core.io import (
     CheckpointFileError,
     CorruptFileError,
@@ -31,7 +31,7 @@ from grokking_llc.core.io import (
     torch_load,
     torch_save,
 )
-from grokking_llc.core.model import accuracy, build_model, get_loss
+from grokking_llc.core.model import build_model
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.training import train as train_mod
 from grokking_llc.training.checkpoints import CheckpointMismatchError, load_checkpoints
@@ -44,10 +44,9 @@ from grokking_llc.training.train import (
     train_run,
 )
 
-CFG = TrainConfig(
-    p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16,
-    max_steps=120, checkpoint_every=20,
-)  # fmt: skip
+from .helpers import SMALL_RUN, plain_training_loop
+
+CFG = SMALL_RUN
 
 
 @pytest.fixture(scope="module")
@@ -71,36 +70,10 @@ def split_tiny():
 
 
 def reference(c: TrainConfig, split_tiny):
-    """SPEC section 3 written out: the log rows and the weights at every checkpoint."""
-    loss_fn = get_loss(c.loss)
-    x_tr, y_tr = split_tensors(split_tiny, "train")
-    x_va, y_va = split_tensors(split_tiny, "val")
-    gen = torch.Generator().manual_seed(c.seed)
-    model = build_model(c.model, c.p, width=c.width, generator=gen, options=c.model_options)
-    opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    rows, weights, streak = [], [], 0
-
-    def record(step):
-        with torch.no_grad():
-            p_tr, p_va = model(x_tr), model(x_va)
-            row = (step, loss_fn(p_tr, y_tr).item(), loss_fn(p_va, y_va).item(),
-                   accuracy(p_tr, y_tr), accuracy(p_va, y_va))  # fmt: skip
-        rows.append(row)
-        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return row[4]
-
-    streak = 1 if record(0) >= c.early_stop_acc else 0
-    step = 0
-    while streak < c.early_stop_patience and step < c.max_steps:
-        idx = torch.randperm(len(y_tr), generator=gen)[: c.batch_size]
-        loss = loss_fn(model(x_tr[idx]), y_tr[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % c.checkpoint_every == 0 or step == c.max_steps:
-            streak = streak + 1 if record(step) >= c.early_stop_acc else 0
-    return pd.DataFrame(rows, columns=list(tr.LOG_COLUMNS)), weights
+    """SPEC section 3 written out (:func:`plain_training_loop`): the log and the weights at
+    every checkpoint."""
+    rows, weights, _ = plain_training_loop(c, split_tiny)
+    return pd.DataFrame(rows, columns=list(tr.LOG_COLUMNS)), list(weights.values())
 
 
 def assert_matches_reference(res, c, split_tiny):

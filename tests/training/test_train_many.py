@@ -16,7 +16,7 @@ import torch
 
 from grokking_llc.core.data import make_split, n_train
 from grokking_llc.core.io import file_digest
-from grokking_llc.core.model import QuadraticNet, centred_mse
+from grokking_llc.core.model import QuadraticNet
 from grokking_llc.core.settings import TrainConfig
 from grokking_llc.training import train as train_mod
 from grokking_llc.training.checkpoints import load_checkpoints
@@ -35,10 +35,9 @@ from grokking_llc.training.train_many import (
     train_many_run,
 )
 
-BASE = TrainConfig(
-    p=7, train_frac=0.6, width=16, lr=1e-2, weight_decay=1e-4, batch_size=16,
-    max_steps=120, checkpoint_every=20,
-)  # fmt: skip
+from .helpers import SMALL_RUN, plain_training_loop
+
+BASE = SMALL_RUN  # the run of test_train.py, here trained in stacks
 
 
 def cfg(**kw) -> TrainConfig:
@@ -97,65 +96,14 @@ class Killed(Exception):
     pass
 
 
-BASE_TINY = TrainConfig(
-    p=5,
-    train_frac=0.6,
-    width=6,
-    lr=1e-2,
-    weight_decay=1e-3,
-    batch_size=4,
-    max_steps=24,
-    checkpoint_every=8,
-)
+BASE_TINY = cfg(p=5, width=6, weight_decay=1e-3, batch_size=4, max_steps=24, checkpoint_every=8)
 
 
 def cfg_tiny(**kw) -> TrainConfig:
     return TrainConfig(**{**BASE_TINY.to_dict(), **kw})
 
 
-def xy(split_tiny, part):
-    d = split_tiny[split_tiny["split"] == part]
-    return (
-        torch.tensor(d[["a", "b"]].to_numpy(dtype=np.int64)),
-        torch.tensor(d["c"].to_numpy(dtype=np.int64)),
-    )
-
-
-def reference(c: TrainConfig, split_tiny):
-    """(log rows, {step: (W, V)}, final Adam state) of one run, trained by a plain loop."""
-    gen = torch.Generator().manual_seed(c.seed)
-    model = QuadraticNet(c.p, c.width, generator=gen)
-    opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    xt, yt = xy(split_tiny, "train")
-    xv, yv = xy(split_tiny, "val")
-    rows, weights, streak, step = [], {}, 0, 0
-
-    def check():
-        nonlocal streak
-        with torch.no_grad():
-            pt, pv = model(xt), model(xv)
-            row = (
-                step,
-                centred_mse(pt, yt).item(),
-                centred_mse(pv, yv).item(),
-                (pt.argmax(1) == yt).float().mean().item(),
-                (pv.argmax(1) == yv).float().mean().item(),
-            )
-        rows.append(row)
-        weights[step] = (model.W.detach().clone(), model.V.detach().clone())
-        streak = streak + 1 if row[4] >= c.early_stop_acc else 0
-
-    check()
-    while streak < c.early_stop_patience and step < c.max_steps:
-        idx = torch.randperm(len(yt), generator=gen)[: c.batch_size]
-        loss = centred_mse(model(xt[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % c.checkpoint_every == 0 or step == c.max_steps:
-            check()
-    return rows, weights, opt
+reference = plain_training_loop  # (log rows, {step: state dict}, final Adam)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +135,7 @@ def _compare(res, c, split_tiny):
         )
     assert res.checkpoints["steps"].tolist() == [r[0] for r in rows]
     for k, step in enumerate(res.checkpoints["steps"].tolist()):
-        W, V = weights[step]
+        W, V = weights[step]["W"], weights[step]["V"]
         torch.testing.assert_close(res.checkpoints["params"]["W"][k], W, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(res.checkpoints["params"]["V"][k], V, rtol=1e-5, atol=1e-7)
 
@@ -197,8 +145,8 @@ def _bitwise(cs, splits, tmp_path):
     for res, c, s in zip(out, cs, splits, strict=True):
         _, weights, _ = reference(c, s)
         for k, step in enumerate(res.checkpoints["steps"].tolist()):
-            assert torch.equal(res.checkpoints["params"]["W"][k], weights[step][0]), step
-            assert torch.equal(res.checkpoints["params"]["V"][k], weights[step][1]), step
+            assert torch.equal(res.checkpoints["params"]["W"][k], weights[step]["W"]), step
+            assert torch.equal(res.checkpoints["params"]["V"][k], weights[step]["V"]), step
 
 
 def test_matches_train_alone_to_tolerance(split, other_split, alone, tmp_path):
@@ -591,16 +539,7 @@ def test_train_many_run_outputs_hooks_and_leftovers(
 def test_bitwise_equal_to_the_autograd_adam_loop(tmp_path):
     """The module docstring's measured claim (the hand gradient replays autograd op by op),
     at p = 7 as in test_train_many.py."""
-    c7 = TrainConfig(
-        p=7,
-        train_frac=0.6,
-        width=8,
-        lr=1e-2,
-        weight_decay=1e-4,
-        batch_size=8,
-        max_steps=20,
-        checkpoint_every=10,
-    )
+    c7 = cfg(width=8, batch_size=8, max_steps=20, checkpoint_every=10)  # BASE, smaller
     cs = [c7, TrainConfig(**{**c7.to_dict(), "seed": 1, "lr": 2e-2, "weight_decay": 0.0})]
     split7 = make_split(7, 0.6, 0)
     _bitwise(cs, [split7, split7], tmp_path)

@@ -9,24 +9,15 @@ the outputs of the failing jobs, and failed again until the user deleted the fil
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from .helpers import snakemake, workspace
+
 pytestmark = pytest.mark.e2e
-
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-
-WORKFLOW_FILES = ("Snakefile", "workflow", "src", "config", "profiles", "environment.yml")
 
 
 # Two runs of one setting (seeds 0 and 1: one batched training job), both samplers, Figure 3
@@ -53,11 +44,6 @@ CONFIG = {
 }  # fmt: skip
 
 
-def snakemake(ws: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "--cores", "2", *args, "--configfile", "my.yaml"]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ws, timeout=1200)
-
-
 def outputs(results: Path) -> dict[str, bytes]:
     """Every output of a run by path within results (not logs, benchmarks, records)."""
     skip = ("logs", "benchmarks", ".damaged")
@@ -70,14 +56,7 @@ def outputs(results: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("heal") / "repo"
-    ws.mkdir()
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, ws / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, ws / name)
+    ws = workspace(tmp_path_factory.mktemp("heal") / "repo")
     (ws / "my.yaml").write_text(yaml.safe_dump(CONFIG))
     out = snakemake(ws, "figures")
     assert out.returncode == 0, out.stderr[-6000:]

@@ -28,39 +28,12 @@ from grokking_llc.training.train import (
     LOG_COLUMNS,
 )
 
+from .helpers import REPO, snakemake, workspace
+
 pytestmark = pytest.mark.e2e
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
-
-
-WORKFLOW_FILES = ("Snakefile", "workflow", "src", "config", "profiles", "environment.yml")
-
-
-def workspace(root: Path) -> Path:
-    """A copy of the repository's workflow files, as a user's checkout would have them."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
-    return root
-
-
-def snakemake(ws: Path, *args: str, config: str | None = "my.yaml") -> subprocess.CompletedProcess:
-    """``snakemake --cores 2 <args> [--configfile <config>]`` from the workspace root."""
-    cmd = [str(SNAKEMAKE), "--cores", "2", *args]
-    if config is not None:
-        cmd += ["--configfile", config]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ws, timeout=1200)
 
 
 def planned_jobs(ws: Path, config: str = "my.yaml", target: str = "figures") -> dict[str, int]:
@@ -468,3 +441,47 @@ def test_readme_lock_advice_lists_only_this_directory(tmp_path):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+# Issue 22: code versions follow the layers. Each case edits the package in a copy of a finished
+# run (the Snakefile puts the workspace's src/ first on sys.path) and asks a dry run what reruns.
+CODE_EDITS = {
+    # a figure module: what a figure draws
+    "figure_module": ("src/grokking_llc/figures/traces.py", None, "plot"),
+    # the figure part of the plan: what each figure job is handed
+    "figure_plan": (
+        "src/grokking_llc/pipeline/figure_plan.py",
+        ('return {"key": self.key, ', 'return {"key": self.key, "edited": 1, '),
+        "plot",
+    ),
+    # a claim's verdict rule
+    "verdict_rule": (
+        "src/grokking_llc/science/claims.py",
+        ("TRACKING_RHO = 0.5", "TRACKING_RHO = 0.6"),
+        "claims",
+    ),
+    # the sampler
+    "sampler": ("src/grokking_llc/sampling/sgld.py", None, "sampler"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(CODE_EDITS))
+def test_a_code_edit_reruns_only_the_stages_that_run_that_code(done_run, tmp_path, edit):
+    ws = copy_of(done_run, tmp_path)
+    rel, swap, kind = CODE_EDITS[edit]
+    path = ws / rel
+    text = path.read_text()
+    if swap is None:  # a real change of the module's content (a new module-level name)
+        text += "\nEDITED_BY_TEST = True\n"
+    else:
+        assert text.count(swap[0]) == 1, f"{rel} no longer has {swap[0]!r}"
+        text = text.replace(swap[0], swap[1])
+    path.write_text(text)
+    jobs = planned_jobs(ws)
+    if kind == "plot":
+        assert set(jobs) == {"plot_figure", "figures"}, jobs
+    elif kind == "claims":
+        assert set(jobs) == {"score_claims", "figures"}, jobs
+    else:
+        assert {"estimate_llc", "calibrate_sampler"} <= set(jobs), jobs
+        assert not {"make_split", "train_model", "train_group"} & set(jobs), jobs
