@@ -89,6 +89,15 @@ def loss_traces(model, x, y, loss_fn, cfg, *, seed, device, **knobs):
     return out
 
 
+def linear_problem(q=5, n=100, seed=3):
+    """A linear regression ``y = x w`` without noise, inputs scaled 0.5 to 2 by column: the
+    Hessian of ``half_mse`` is ``x^T x / n`` (a known curvature)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, q, generator=g) * torch.linspace(0.5, 2.0, q)
+    y = x @ torch.randn(q, 1, generator=g)
+    return nn.Linear(q, 1, bias=False), x, y
+
+
 def regular_problem(q=6, n=400, seed=0):
     """Linear regression with q parameters and a full-rank design; w* = least squares."""
     g = torch.Generator().manual_seed(seed)

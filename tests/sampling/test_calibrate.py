@@ -36,6 +36,8 @@ from grokking_llc.sampling.chosen import chosen_sampler
 from grokking_llc.sampling.llc import LLCResult, estimate_llc
 from grokking_llc.science.sampler_checks import calibration_points
 
+from .helpers import half_mse
+
 torch.set_num_threads(1)
 
 
@@ -270,17 +272,6 @@ def failing_nbeta(nbetas):
         return None
 
     return tweak
-
-
-def half_mse(pred, target):
-    return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
-
-
-def linear_problem(q=5, n=100, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, q, generator=g) * torch.linspace(0.5, 2.0, q)
-    y = x @ torch.randn(q, 1, generator=g)
-    return nn.Linear(q, 1, bias=False), x, y
 
 
 PROBLEMS = {

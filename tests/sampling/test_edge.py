@@ -6,21 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.sampling import edge
 
-
-def half_mse(pred, target):
-    return 0.5 * (pred - target).pow(2).sum(dim=1).mean()
-
-
-def linear_problem(q=5, n=100, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, q, generator=g) * torch.linspace(0.5, 2.0, q)
-    y = x @ torch.randn(q, 1, generator=g)
-    return nn.Linear(q, 1, bias=False), x, y
+from .helpers import half_mse, linear_problem
 
 
 def test_top_curvature_is_the_largest_eigenvalue_of_a_known_hessian():
