@@ -24,8 +24,9 @@ import matplotlib.pyplot as plt
 from grokking_llc.figures.registry import register
 
 
-@register("probe", stem="fig_probe", reads="runs", per_sampler=True, caption="probe")
+@register("probe", stem="fig_probe", reads="runs", per_sampler=True)
 def draw_probe(runs, params):
+    """probe"""
     fig, ax = plt.subplots()
     ax.plot(runs["p"], runs["final_llc"], "o", gid="probe_points")
     return fig

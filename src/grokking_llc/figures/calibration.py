@@ -87,19 +87,13 @@ def chosen_note(res: dict) -> str | None:
     )
 
 
-@register(
-    "calibration",
-    stem="fig_calibration",
-    reads="calibration",
-    per_sampler=False,
-    caption="Sampler calibration of one model shape (SPEC section 10): the LLC estimate "
-    "against the localisation ladder's resolution κ = nbeta λ / γ, a panel per sampler kind, "
-    "a line per nbeta; each candidate (diamond) with its checks' runs beside it (halved step, "
-    "nbeta / 2, rescalings at their own stability edge, MALA reference); not valid hollow, "
-    "not a minimum a grey x; the chosen setting ringed in red; the other targets on the "
-    "right.",
-)
+@register("calibration", stem="fig_calibration", reads="calibration", per_sampler=False)
 def draw_calibration(table: pd.DataFrame, params: dict):
+    """Sampler calibration of one model shape (SPEC section 10): the LLC estimate against the
+    localisation ladder's resolution κ = nbeta λ / γ, a panel per sampler kind, a line per
+    nbeta; each candidate (diamond) with its checks' runs beside it (halved step, nbeta / 2,
+    rescalings at their own stability edge, MALA reference); not valid hollow, not a minimum a
+    grey x; the chosen setting ringed in red; the other targets on the right."""
     res = calibration_points(table)
     pts, ladder, checks = res["points"], res["ladder"], res["checks"]
     targets, chosen = res["targets"], res["chosen"]

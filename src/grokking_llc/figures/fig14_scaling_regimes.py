@@ -55,17 +55,12 @@ def _bracket_text(r) -> str:
     return head + "no setting where at least half the runs generalise from there on"
 
 
-@register(
-    "fig14",
-    stem="fig14_scaling_regimes",
-    reads="training",
-    per_sampler=False,
-    caption="Figure 14: final validation accuracy against the scaled training-set size "
-    "n / (p ln p), a line per p (mean ± std over seeds), markers for each run's regime; Tian's "
-    "critical ratio 2.75 and the paper's baseline 5.3 marked, and the measured bracket where runs "
-    "start to generalise shaded.",
-)
+@register("fig14", stem="fig14_scaling_regimes", reads="training", per_sampler=False)
 def draw_fig14(training: pd.DataFrame, params: dict):
+    """Figure 14: final validation accuracy against the scaled training-set size n / (p ln p), a
+    line per p (mean ± std over seeds), markers for each run's regime; Tian's critical ratio
+    2.75 and the paper's baseline 5.3 marked, and the measured bracket where runs start to
+    generalise shaded."""
     df, dropped = finite_rows(training, ["p", "n_train", "final_val_acc"])
     bad = df["p"] <= 1
     df = df.loc[~bad].reset_index(drop=True)

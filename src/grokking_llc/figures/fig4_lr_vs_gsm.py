@@ -33,17 +33,12 @@ from grokking_llc.science.notes import varying_note
 from grokking_llc.science.text import describe_exponential
 
 
-@register(
-    "fig4",
-    stem="fig4_lr_vs_gsm",
-    reads="training",
-    per_sampler=False,
-    caption="Figure 4: grokking severity (GSM, SPEC section 6) against the Adam learning rate, a "
-    "panel per weight decay: runs that generalised (mean ± std over seeds), the exponential-decay "
-    "fit a exp(-b lr) + c where it is usable, and beneath, the number of runs that never "
-    "generalised (no GSM) at each learning rate.",
-)
+@register("fig4", stem="fig4_lr_vs_gsm", reads="training", per_sampler=False)
 def draw_fig4(training: pd.DataFrame, params: dict):
+    """Figure 4: grokking severity (GSM, SPEC section 6) against the Adam learning rate, a panel
+    per weight decay: runs that generalised (mean ± std over seeds), the exponential-decay fit a
+    exp(-b lr) + c where it is usable, and beneath, the number of runs that never generalised
+    (no GSM) at each learning rate."""
     fits = fit_lr_vs_gsm(training, GSM_THRESHOLD)
     _, dropped = gsm_rows(training, GSM_THRESHOLD)
     wds = list(fits)

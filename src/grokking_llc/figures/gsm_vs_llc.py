@@ -40,18 +40,12 @@ def _fit_text(fit: dict) -> str:
     )
 
 
-@register(
-    "gsm_vs_llc",
-    stem="fig_gsm_vs_llc",
-    reads="runs",
-    per_sampler=True,
-    caption="GSM against the final estimated LLC, one point per run coloured by weight decay "
-    "(invalid LLC hollow, not fitted; under the paper's protocol every run fitted), "
-    "least-squares lines per weight decay and pooled; runs "
-    "that never generalised (no GSM) in a strip beneath. The paper reports GSM = 0.1288 LLC - "
-    "2.098 (R^2 0.955) for its own sampler.",
-)
+@register("gsm_vs_llc", stem="fig_gsm_vs_llc", reads="runs", per_sampler=True)
 def draw_gsm_vs_llc(runs: pd.DataFrame, params: dict):
+    """GSM against the final estimated LLC, one point per run coloured by weight decay (invalid
+    LLC hollow, not fitted; under the paper's protocol every run fitted), least-squares lines
+    per weight decay and pooled; runs that never generalised (no GSM) in a strip beneath. The
+    paper reports GSM = 0.1288 LLC - 2.098 (R^2 0.955) for its own sampler."""
     res = fit_gsm_vs_llc(runs, GSM_THRESHOLD, use=use_of(params))
     paper = (
         f"paper (its sampler; quoted, not drawn): GSM = {PAPER_GSM_LLC['slope']} LLC "

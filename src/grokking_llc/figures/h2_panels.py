@@ -17,16 +17,11 @@ from grokking_llc.science.tables import STATUS_NOT_A_MINIMUM, USE_ALL, estimate_
 NCOLS = 3
 
 
-@register(
-    "h2",
-    stem="fig_h2_panels",
-    reads="panels",
-    per_sampler=True,
-    caption="Appendix H.2: Figure 3's panel for each run of the studies listed under figures.h2 "
-    "(first seed of each setting), one named sampler: losses (log) and the LLC on a second "
-    "axis, invalid estimates hollow.",
-)
+@register("h2", stem="fig_h2_panels", reads="panels", per_sampler=True)
 def draw_h2(panels: list, params: dict):
+    """Appendix H.2: Figure 3's panel for each run of the studies listed under figures.h2 (first
+    seed of each setting), one named sampler: losses (log) and the LLC on a second axis, invalid
+    estimates hollow."""
     panels = list(panels)
     sampler = params.get("sampler") or "LLC"
     use = use_of(params)

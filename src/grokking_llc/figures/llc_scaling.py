@@ -154,28 +154,18 @@ def _notes(fit: dict) -> list:
     ]
 
 
-@register(
-    "fig1",
-    stem="fig1_llc_vs_p",
-    reads="runs",
-    per_sampler=True,
-    caption="Figure 1: final estimated LLC against the modulus p at fixed width (valid estimates: "
-    "mean and standard deviation over seeds; invalid ones hollow, left out; under the paper's "
-    "protocol every estimate, as the paper draws them), a least-squares line, and the closed "
-    "form (Thm 4.1/4.2) and the data-restricted count scaled to the data.",
-)
+@register("fig1", stem="fig1_llc_vs_p", reads="runs", per_sampler=True)
 def draw_fig1(runs: pd.DataFrame, params: dict):
+    """Figure 1: final estimated LLC against the modulus p at fixed width (valid estimates: mean
+    and standard deviation over seeds; invalid ones hollow, left out; under the paper's protocol
+    every estimate, as the paper draws them), a least-squares line, and the closed form (Thm
+    4.1/4.2) and the data-restricted count scaled to the data."""
     return _draw(fit_llc_vs_p(runs, use=use_of(params)), params)
 
 
-@register(
-    "fig2",
-    stem="fig2_llc_vs_width",
-    reads="runs",
-    per_sampler=True,
-    caption="Figure 2: final estimated LLC against the hidden width K at fixed p (valid estimates "
-    "only, invalid hollow; under the paper's protocol every estimate): a line through the "
-    "origin (proportionality) and a free line, with the closed form's shape scaled to the data.",
-)
+@register("fig2", stem="fig2_llc_vs_width", reads="runs", per_sampler=True)
 def draw_fig2(runs: pd.DataFrame, params: dict):
+    """Figure 2: final estimated LLC against the hidden width K at fixed p (valid estimates
+    only, invalid hollow; under the paper's protocol every estimate): a line through the origin
+    (proportionality) and a free line, with the closed form's shape scaled to the data."""
     return _draw(fit_llc_vs_width(runs, use=use_of(params)), params)

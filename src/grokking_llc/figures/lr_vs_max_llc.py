@@ -42,16 +42,11 @@ def _notes(res: dict) -> list:
     return notes + res["notes"]
 
 
-@register(
-    "lr_vs_max_llc",
-    stem="fig_lr_vs_max_llc",
-    reads="runs",
-    per_sampler=True,
-    caption="Appendix H.3: maximum of the LLC curve over training against the learning rate, a "
-    "line per weight decay (valid estimates: mean ± std over seeds; invalid ones hollow, left "
-    "out; under the paper's protocol every maximum).",
-)
+@register("lr_vs_max_llc", stem="fig_lr_vs_max_llc", reads="runs", per_sampler=True)
 def draw_lr_vs_max_llc(runs: pd.DataFrame, params: dict):
+    """Appendix H.3: maximum of the LLC curve over training against the learning rate, a line
+    per weight decay (valid estimates: mean ± std over seeds; invalid ones hollow, left out;
+    under the paper's protocol every maximum)."""
     res = lr_vs_max_llc(runs, use=use_of(params))
     fig, ax = single_panel(PANEL, _notes(res), params)
     pts = res["points"]

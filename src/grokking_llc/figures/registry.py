@@ -38,7 +38,8 @@ class FigureSpec:
 
     key: its entry under ``figures:`` in the config; stem: its output file stem; reads: one of
     :data:`READS`; per_sampler: drawn once per named sampler (True) or once (False);
-    draw: ``draw(data, params) -> Figure``; caption: one paragraph for the HTML report.
+    draw: ``draw(data, params) -> Figure``; caption: one paragraph for the HTML report (the
+    draw function's docstring).
     """
 
     key: str
@@ -52,10 +53,16 @@ class FigureSpec:
 REGISTRY: dict[str, FigureSpec] = {}
 
 
+def caption_of(doc: str | None) -> str:
+    """A draw function's docstring as the figure's caption: one paragraph, white space folded."""
+    return " ".join((doc or "").split())
+
+
 def register(
-    key: str, *, stem: str, reads: str, per_sampler: bool, caption: str = ""
+    key: str, *, stem: str, reads: str, per_sampler: bool
 ) -> Callable[[Callable], Callable]:
-    """Decorator: register ``draw`` as the figure ``key`` (see :class:`FigureSpec`)."""
+    """Decorator: register ``draw`` as the figure ``key`` (see :class:`FigureSpec`); its
+    docstring is the figure's caption."""
     if reads not in READS:
         raise ValueError(f"figure {key!r}: reads must be one of {READS}, got {reads!r}")
 
@@ -64,7 +71,7 @@ def register(
             raise ValueError(f"figure {key!r} registered twice")
         if any(spec.stem == stem for spec in REGISTRY.values()):
             raise ValueError(f"figure {key!r}: stem {stem!r} already used")
-        REGISTRY[key] = FigureSpec(key, stem, reads, per_sampler, draw, caption)
+        REGISTRY[key] = FigureSpec(key, stem, reads, per_sampler, draw, caption_of(draw.__doc__))
         return draw
 
     return deco

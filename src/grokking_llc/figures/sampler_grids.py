@@ -39,16 +39,11 @@ PANELS = {
 }
 
 
-@register(
-    "b2",
-    stem="fig_b2_sampler_sensitivity",
-    reads="grid",
-    per_sampler=True,
-    caption="Appendix B.2: estimated LLC at the final checkpoint against the localisation gamma, "
-    "a line per SGLD step size (bars: std over chains); estimates that failed the validity checks "
-    "hollow.",
-)
+@register("b2", stem="fig_b2_sampler_sensitivity", reads="grid", per_sampler=True)
 def draw_b2(table: pd.DataFrame, params: dict):
+    """Appendix B.2: estimated LLC at the final checkpoint against the localisation gamma, a
+    line per SGLD step size (bars: std over chains); estimates that failed the validity checks
+    hollow."""
     res = sampler_sensitivity(table)
     pts = res["points"]
     notes = [
@@ -90,16 +85,11 @@ def draw_b2(table: pd.DataFrame, params: dict):
     return fig
 
 
-@register(
-    "bias_reduced",
-    stem="fig_bias_reduced_llc",
-    reads="grid",
-    per_sampler=True,
-    caption="Appendix B.1: LLC estimates at the final checkpoint over a range of inverse "
-    "temperatures nbeta, against 1/nbeta; the intercept of the least-squares line through the "
-    "valid estimates is the bias-reduced LLC.",
-)
+@register("bias_reduced", stem="fig_bias_reduced_llc", reads="grid", per_sampler=True)
 def draw_bias_reduced(table: pd.DataFrame, params: dict):
+    """Appendix B.1: LLC estimates at the final checkpoint over a range of inverse temperatures
+    nbeta, against 1/nbeta; the intercept of the least-squares line through the valid estimates
+    is the bias-reduced LLC."""
     res = bias_reduced(table)
     fit = res["fit"]
     notes = [

@@ -124,16 +124,11 @@ def _diagnostics(row: pd.Series) -> str:
     return f"step {fmt(row['step'], 8)}: " + (", ".join(parts) or "no diagnostics stored")
 
 
-@register(
-    "traces",
-    stem="fig_llc_traces",
-    reads="traces",
-    per_sampler=True,
-    caption="SGLD diagnostics: minibatch loss traces of every chain at a few checkpoints "
-    "(burn-in shaded), the loss at the checkpoint, per-chain LLC, and whether each estimate "
-    "passed the validity checks.",
-)
+@register("traces", stem="fig_llc_traces", reads="traces", per_sampler=True)
 def draw_traces(llc: pd.DataFrame | None, params: dict):
+    """SGLD diagnostics: minibatch loss traces of every chain at a few checkpoints (burn-in
+    shaded), the loss at the checkpoint, per-chain LLC, and whether each estimate passed the
+    validity checks."""
     steps = (params.get("options") or {}).get("steps")
     if llc is None or len(llc) == 0 or "step" not in llc:
         return no_data_figure(params, "no LLC estimates")

@@ -103,30 +103,19 @@ def draw_track_figure(
     return fig
 
 
-@register(
-    "fig3",
-    stem="fig3_llc_tracks_generalisation",
-    reads="track",
-    per_sampler=False,
-    caption="Figure 3: one run's training and validation loss (log scale) and, below, the "
-    "estimated LLC under every named sampler against the training step: valid estimates filled "
-    "with the spread over chains, invalid ones hollow (the paper's protocol: every estimate "
-    "filled, as the paper draws it); dotted lines mark train and validation accuracy reaching "
-    "0.99.",
-)
+@register("fig3", stem="fig3_llc_tracks_generalisation", reads="track", per_sampler=False)
 def draw_fig3(data, params: dict):
+    """Figure 3: one run's training and validation loss (log scale) and, below, the estimated
+    LLC under every named sampler against the training step: valid estimates filled with the
+    spread over chains, invalid ones hollow (the paper's protocol: every estimate filled, as the
+    paper draws it); dotted lines mark train and validation accuracy reaching 0.99."""
     return draw_track_figure(data, params, loss_label="loss (centred MSE)", window="grokking")
 
 
-@register(
-    "fig13",
-    stem="fig13_transformer",
-    reads="track",
-    per_sampler=False,
-    caption="Figure 13 (transformer): losses (cross-entropy, log scale) and the estimated LLC "
-    "under every named sampler against the training step; invalid estimates hollow (the "
-    "paper's protocol: every estimate filled). The paper's transformer does not grok either "
-    "(H.3.1); its claim is that the LLC curve tracks the test loss.",
-)
+@register("fig13", stem="fig13_transformer", reads="track", per_sampler=False)
 def draw_fig13(data, params: dict):
+    """Figure 13 (transformer): losses (cross-entropy, log scale) and the estimated LLC under
+    every named sampler against the training step; invalid estimates hollow (the paper's
+    protocol: every estimate filled). The paper's transformer does not grok either (H.3.1); its
+    claim is that the LLC curve tracks the test loss."""
     return draw_track_figure(data, params, loss_label="loss (cross-entropy)", window="all")

@@ -31,7 +31,8 @@ class FigureInfo:
 @cache
 def figure_catalog() -> dict[str, FigureInfo]:
     """Every figure the modules of ``grokking_llc/figures`` register, read from their
-    ``@register("key", stem=..., reads=..., per_sampler=...)`` decorators without importing
+    ``@register("key", stem=..., reads=..., per_sampler=...)`` decorators and docstrings (the
+    caption) without importing
     them (matplotlib and seaborn cost seconds that a dry run should not pay). A test checks it
     against the registry the imports build."""
     out: dict[str, FigureInfo] = {}
@@ -46,7 +47,8 @@ def figure_catalog() -> dict[str, FigureInfo]:
                     continue
                 kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords}
                 key = ast.literal_eval(deco.args[0])
+                caption = " ".join((ast.get_docstring(node) or "").split())  # as caption_of
                 out[key] = FigureInfo(
-                    key, kw["stem"], kw["reads"], bool(kw["per_sampler"]), kw.get("caption", "")
+                    key, kw["stem"], kw["reads"], bool(kw["per_sampler"]), caption
                 )
     return dict(sorted(out.items()))
