@@ -99,3 +99,27 @@ def test_without_its_schema_entry_a_figure_key_is_refused():
         assert "probe" in str(err)
     else:
         raise AssertionError("an unknown figure key was accepted")
+
+
+def test_grid_overrides_cross_the_entry_s_swept_keys():
+    """A grid figure's entry sweeps every list-valued key but study and sampler: B.2 every
+    localisation at each step size; B.1 multiples of the sampler's resolved nbeta (its default
+    m / ln m when nbeta is unset, SPEC section 4); a new key is swept without plan code."""
+    import math
+
+    from grokking_llc.core.settings import SamplerConfig
+    from grokking_llc.pipeline.figure_plan import grid_overrides
+
+    b2 = {"study": "s", "sampler": "paper", "localization": [1.0, 5.0], "lr": [1e-4, 1e-3]}
+    assert grid_overrides(b2, SamplerConfig()) == [
+        {"localization": 1.0, "lr": 1e-4}, {"localization": 5.0, "lr": 1e-4},
+        {"localization": 1.0, "lr": 1e-3}, {"localization": 5.0, "lr": 1e-3},
+    ]  # fmt: skip
+    b1 = {"study": "s", "sampler": "paper", "nbeta_factors": [0.5, 2.0]}
+    assert grid_overrides(b1, SamplerConfig(nbeta=10.0)) == [{"nbeta": 5.0}, {"nbeta": 20.0}]
+    m = SamplerConfig(nbeta=None, batch_size=128)
+    assert grid_overrides(b1, m) == [{"nbeta": 0.5 * 128 / math.log(128)},
+                                     {"nbeta": 2.0 * 128 / math.log(128)}]  # fmt: skip
+    chains = {"study": "s", "sampler": "paper", "num_chains": [2, 4]}
+    assert grid_overrides(chains, SamplerConfig()) == [{"num_chains": 2}, {"num_chains": 4}]
+    assert grid_overrides({"study": "s", "sampler": "paper"}, SamplerConfig()) == []

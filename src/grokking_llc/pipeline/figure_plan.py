@@ -10,10 +10,13 @@ scorecard. The run/sampler part of the plan (runs, tracks, calibrations, trainin
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from grokking_llc.core.settings import SamplerConfig
 from grokking_llc.pipeline.catalog import LLC_READS, FigureInfo, figure_catalog
 from grokking_llc.pipeline.jobs import RESULTS, NamedSampler, RunJob, _frozen, _thaw
 
@@ -67,6 +70,29 @@ class FigureJob:
         return {"key": self.key, **{k: _thaw(v) for k, v in self.options}}
 
 
+GRID_ENTRY_KEYS = ("study", "sampler")  # a grid figure's entry keys that are not swept
+
+
+def grid_overrides(entry: Mapping[str, Any], settings: SamplerConfig) -> list[dict[str, Any]]:
+    """The sampler overrides a grid figure's config entry sweeps: every list-valued key but
+    :data:`GRID_ENTRY_KEYS` is a sampler setting, crossed with the others; ``<key>_factors``
+    are multiples of the sampler's own (resolved) ``<key>``. Keys in alphabetical order, the
+    last one the outer loop (B.2: every localisation at each step size)."""
+    axes = []
+    for name in sorted(k for k in entry if k not in GRID_ENTRY_KEYS):
+        if name.endswith("_factors"):
+            base = name[: -len("_factors")]
+            value = getattr(settings, f"resolved_{base}", getattr(settings, base))
+            axes.append((base, [f * value for f in entry[name]]))
+        else:
+            axes.append((name, list(entry[name])))
+    if not axes:
+        return []
+    names = [n for n, _ in axes]
+    combos = itertools.product(*(values for _, values in reversed(axes)))
+    return [dict(zip(names, reversed(combo), strict=True)) for combo in combos]
+
+
 class FigurePlan:
     """The figure part of the plan (module docstring); mixed into ``Plan``, whose config,
     samplers, runs and tracks it reads."""
@@ -93,6 +119,12 @@ class FigurePlan:
                 groups.append((own[name], [sampler], name))
         return groups
 
+    @property
+    def track_figures(self) -> list[str]:
+        """The figures that draw one run's LLC track against its training (``reads: track``;
+        Figures 3 and 13): their runs are what the track claims score."""
+        return [k for k, spec in self.figure_specs.items() if spec.reads == "track"]
+
     def _figure_study(self, key: str) -> str | None:
         return self.config["figures"].get(key, {}).get("study")
 
@@ -112,21 +144,18 @@ class FigurePlan:
 
     @cached_property
     def grid_jobs(self) -> dict[str, GridJob]:
+        """One sampler grid per figure that reads one (``reads: grid``) and names a study: its
+        sampler's settings at the study's first run's final checkpoint, over the overrides its
+        config entry sweeps (:func:`grid_overrides`)."""
         jobs = {}
         figs = self.config["figures"]
-        for grid in ("b2", "bias_reduced"):
-            entry = figs.get(grid, {})
-            if not entry.get("study"):
+        for key, spec in self.figure_specs.items():
+            entry = figs.get(key) or {}
+            if spec.reads != "grid" or not entry.get("study"):
                 continue
             sampler = self.samplers[entry["sampler"]]
-            if grid == "b2":
-                overrides = [
-                    {"localization": g, "lr": e} for e in entry["lr"] for g in entry["localization"]
-                ]
-            else:
-                nbeta = sampler.settings.resolved_nbeta
-                overrides = [{"nbeta": f * nbeta} for f in entry["nbeta_factors"]]
-            jobs[grid] = GridJob(grid, self.first_run(entry["study"]), sampler, _frozen(overrides))
+            overrides = grid_overrides(entry, sampler.settings)
+            jobs[key] = GridJob(key, self.first_run(entry["study"]), sampler, _frozen(overrides))
         return jobs
 
     # ---------------------------------------------------------------- tables
@@ -216,7 +245,7 @@ class FigurePlan:
             "runs": self.runs_table_path,
             "training": self.training_summary_path,
         }
-        for key in ("fig3", "fig13"):
+        for key in self.track_figures:
             for i, (study, samplers, _) in enumerate(self.track_groups(key)):
                 tracks = self._track_inputs(self.first_run(study), samplers)
                 inputs.update({f"{key}_{i}_{role}": path for role, path in tracks.items()})
@@ -235,7 +264,7 @@ class FigurePlan:
             "published": [s.name for s in self.samplers.values() if s.as_published],
             "seed": 0,
         }
-        for key in ("fig3", "fig13"):
+        for key in self.track_figures:
             params[f"{key}_tracks"] = [
                 {"samplers": [s.name for s in samplers], "run": self.first_run(study).params()}
                 for study, samplers, _ in self.track_groups(key)
