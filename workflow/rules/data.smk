@@ -10,6 +10,7 @@ rule make_split:
         f"{RESULTS}/benchmarks/make_split/{{split}}.tsv"
     # measured on the default config: <= 2 s, 307 MB peak
     threads: 1
+    priority: 20  # as train_model: a priority is not inherited by a job's inputs
     resources:
         mem_mb=500,
         runtime=5,
