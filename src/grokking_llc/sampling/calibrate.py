@@ -76,7 +76,7 @@ from grokking_llc.core import columns
 from grokking_llc.core.settings import PRECONDITIONER_KEYS, SamplerConfig, schema_defaults
 from grokking_llc.sampling import validity
 from grokking_llc.sampling.edge import preconditioner as _preconditioner
-from grokking_llc.sampling.edge import top_curvature
+from grokking_llc.sampling.edge import step_at_edge, top_curvature
 from grokking_llc.sampling.llc import LLCResult, estimate_llc
 from grokking_llc.sampling.sgld import KINDS
 
@@ -175,12 +175,17 @@ def default_grid(n: int) -> dict[str, list]:
     return default_search(n)
 
 
-def _normalise_grid(grid: Mapping[str, Any] | None, n: int) -> dict[str, list]:
-    """The search with the defaults filled in: ``kind`` (in order), ``nbeta`` (largest first),
-    the ladder as ``localization`` (largest first) or ``resolution`` (smallest first), the
-    steps ``lr_scaled`` (largest first: the first is the ladder's, the others the step-size
+def _normalise_grid(
+    grid: Mapping[str, Any] | None, n: int, backend: str = "fast"
+) -> dict[str, list]:
+    """The search with the defaults filled in: ``kind`` (in order; devinterp's sampler is plain
+    SGLD, the one kind it can search), ``nbeta`` (largest first), the ladder as
+    ``localization`` (largest first) or ``resolution`` (smallest first), the steps
+    ``lr_scaled`` (largest first: the first is the ladder's, the others the step-size
     check's)."""
     out = default_search(n)
+    if backend == "devinterp":
+        out["kind"] = ["sgld"]
     grid = {k: v for k, v in dict(grid or {}).items() if v is not None}
     unknown = set(grid) - set(GRID_KEYS)
     if unknown:
@@ -278,7 +283,7 @@ class _Runner:
     def lr(self, k: int, s: Setting, rescale: float = 1.0) -> float:
         """The absolute step of ``s`` at target k: ``lr_scaled / (nbeta lambda + gamma g_max)``."""
         lam, gmax = self.scale(k, s.kind, rescale)
-        return float(f"{s.lr_scaled / (s.nbeta * lam + s.gamma * gmax):.4g}")
+        return step_at_edge(s.lr_scaled, s.nbeta, s.gamma, lam, gmax)
 
     def settings(self, s: Setting, lr: float) -> dict[str, Any]:
         burn = int(self.base.get("num_burnin_steps", 0))
@@ -548,11 +553,9 @@ def calibrate_targets(
         base["max_steps"] = int(max_steps)  # adaptive length (SPEC section 10)
     if int(base.get("num_burnin_steps", 0)) + 16 > num_steps:
         raise ValueError(f"num_steps {num_steps} leaves too few draws after the burn-in")
-    grid = _normalise_grid(grid, min(len(t.x) for t in targets))
+    grid = _normalise_grid(grid, min(len(t.x) for t in targets), backend)
     runner = _Runner(list(targets), base, num_steps, backend, device, diag_every, symmetry)
     kinds = [k for k in grid["kind"] if not (backend == "devinterp" and k != "sgld")]
-    if not kinds and backend == "devinterp":
-        kinds = ["sgld"]  # devinterp's sampler is plain SGLD: the one kind it can search
     steps = grid.get("lr_scaled")
     outcomes: list[_Outcome] = []
     chosen = None

@@ -15,10 +15,10 @@ import pandas as pd
 def chosen_sampler(table: pd.DataFrame) -> tuple[dict[str, Any], bool, str]:
     """The settings a calibration table chose (its ``chosen`` rows' ``settings``), whether they
     are valid, and the calibration's reason. Raises ValueError when nothing was chosen."""
-    if "chosen" not in table or not table["chosen"].fillna(False).astype(bool).any():
+    rows = _chosen_rows(table)
+    if rows.empty:
         reason = str(table["reason"].iloc[0]) if "reason" in table and len(table) else ""
         raise ValueError(f"the calibration chose no setting: {reason}")
-    rows = table[table["chosen"].fillna(False).astype(bool)]
     settings = {json.dumps(json.loads(s), sort_keys=True) for s in rows["settings"]}
     if len(settings) != 1:
         raise ValueError(f"the calibration table marks {len(settings)} different settings")
@@ -33,10 +33,17 @@ def chosen_edge_fraction(table: pd.DataFrame) -> float | None:
     """The fraction of the stability edge (``lr_scaled``, SPEC section 10) the chosen setting's
     step was set at, or None when the table does not say (a single value over the chosen rows
     at the search's own scale)."""
-    if "lr_scaled" not in table or "chosen" not in table:
+    if "lr_scaled" not in table:
         return None
-    rows = table[table["chosen"].fillna(False).astype(bool)]
+    rows = _chosen_rows(table)
     if "rescale" in rows:
         rows = rows[rows["rescale"] == 1.0]
     values = {float(v) for v in rows["lr_scaled"].dropna()}
     return values.pop() if len(values) == 1 else None
+
+
+def _chosen_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a calibration table marks ``chosen`` (none without that column)."""
+    if "chosen" not in table:
+        return table.iloc[:0]
+    return table[table["chosen"].fillna(False).astype(bool)]

@@ -135,7 +135,7 @@ def estimate_run_llc(
                     seconds_i = seconds
                 log.info(
                     "step %d: llc %.4g +- %.3g (%d diverged) in %.1fs",
-                    steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds,
+                    steps[i], res.llc_mean, res.llc_std, int(np.sum(res.diverged)), seconds_i,
                 )  # fmt: skip
                 row = llc_row(res, run_id=run_id, sampler_id=sampler_id, backend=backend,
                               step=steps[i])  # fmt: skip
@@ -181,17 +181,11 @@ def retry_at_own_edge(
     ``edge_fraction`` of this checkpoint's own stability edge
     (:func:`grokking_llc.sampling.edge.step_at_edge`; SPEC section 10) when that step is
     smaller, else ``res`` as it was. The new estimate carries every check of its own."""
-    import torch
-
     from grokking_llc.sampling.edge import edge_scale, step_at_edge
 
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(state[name])
-    params = {name: p.detach() for name, p in model.named_parameters()}
+    params = {name: state[name] for name, _ in model.named_parameters()}
     lam, gmax = edge_scale(model, params, x, y, loss_fn, cfg, seed=seed)
-    nbeta = cfg.nbeta if cfg.nbeta is not None else float("nan")
-    lr = step_at_edge(edge_fraction, nbeta, cfg.localization, lam, gmax)
+    lr = step_at_edge(edge_fraction, cfg.resolved_nbeta, cfg.localization, lam, gmax)
     if not (np.isfinite(lr) and 0 < lr < cfg.lr):
         return res, float(cfg.lr)
     log.info("a chain diverged at step size %.3g: again at %.3g (%.3g of this checkpoint's "
