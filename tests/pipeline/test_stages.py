@@ -512,3 +512,32 @@ def test_an_adaptive_track_needs_the_training_log(split):
     with pytest.raises(ValueError, match="training log"):
         estimate_run_llc(ckpts(6), split, RUN, SAMPLER, backend="fast", every=1,
                          refine=RefineSettings())  # fmt: skip
+
+
+def test_a_checkpoint_whose_chains_diverge_is_estimated_again_at_its_own_edge(split):
+    """SPEC 10: a calibrated step is absolute; where a chain diverges at it, the checkpoint is
+    estimated again at the calibration's fraction of that checkpoint's own stability edge
+    (sampling.edge), and ``sampler_lr`` records the step; where nothing diverges the fraction
+    changes nothing."""
+    from grokking_llc.core.data import split_tensors
+    from grokking_llc.core.model import get_loss
+    from grokking_llc.sampling.edge import edge_scale, step_at_edge
+
+    ckpts = checkpoints([model_state(0), model_state(1)], [0, 10])
+    kw = dict(backend="fast", every=1)
+    big = SamplerConfig.from_mapping({**SAMPLER.to_dict(), "lr": 50.0, "nbeta": 50.0})
+    diverged = estimate_run_llc(ckpts, split, RUN, big, **kw)
+    assert diverged["num_diverged"].gt(0).all() and diverged["llc_mean"].isna().all()
+    assert (diverged["sampler_lr"] == 50.0).all()
+    again = estimate_run_llc(ckpts, split, RUN, big, edge_fraction=0.1, **kw)
+    assert (again["num_diverged"] == 0).all() and np.isfinite(again["llc_mean"]).all()
+    x, y = split_tensors(split, "train", torch.device("cpu"))
+    model = build_model("quadratic", RUN.p, width=RUN.width)
+    for row, seed in zip(again.itertuples(), (0, 1), strict=True):
+        params = {k: v for k, v in model_state(seed).items()}
+        lam, gmax = edge_scale(model, params, x, y, get_loss(RUN.loss), big, seed=7 + row.step)
+        assert row.sampler_lr == step_at_edge(0.1, 50.0, big.localization, lam, gmax) < 50.0
+    calm = estimate_run_llc(ckpts, split, RUN, SAMPLER, **kw)
+    same = estimate_run_llc(ckpts, split, RUN, SAMPLER, edge_fraction=0.1, **kw)
+    np.testing.assert_array_equal(same["llc_mean"], calm["llc_mean"])
+    assert (same["sampler_lr"] == SAMPLER.lr).all()
